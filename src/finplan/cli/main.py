@@ -1,0 +1,88 @@
+"""The ``finplan`` entry point.
+
+Subcommands are imported lazily, so ``finplan --help`` and every command except
+``finplan exits`` work without torch (and without ray) installed.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from finplan import __version__
+from finplan.errors import FinplanInputError
+
+# name -> (module under finplan.cli, one-line help shown by `finplan --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("inspect", "Show the blocks and exits of a branchy ONNX model."),
+    "exits": ("exits", "Build, train and export branchy models (needs the [torch] extra)."),
+    "profile": ("profile", "Measure every block and exit of a model on this device."),
+    "profiles": ("profiles", "Compare hardware profiles side by side."),
+    "plan": ("plan", "Place a model's blocks on a network with FIN, the optimum or a baseline."),
+    "show": ("show", "Summarise or draw a plan."),
+    "emit": ("emit", "Write per-node ONNX parts and manifests for a plan."),
+    "verify": ("verify", "Check that a deployment's chained parts equal the original model."),
+    "run": ("run", "Execute a deployment and compare measured with predicted."),
+    "serve": ("serve", "Serve a deployment on Ray Serve (needs the [ray] extra)."),
+    "infer": ("infer", "Send inputs to a served deployment and report latency."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"finplan.cli.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        # Show help lines without importing every module (keeps --help fast and torch-free).
+        rows = [(name, help_line) for name, (_, help_line) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="finplan")
+def cli():
+    """finplan: profile early-exit DNNs and plan where each block runs.
+
+    \b
+    A day with finplan:
+      finplan profile model.onnx -o phone.profile.json --card model.card.json   (on each device)
+      finplan plan scenario.yaml -o plan.json
+      finplan emit plan.json --model model.onnx -o deploy/
+      finplan run deploy/ --data digits
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="finplan", standalone_mode=False)
+    except FinplanInputError as exc:
+        click.echo(f"finplan: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("finplan: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("finplan: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
