@@ -1,0 +1,141 @@
+"""Load, validate and save hardware profiles and model cards."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from finplan.errors import FinplanInputError
+from finplan.fileio import atomic_write_json, check_schema, load_document
+
+
+@lru_cache(maxsize=None)
+def _schema(kind: str) -> dict:
+    text = resources.files("finplan.schemas").joinpath(f"{kind}.schema.json").read_text()
+    return json.loads(text)
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for item in error.absolute_path:
+        parts.append(f"[{item}]" if isinstance(item, int) else (f".{item}" if parts else str(item)))
+    return "".join(parts) or "(document)"
+
+
+def _validate(doc: Any, kind: str, path) -> None:
+    check_schema(doc, kind, (1,), path)
+    _reject_nan(doc, path, "")
+    validator = jsonschema.Draft202012Validator(_schema(kind))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is not None:
+        raise FinplanInputError(error.message, file=path, field=_path_of(error))
+
+
+def _reject_nan(value: Any, path, where: str) -> None:
+    # YAML and Python's json accept NaN/Infinity; the schemas cannot say "finite", so check here.
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise FinplanInputError(f"is {value}; expected a finite number", file=path, field=where or "(document)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nan(item, path, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_nan(item, path, f"{where}[{index}]")
+
+
+def _check_unique(names: list[str], path, field: str) -> None:
+    seen = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise FinplanInputError(f"duplicate name {name!r}; names must be unique", file=path, field=f"{field}[{index}].name")
+        seen.add(name)
+
+
+def validate_profile(doc: Any, path: str | os.PathLike | None = None) -> dict:
+    """Check a profile document; return it unchanged. Raises FinplanInputError."""
+    _validate(doc, "profile", path)
+    _check_unique([b["name"] for b in doc["blocks"]], path, "blocks")
+    _check_unique([e["name"] for e in doc["exits"]], path, "exits")
+    block_names = {b["name"] for b in doc["blocks"]}
+    for index, exit_ in enumerate(doc["exits"]):
+        if exit_["after"] not in block_names:
+            raise FinplanInputError(
+                f"names block {exit_['after']!r}, which the profile does not have (blocks: {', '.join(sorted(block_names))})",
+                file=path, field=f"exits[{index}].after")
+    return doc
+
+
+def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
+    """Check a model card document; return it unchanged. Raises FinplanInputError."""
+    _validate(doc, "model", path)
+    _check_unique([b["name"] for b in doc["blocks"]], path, "blocks")
+    _check_unique([e["name"] for e in doc["exits"]], path, "exits")
+    order = {b["name"]: i for i, b in enumerate(doc["blocks"])}
+    last = -1
+    for index, exit_ in enumerate(doc["exits"]):
+        if exit_["after"] not in order:
+            raise FinplanInputError(
+                f"names block {exit_['after']!r}, which the card does not have (blocks: {', '.join(order)})",
+                file=path, field=f"exits[{index}].after")
+        if order[exit_["after"]] < last:
+            raise FinplanInputError("exits must be listed in block order", file=path, field=f"exits[{index}].after")
+        last = order[exit_["after"]]
+    calibration = doc.get("calibration")
+    if calibration and "exits" in calibration:
+        names = [e["name"] for e in doc["exits"]]
+        labels = calibration.get("labels")
+        for index, scores in enumerate(calibration["exits"]):
+            if scores["name"] not in names:
+                raise FinplanInputError(f"names exit {scores['name']!r}, which the card does not have",
+                                        file=path, field=f"calibration.exits[{index}].name")
+            n = len(scores["confidence"])
+            if len(scores["predicted"]) != n or (labels is not None and len(labels) != n):
+                raise FinplanInputError("confidence, predicted and labels must have one entry per sample",
+                                        file=path, field=f"calibration.exits[{index}]")
+    return doc
+
+
+def load_profile(path: str | os.PathLike) -> dict:
+    return validate_profile(load_document(path, "profile"), path)
+
+
+def load_card(path: str | os.PathLike) -> dict:
+    return validate_card(load_document(path, "model"), path)
+
+
+def save_profile(doc: dict, path: str | os.PathLike) -> None:
+    validate_profile(doc, path)
+    atomic_write_json(path, doc)
+
+
+def save_card(doc: dict, path: str | os.PathLike) -> None:
+    validate_card(doc, path)
+    atomic_write_json(path, doc)
+
+
+def card_from_profile(profile: dict, *, input_bytes: float, accuracies: dict[str, float],
+                      calibration: dict | None = None) -> dict:
+    """The device-independent part of a profile, as a model card."""
+    card = {
+        "schema": "finplan.model/1",
+        "name": profile["model"]["name"],
+        "hash": profile["model"]["hash"],
+        "input_bytes": input_bytes,
+        "blocks": [
+            {"name": b["name"], "flops": b["flops"], "output_bytes": b["output_bytes"], "params_bytes": b["params_bytes"]}
+            for b in profile["blocks"]
+        ],
+        "exits": [
+            {"name": e["name"], "after": e["after"], "flops": e["flops"], "params_bytes": e["params_bytes"],
+             "accuracy": accuracies[e["name"]]}
+            for e in profile["exits"]
+        ],
+    }
+    if calibration is not None:
+        card["calibration"] = calibration
+    return card
