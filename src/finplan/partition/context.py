@@ -1,0 +1,125 @@
+"""What every solver needs about one application, computed once; and what solvers return."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from finplan.partition.costs import (
+    DEFAULT_QUANTILES, Chain, CostTable, ExitPolicy, accuracy_ok, chain_for, cost_table, is_close, policies_for,
+)
+from finplan.partition.evaluate import Evaluation, Usage, evaluate
+from finplan.partition.problem import Application, Network, Options, Scenario
+
+
+@dataclass(eq=False)
+class AppContext:
+    app: Application
+    network: Network
+    options: Options
+    table: CostTable
+    policies: list[ExitPolicy]  # every policy of the mode (accuracy not yet filtered)
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    _chains: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> int:
+        return self.network.index(self.app.source)
+
+    def chain(self, policy_index: int) -> Chain:
+        if policy_index not in self._chains:
+            self._chains[policy_index] = chain_for(self.table, self.policies[policy_index])
+        return self._chains[policy_index]
+
+    def accurate(self) -> list[int]:
+        """Indices of the policies meeting the accuracy target (in policy order)."""
+        return [i for i, p in enumerate(self.policies)
+                if accuracy_ok(p.accuracy, self.app.min_accuracy, self.options.strict)]
+
+    def evaluate(self, policy_index: int, nodes: list[int], usage: Usage | None = None) -> Evaluation:
+        policy = self.policies[policy_index]
+        names = [self.network.names[n] for n in nodes]
+        return evaluate(self.app, self.network, self.options, names, self.app.card.exits[policy.final_exit].name,
+                        usage=usage, policy=policy, table=self.table)
+
+    def allowed(self, chain: Chain, usage: Usage | None):
+        """Per-element capacity screen: (block, node) pairs and per-layer links that fit alone
+        in the residual capacity. Cumulative sums are checked on the exact evaluation."""
+        usage = usage or Usage()
+        names = self.network.names
+        rate = self.app.rate_hz
+        node_ok = np.ones((chain.n_blocks, len(names)), dtype=bool)
+        resid_mem = np.array([self.table.memory_bytes[j] - usage.node_memory_bytes.get(n, 0.0)
+                              for j, n in enumerate(names)])
+        node_ok &= chain.mem_bytes[:, None] <= resid_mem[None, :] * (1 + 1e-12)
+        if rate is not None:
+            resid = np.array([self.table.max_utilization[j] - usage.node_utilization.get(n, 0.0)
+                              for j, n in enumerate(names)])
+            node_ok &= rate * chain.busy_s <= resid[None, :] * (1 + 1e-12)
+        return node_ok
+
+    def link_ok(self, nbytes: float, prob: float, usage: Usage | None) -> np.ndarray:
+        ok = self.table.has_link.copy()
+        rate = self.app.rate_hz
+        if rate is None or nbytes == 0:
+            return ok
+        usage = usage or Usage()
+        need = rate * prob * 8.0 * nbytes * self.table.link_s_per_bit
+        resid = self.table.link_max_utilization.copy()
+        for (a, b), value in usage.link_utilization.items():
+            resid[self.network.index(a), self.network.index(b)] -= value
+        off = ~np.eye(len(ok), dtype=bool)
+        ok[off] &= need[off] <= resid[off] * (1 + 1e-12)
+        return ok
+
+
+def contexts(scenario: Scenario, quantiles=DEFAULT_QUANTILES) -> list[AppContext]:
+    tables: dict[int, CostTable] = {}
+    out = []
+    for app in scenario.applications:
+        key = id(app.card)
+        if key not in tables:
+            tables[key] = cost_table(app.card, scenario.network)
+        out.append(AppContext(app, scenario.network, scenario.options, tables[key],
+                              policies_for(app.card, scenario.options.mode, quantiles), tuple(quantiles)))
+    return out
+
+
+@dataclass
+class AppResult:
+    """One application's answer: an evaluation (feasible or, for baselines, possibly not),
+    or none with a reason."""
+    app: Application
+    evaluation: Evaluation | None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return self.evaluation is not None and self.evaluation.feasible
+
+
+@dataclass
+class SolveResult:
+    solver: str
+    parameters: dict
+    apps: list[AppResult]
+    solve_time_s: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def energy_j(self) -> float:
+        return sum(r.evaluation.energy_j for r in self.apps if r.feasible)
+
+
+def better(a: tuple, b: tuple | None) -> bool:
+    """Explicit tie-breaking between candidates (energy_j, latency_s, policy_index, nodes):
+    lower energy; equal energy (up to rounding) -> lower latency -> earlier policy ->
+    lexicographically smaller node indices."""
+    if b is None:
+        return True
+    if not is_close(a[0], b[0]):
+        return a[0] < b[0]
+    if not is_close(a[1], b[1]):
+        return a[1] < b[1]
+    return (a[2], tuple(a[3])) < (b[2], tuple(b[3]))

@@ -1,0 +1,277 @@
+"""The cost model: what each block, exit head and transfer costs, and how exits change it.
+
+Static mode (the paper's): the final exit e is chosen; blocks up to e run once per input,
+the final exit's head runs on its block's node; nothing after e is deployed.
+
+Dynamic mode: early exits are active with confidence thresholds. From the card's
+calibration scores a sample leaves at the first active exit whose confidence reaches its
+threshold, so block b runs with probability r_b and the expected energy is
+``sum r_b (block + exit heads) + sum r_{b+1} transfer(b)``. The latency bound holds for
+the slowest input (the one reaching the final exit, paying every active head on its way).
+
+Not modelled (on purpose, as in the paper): returning the result to the source, queueing
+at nodes or links, and idle power.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from finplan.partition.problem import ModelCard, Network, node_block_costs
+
+DEFAULT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True, eq=False)
+class CostTable:
+    """Costs of one model card on every node of one network (arrays indexed [block, node])."""
+    nodes: tuple[str, ...]
+    block_time_s: np.ndarray
+    block_energy_j: np.ndarray
+    exit_time_s: np.ndarray
+    exit_energy_j: np.ndarray
+    output_bytes: np.ndarray
+    input_bytes: float
+    block_params_bytes: np.ndarray
+    exit_params_bytes: np.ndarray
+    exit_after: np.ndarray
+    # link matrices; the diagonal is "stay on the node" (free, instant); inf/False: no link
+    has_link: np.ndarray
+    link_s_per_bit: np.ndarray
+    link_latency_s: np.ndarray
+    link_j_per_bit: np.ndarray
+    bandwidth_bps: np.ndarray
+    memory_bytes: np.ndarray  # inf where unlimited
+    max_utilization: np.ndarray
+    link_max_utilization: np.ndarray
+
+    def transfer_time_s(self, n: int, m: int, nbytes: float) -> float:
+        if n == m:
+            return 0.0
+        return 8.0 * nbytes * self.link_s_per_bit[n, m] + self.link_latency_s[n, m]
+
+    def transfer_energy_j(self, n: int, m: int, nbytes: float) -> float:
+        return 0.0 if n == m else 8.0 * nbytes * self.link_j_per_bit[n, m]
+
+
+def cost_table(card: ModelCard, network: Network) -> CostTable:
+    """Build the cost arrays of ``card`` on ``network`` (node order = network order)."""
+    n_nodes = len(network.nodes)
+    bt = np.zeros((len(card.blocks), n_nodes))
+    be, et, ee = np.zeros_like(bt), np.zeros((len(card.exits), n_nodes)), np.zeros((len(card.exits), n_nodes))
+    for j, node in enumerate(network.nodes):
+        t, e, xt, xe = node_block_costs(node, card, network.path)
+        bt[:, j], be[:, j], et[:, j], ee[:, j] = t, e, xt, xe
+    has = np.eye(n_nodes, dtype=bool)
+    spb = np.full((n_nodes, n_nodes), np.inf)
+    lat = np.zeros((n_nodes, n_nodes))
+    jpb = np.zeros((n_nodes, n_nodes))
+    bw = np.full((n_nodes, n_nodes), np.inf)
+    lutil = np.ones((n_nodes, n_nodes))
+    np.fill_diagonal(spb, 0.0)
+    for link in network.links:
+        a, b = network.index(link.src), network.index(link.dst)
+        has[a, b] = True
+        spb[a, b] = 1.0 / link.bandwidth_bps
+        lat[a, b] = link.latency_s
+        jpb[a, b] = link.energy_j_per_bit
+        bw[a, b] = link.bandwidth_bps
+        lutil[a, b] = link.max_utilization
+    return CostTable(
+        nodes=network.names, block_time_s=bt, block_energy_j=be, exit_time_s=et, exit_energy_j=ee,
+        output_bytes=np.array([b.output_bytes for b in card.blocks], dtype=float), input_bytes=card.input_bytes,
+        block_params_bytes=np.array([b.params_bytes for b in card.blocks], dtype=float),
+        exit_params_bytes=np.array([e.params_bytes for e in card.exits], dtype=float),
+        exit_after=np.array([e.after for e in card.exits], dtype=int),
+        has_link=has, link_s_per_bit=spb, link_latency_s=lat, link_j_per_bit=jpb, bandwidth_bps=bw,
+        memory_bytes=np.array([np.inf if n.memory_bytes is None else n.memory_bytes for n in network.nodes]),
+        max_utilization=np.array([n.max_utilization for n in network.nodes]),
+        link_max_utilization=lutil,
+    )
+
+
+# ---------------------------------------------------------------- exit policies
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """Which exit is final, which earlier exits are active (with thresholds), and what follows.
+
+    ``exit_rates[i]`` is the fraction of inputs leaving at exit i (zero for inactive exits).
+    """
+    final_exit: int
+    active: tuple[tuple[int, float], ...]
+    exit_rates: tuple[float, ...]
+    accuracy: float
+
+    def thresholds(self, card: ModelCard) -> dict[str, float]:
+        return {card.exits[i].name: thr for i, thr in self.active}
+
+
+def static_policies(card: ModelCard) -> list[ExitPolicy]:
+    policies = []
+    for e, exit_ in enumerate(card.exits):
+        rates = [0.0] * len(card.exits)
+        rates[e] = 1.0
+        policies.append(ExitPolicy(e, (), tuple(rates), exit_.accuracy))
+    return policies
+
+
+def threshold_grid(confidence: np.ndarray, quantiles=DEFAULT_QUANTILES) -> list[float]:
+    """Candidate thresholds of one exit: calibration quantiles that are observed scores,
+    so every threshold is reproducible from the data."""
+    if confidence.size == 0:
+        return []
+    values = np.quantile(confidence, quantiles, method="lower")
+    return sorted({float(v) for v in values})
+
+
+def policy_from_thresholds(card: ModelCard, final_exit: int, thresholds: dict[int, float]) -> ExitPolicy:
+    """Exit rates and accuracy of one threshold setting, from the per-sample calibration scores.
+
+    Exits without calibration scores cannot be early exits. A final exit without scores
+    contributes its card accuracy for the inputs that reach it.
+    """
+    cal = card.calibration
+    n_exits = len(card.exits)
+    if cal is None or cal.labels is None or len(cal.labels) == 0:
+        rates = [0.0] * n_exits
+        rates[final_exit] = 1.0
+        return ExitPolicy(final_exit, (), tuple(rates), card.exits[final_exit].accuracy)
+    labels = cal.labels
+    n = len(labels)
+    remaining = np.ones(n, dtype=bool)
+    correct = 0.0
+    rates = [0.0] * n_exits
+    active = []
+    for i in range(final_exit):
+        if i not in thresholds:
+            continue
+        name = card.exits[i].name
+        leave = remaining & (cal.confidence[name] >= thresholds[i])
+        rates[i] = float(leave.sum()) / n
+        correct += float((cal.predicted[name][leave] == labels[leave]).sum())
+        remaining &= ~leave
+        active.append((i, float(thresholds[i])))
+    final_name = card.exits[final_exit].name
+    reach = float(remaining.sum())
+    rates[final_exit] = reach / n
+    if final_name in cal.predicted:
+        correct += float((cal.predicted[final_name][remaining] == labels[remaining]).sum())
+    else:
+        correct += reach * card.exits[final_exit].accuracy
+    return ExitPolicy(final_exit, tuple(active), tuple(rates), correct / n)
+
+
+def dynamic_policies(card: ModelCard, quantiles=DEFAULT_QUANTILES) -> list[ExitPolicy]:
+    """Every (final exit, thresholds of earlier exits) on the grid: calibration quantiles
+    plus "disabled" per exit; or every row of a calibration table."""
+    cal = card.calibration
+    if cal is None:
+        return static_policies(card)
+    if cal.table and not cal.confidence:
+        return _table_policies(card)
+    policies = []
+    for e in range(len(card.exits)):
+        options = []
+        for i in range(e):
+            name = card.exits[i].name
+            grid = threshold_grid(cal.confidence[name], quantiles) if name in cal.confidence else []
+            options.append([None] + grid)
+        for combo in itertools.product(*options):
+            thresholds = {i: thr for i, thr in enumerate(combo) if thr is not None}
+            policies.append(policy_from_thresholds(card, e, thresholds))
+    return policies
+
+
+def _table_policies(card: ModelCard) -> list[ExitPolicy]:
+    index = {e.name: i for i, e in enumerate(card.exits)}
+    policies = []
+    for row in card.calibration.table:
+        named = [index[k] for k, v in row["exit_rates"].items() if v > 0] or [len(card.exits) - 1]
+        final = max(named)
+        rates = [0.0] * len(card.exits)
+        for k, v in row["exit_rates"].items():
+            rates[index[k]] = float(v)
+        active = tuple(sorted((index[k], float(v)) for k, v in row["thresholds"].items()
+                              if v is not None and index[k] < final))
+        policies.append(ExitPolicy(final, active, tuple(rates), float(row["accuracy"])))
+    return policies
+
+
+def policies_for(card: ModelCard, mode: str, quantiles=DEFAULT_QUANTILES) -> list[ExitPolicy]:
+    return dynamic_policies(card, quantiles) if mode == "dynamic" else static_policies(card)
+
+
+# ---------------------------------------------------------------- chains
+
+@dataclass(frozen=True, eq=False)
+class Chain:
+    """One exit policy laid out along the blocks it deploys (arrays [block, node]).
+
+    comp_time_s: worst-case time on the slowest input's path (block + active heads after it);
+    comp_energy_j / busy_s: expected per input (weighted by r_b);
+    out_bytes[b], trans_prob[b]: what is sent after block b and how often (r_{b+1}).
+    """
+    policy: ExitPolicy
+    n_blocks: int
+    block_prob: np.ndarray
+    comp_time_s: np.ndarray
+    comp_energy_j: np.ndarray
+    busy_s: np.ndarray
+    mem_bytes: np.ndarray
+    heads: tuple[tuple[int, ...], ...]
+    out_bytes: np.ndarray
+    trans_prob: np.ndarray
+    input_bytes: float
+
+
+def block_probabilities(table: CostTable, policy: ExitPolicy) -> np.ndarray:
+    k = int(table.exit_after[policy.final_exit]) + 1
+    prob = np.ones(k)
+    for i, _ in policy.active:
+        prob[table.exit_after[i] + 1:] -= policy.exit_rates[i]
+    return np.clip(prob, 0.0, 1.0)
+
+
+def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
+    k = int(table.exit_after[policy.final_exit]) + 1
+    prob = block_probabilities(table, policy)
+    heads: list[list[int]] = [[] for _ in range(k)]
+    for i, _ in policy.active:
+        heads[table.exit_after[i]].append(i)
+    heads[k - 1].append(policy.final_exit)
+    time = table.block_time_s[:k].copy()
+    energy = table.block_energy_j[:k].copy()
+    mem = table.block_params_bytes[:k].copy()
+    for b, hs in enumerate(heads):
+        for h in hs:
+            time[b] += table.exit_time_s[h]
+            energy[b] += table.exit_energy_j[h]
+            mem[b] += table.exit_params_bytes[h]
+    return Chain(policy, k, prob, time, energy * prob[:, None], time * prob[:, None], mem,
+                 tuple(tuple(h) for h in heads), table.output_bytes[:k - 1].copy(), prob[1:].copy(), table.input_bytes)
+
+
+def is_close(a: float, b: float, rel: float = 1e-12) -> bool:
+    """Energies equal up to summation-order rounding; ties are then broken explicitly."""
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
+
+
+def within(value: float, limit: float, strict: bool) -> bool:
+    return value < limit if strict else value <= limit
+
+
+def accuracy_ok(accuracy: float, minimum: float, strict: bool) -> bool:
+    return accuracy > minimum if strict else accuracy >= minimum
+
+
+def ceil_units(time_s: np.ndarray | float, gamma: int, max_latency_s: float):
+    """Latency units of FIN: ceil(gamma * t / max_latency); rounding up keeps FIN's paths feasible."""
+    return np.ceil(np.asarray(time_s) * gamma / max_latency_s)
+
+
+def finite_or_none(value: float):
+    return None if value is None or not math.isfinite(value) else float(value)

@@ -1,0 +1,234 @@
+"""Exact evaluation of one given deployment: placement, final exit and thresholds.
+
+This is the reference every solver's answer is re-checked against (FIN's discretised
+latency never decides feasibility on its own), and what benchmarks call to score any
+placement. It is written as plain loops, independently of the solvers' vectorised code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from finplan.errors import FinplanInputError
+from finplan.partition.costs import (
+    CostTable, ExitPolicy, _table_policies, accuracy_ok, cost_table, policy_from_thresholds, within,
+)
+from finplan.partition.problem import Application, Network, Options
+
+# A capacity counts as binding when the plan uses at least this share of it.
+BINDING_SHARE = 0.99
+
+
+@dataclass
+class Usage:
+    """Capacity already taken by other applications (utilisation shares and bytes)."""
+    node_utilization: dict[str, float] = field(default_factory=dict)
+    node_memory_bytes: dict[str, float] = field(default_factory=dict)
+    link_utilization: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def plus(self, ev: "Evaluation") -> "Usage":
+        out = Usage(dict(self.node_utilization), dict(self.node_memory_bytes), dict(self.link_utilization))
+        for name, load in ev.per_node.items():
+            out.node_utilization[name] = out.node_utilization.get(name, 0.0) + (load["utilization"] or 0.0)
+            out.node_memory_bytes[name] = out.node_memory_bytes.get(name, 0.0) + load["params_bytes"]
+        for key, value in ev.link_utilization.items():
+            out.link_utilization[key] = out.link_utilization.get(key, 0.0) + value
+        return out
+
+
+@dataclass
+class Evaluation:
+    placement: list[str]
+    final_exit: str
+    thresholds: dict[str, float]
+    feasible: bool
+    energy_j: float
+    compute_energy_j: float
+    transfer_energy_j: float
+    latency_s: float
+    expected_latency_s: float
+    accuracy: float
+    exit_rates: dict[str, float]
+    per_node: dict[str, dict]
+    transfers: list[dict]
+    link_utilization: dict[tuple[str, str], float]
+    violations: list[str]
+    binding: list[str]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g} ms"
+
+
+def resolve_policy(app: Application, mode: str, final_exit: str, thresholds: Mapping[str, float] | None) -> ExitPolicy:
+    """The exit policy named by a final exit and (dynamic mode) thresholds of earlier exits."""
+    card = app.card
+    try:
+        e = card.exit_index(final_exit)
+    except KeyError:
+        raise FinplanInputError(f"names exit {final_exit!r}, which card {card.path} does not have",
+                                field="final_exit") from None
+    thresholds = dict(thresholds or {})
+    index = {}
+    for name, value in thresholds.items():
+        try:
+            index[card.exit_index(name)] = float(value)
+        except KeyError:
+            raise FinplanInputError(f"names exit {name!r}, which card {card.path} does not have",
+                                    field="thresholds") from None
+    if mode != "dynamic":
+        if thresholds:
+            raise FinplanInputError("thresholds are only used in dynamic mode", field="thresholds")
+        rates = [0.0] * len(card.exits)
+        rates[e] = 1.0
+        return ExitPolicy(e, (), tuple(rates), card.exits[e].accuracy)
+    cal = card.calibration
+    if cal is not None and cal.table and not cal.confidence:
+        for policy in _table_policies(card):
+            if policy.final_exit == e and dict(policy.active) == {k: v for k, v in index.items() if k < e}:
+                return policy
+        raise FinplanInputError("no row of the card's calibration table has these thresholds", field="thresholds")
+    return policy_from_thresholds(card, e, {k: v for k, v in index.items() if k < e})
+
+
+def evaluate(app: Application, network: Network, options: Options, placement: Sequence[str], final_exit: str,
+             thresholds: Mapping[str, float] | None = None, *, usage: Usage | None = None,
+             policy: ExitPolicy | None = None, table: CostTable | None = None) -> Evaluation:
+    """Energy, latency, accuracy, loads and feasibility of one deployment, exactly.
+
+    Parameters: ``placement`` names the node of each deployed block (blocks 1 .. the final
+    exit's block); ``thresholds`` (dynamic mode) maps early exit names to confidence
+    thresholds; ``usage`` is capacity already taken by other applications.
+    Returns an Evaluation; ``feasible`` is False with ``violations`` in user terms when any
+    constraint fails. Raises FinplanInputError for unknown nodes or exits or a wrong length.
+    """
+    card = app.card
+    table = table or cost_table(card, network)
+    policy = policy or resolve_policy(app, options.mode, final_exit, thresholds)
+    usage = usage or Usage()
+    e = policy.final_exit
+    k = card.exits[e].after + 1
+    if len(placement) != k:
+        raise FinplanInputError(f"has {len(placement)} nodes; exit {card.exits[e].name} needs blocks 1..{k}",
+                                field="placement")
+    for name in placement:
+        if name not in network.names:
+            raise FinplanInputError(f"names node {name!r}, which the network does not have", field="placement")
+    x = [network.index(name) for name in placement]
+    src = network.index(app.source)
+    rate = app.rate_hz
+    violations: list[str] = []
+
+    prob = [1.0] * k
+    for i, _ in policy.active:
+        for b in range(card.exits[i].after + 1, k):
+            prob[b] -= policy.exit_rates[i]
+    prob = [min(1.0, max(0.0, p)) for p in prob]
+    heads: list[list[int]] = [[] for _ in range(k)]
+    for i, _ in policy.active:
+        heads[card.exits[i].after].append(i)
+    heads[k - 1].append(e)
+
+    per_node: dict[str, dict] = {}
+
+    def load(name: str) -> dict:
+        if name not in per_node:
+            per_node[name] = {"blocks": [], "exits": [], "energy_j": 0.0, "busy_s": 0.0, "params_bytes": 0.0,
+                              "utilization": None}
+        return per_node[name]
+
+    transfers: list[dict] = []
+    link_util: dict[tuple[str, str], float] = {}
+    compute_energy = transfer_energy = 0.0
+    reach_time = []  # worst-case time at which each block (and its heads) finishes
+    clock = 0.0
+
+    def send(a: int, b: int, nbytes: float, p: float, after: str) -> float:
+        nonlocal transfer_energy
+        link = network.link(network.names[a], network.names[b])
+        if link is None:
+            violations.append(f"there is no link {network.names[a]} -> {network.names[b]}")
+            return 0.0
+        transfer_energy += p * link.energy_j(nbytes)
+        transfers.append({"from": link.src, "to": link.dst, "after_block": after, "bytes": nbytes, "probability": p,
+                          "time_s": link.time_s(nbytes), "energy_j": p * link.energy_j(nbytes)})
+        key = (link.src, link.dst)
+        if rate is not None:
+            link_util[key] = link_util.get(key, 0.0) + rate * p * 8.0 * nbytes / link.bandwidth_bps
+        return link.time_s(nbytes)
+
+    if x[0] != src:
+        if options.first_block_at_source:
+            violations.append(f"{card.blocks[0].name} must run at the source {app.source} (first_block_at_source)")
+        clock += send(src, x[0], card.input_bytes, 1.0, "input")
+    for b in range(k):
+        n = x[b]
+        node_load = load(network.names[n])
+        node_load["blocks"].append(card.blocks[b].name)
+        t = table.block_time_s[b, n]
+        en = table.block_energy_j[b, n]
+        node_load["params_bytes"] += card.blocks[b].params_bytes
+        for h in heads[b]:
+            t += table.exit_time_s[h, n]
+            en += table.exit_energy_j[h, n]
+            node_load["exits"].append(card.exits[h].name)
+            node_load["params_bytes"] += card.exits[h].params_bytes
+        compute_energy += prob[b] * en
+        node_load["energy_j"] += prob[b] * en
+        node_load["busy_s"] += prob[b] * t
+        clock += t
+        reach_time.append(clock)
+        if b + 1 < k and x[b + 1] != n:
+            clock += send(n, x[b + 1], card.blocks[b].output_bytes, prob[b + 1], card.blocks[b].name)
+    latency = clock
+
+    # Expected latency: an input leaving at exit i waits for its block and the active heads
+    # up to i on that block (head order = card order).
+    expected = 0.0
+    for i, rate_i in enumerate(policy.exit_rates):
+        if rate_i <= 0:
+            continue
+        b = card.exits[i].after
+        t = reach_time[b]
+        for h in heads[b]:
+            if h > i:
+                t -= table.exit_time_s[h, x[b]]
+        expected += rate_i * t
+
+    binding: list[str] = []
+    if not within(latency, app.max_latency_s, options.strict):
+        violations.append(f"latency {ms(latency)} is over the {ms(app.max_latency_s)} limit")
+    if not accuracy_ok(policy.accuracy, app.min_accuracy, options.strict):
+        violations.append(f"accuracy {policy.accuracy:.4f} does not reach {app.min_accuracy:.4f}")
+    for name, node_load in per_node.items():
+        node = network.node(name)
+        if rate is not None:
+            node_load["utilization"] = rate * node_load["busy_s"]
+            total = usage.node_utilization.get(name, 0.0) + node_load["utilization"]
+            if total > node.max_utilization * (1 + 1e-12):
+                violations.append(f"node {name} would be busy {total:.1%} of the time, over its max_utilization "
+                                  f"{node.max_utilization:.0%}")
+            elif total >= BINDING_SHARE * node.max_utilization:
+                binding.append(f"utilization:{name}")
+        if node.memory_bytes is not None:
+            total = usage.node_memory_bytes.get(name, 0.0) + node_load["params_bytes"]
+            if total > node.memory_bytes * (1 + 1e-12):
+                violations.append(f"node {name} would hold {total:.0f} parameter bytes, over its memory_bytes "
+                                  f"{node.memory_bytes:.0f}")
+            elif total >= BINDING_SHARE * node.memory_bytes:
+                binding.append(f"memory:{name}")
+    for key, value in link_util.items():
+        link = network.link(*key)
+        total = usage.link_utilization.get(key, 0.0) + value
+        if total > link.max_utilization * (1 + 1e-12):
+            violations.append(f"link {key[0]} -> {key[1]} would be busy {total:.1%} of the time, over its "
+                              f"max_utilization {link.max_utilization:.0%}")
+        elif total >= BINDING_SHARE * link.max_utilization:
+            binding.append(f"link:{key[0]}->{key[1]}")
+    return Evaluation(
+        placement=list(placement), final_exit=card.exits[e].name, thresholds=policy.thresholds(card),
+        feasible=not violations, energy_j=compute_energy + transfer_energy, compute_energy_j=compute_energy,
+        transfer_energy_j=transfer_energy, latency_s=latency, expected_latency_s=expected, accuracy=policy.accuracy,
+        exit_rates={card.exits[i].name: r for i, r in enumerate(policy.exit_rates) if r > 0},
+        per_node=per_node, transfers=transfers, link_utilization=link_util, violations=violations, binding=binding,
+    )
