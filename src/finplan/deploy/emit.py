@@ -1,0 +1,397 @@
+"""Turn one application of a plan into a deployment folder: per-node ONNX parts and manifests.
+
+See docs/deployment-format.md for the folder layout and the manifest format. ``emit`` checks
+the plan against the model (hash, block and exit names) before writing anything, builds the
+folder in a temporary sibling and renames it into place at the end, so a failure never
+leaves a half-written deployment behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from finplan.contract import Contract, load_branchy_model, model_hash
+from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes
+from finplan.errors import FinplanInputError
+from finplan.fileio import atomic_write_json, load_document, parse_text, to_json_text
+from finplan.onnx_parts import BATCH_DIM, GraphIndex, PartError, extract_part, infer_shapes, tensor_dtype, tensor_shape
+
+DEPLOYMENT_SCHEMA = "finplan.deployment/1"
+DEPLOYMENT_FILE = "deployment.json"
+PLAN_FILE = "plan.json"
+NETWORK_FILE = "network.json"
+PROFILES_DIR = "profiles"
+POLICY = "max_softmax"
+
+
+@dataclass
+class StagePlan:
+    """One part to cut: consecutive blocks on one node, and the exit heads after its last block."""
+    node: str
+    blocks: list[int]                                        # block indices (0-based), consecutive
+    exits: list[tuple[str, float | None]] = field(default_factory=list)  # (exit name, threshold or None = final)
+    is_last: bool = False
+
+
+@dataclass
+class EmitResult:
+    folder: Path
+    application: str
+    model_name: str
+    model_hash: str
+    nodes: list[dict]          # [{node, stages: [{part, blocks, exits}]}] in chain order
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------- reading the plan
+
+def select_application(plan: dict, name: str | None, plan_path) -> tuple[int, dict]:
+    apps = plan.get("applications")
+    if not isinstance(apps, list) or not apps:
+        raise FinplanInputError("missing or empty; expected a list of applications", file=plan_path, field="applications")
+    names = [a.get("name") if isinstance(a, dict) else None for a in apps]
+    if name is None:
+        if len(apps) > 1:
+            raise FinplanInputError(f"the plan has {len(apps)} applications ({', '.join(map(str, names))}); "
+                                    "choose one with --application NAME", file=plan_path, field="applications")
+        return 0, apps[0]
+    if name not in names:
+        raise FinplanInputError(f"no application named {name!r} (applications: {', '.join(map(str, names))})",
+                                file=plan_path, field="applications")
+    index = names.index(name)
+    return index, apps[index]
+
+
+def active_exits_of(app: dict, contract: Contract, *, file, field: str) -> tuple[str, dict[str, float]]:
+    """(final exit name, {early exit name: threshold}) as the plan states them."""
+    final = app.get("final_exit")
+    exit_names = [e.name for e in contract.exits]
+    if not isinstance(final, str) or final not in exit_names:
+        raise FinplanInputError(f"is {final!r}; the model's exits are {', '.join(exit_names)} (a plan for another model?)",
+                                file=file, field=f"{field}.final_exit")
+    early: dict[str, float] = {}
+    listed = app.get("active_exits")
+    if listed:
+        for i, item in enumerate(listed):
+            name, threshold = item.get("name"), item.get("threshold")
+            if name == final:
+                continue
+            early[name] = threshold
+            where = f"{field}.active_exits[{i}]"
+            _check_threshold(name, threshold, exit_names, file=file, field=where)
+    thresholds = app.get("thresholds") or {}
+    if isinstance(thresholds, list):  # tolerate [{name, threshold}]
+        thresholds = {t.get("name"): t.get("threshold") for t in thresholds}
+    for name, threshold in thresholds.items():
+        if name == final or name in early:
+            continue
+        _check_threshold(name, threshold, exit_names, file=file, field=f"{field}.thresholds.{name}")
+        early[name] = threshold
+    return final, {k: float(v) for k, v in early.items()}
+
+
+def _check_threshold(name, threshold, exit_names, *, file, field):
+    if name not in exit_names:
+        raise FinplanInputError(f"names exit {name!r}, which the model does not have (exits: {', '.join(exit_names)})",
+                                file=file, field=field)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise FinplanInputError(f"threshold of {name} is {threshold!r}; expected a number in [0, 1]", file=file, field=field)
+
+
+def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *, file, field: str, model_path) -> list[str]:
+    """Refuse a plan made for another model; returns warnings when the plan cannot tell."""
+    warnings = []
+    plan_model = app.get("model") or {}
+    want = plan_model.get("hash") if isinstance(plan_model, dict) else None
+    have = model_hash(model)
+    if want is not None and want != have:
+        raise FinplanInputError(
+            f"the plan is for model {plan_model.get('name')!r} with hash {want[:19]}..., but {model_path} has hash "
+            f"{have[:19]}... (a plan for another model; plan again with this model's card)",
+            file=file, field=f"{field}.model.hash")
+    if want is None:
+        warnings.append("the plan's model card has no hash; only block and exit names were checked against the model")
+    return warnings
+
+
+def placement_of(app: dict, contract: Contract, *, file, field: str) -> list[str]:
+    placement = app.get("placement")
+    if not isinstance(placement, list) or not placement:
+        raise FinplanInputError("missing or empty; expected [{block, node}]", file=file, field=f"{field}.placement")
+    nodes = []
+    for i, item in enumerate(placement):
+        where = f"{field}.placement[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("node"), str):
+            raise FinplanInputError("expected {block, node}", file=file, field=where)
+        if i >= len(contract.blocks) or item.get("block") != contract.blocks[i].name:
+            expected = contract.blocks[i].name if i < len(contract.blocks) else "(no more blocks)"
+            raise FinplanInputError(f"names block {item.get('block')!r} where the model has {expected!r} "
+                                    "(a plan for another model?)", file=file, field=f"{where}.block")
+        nodes.append(item["node"])
+    return nodes
+
+
+def plan_stages(placement: list[str], contract: Contract, final: str, early: dict[str, float]) -> list[StagePlan]:
+    """Cut the placed blocks into stages: at every change of node and after every block
+    followed by an active exit (so that samples can leave between stages)."""
+    after = {}  # block index -> [(exit, threshold)] in contract order, final exit last
+    for exit_ in contract.exits:
+        if exit_.name in early:
+            after.setdefault(contract.block_index(exit_.after), []).append((exit_.name, early[exit_.name]))
+    final_exit = next(e for e in contract.exits if e.name == final)
+    last = len(placement) - 1
+    after.setdefault(contract.block_index(final_exit.after), []).append((final, None))
+    stages: list[StagePlan] = []
+    current: StagePlan | None = None
+    for b, node in enumerate(placement):
+        if current is None or current.node != node:
+            current = StagePlan(node, [])
+            stages.append(current)
+        current.blocks.append(b)
+        if b in after or b == last or placement[b + 1] != node:
+            current.exits = after.get(b, [])
+            current = None
+    stages[-1].is_last = True
+    return stages
+
+
+# ---------------------------------------------------------------- writing
+
+def _spec(inferred: onnx.ModelProto, name: str) -> dict:
+    shape = tensor_shape(inferred, name)
+    shape = [BATCH_DIM] + [d if isinstance(d, int) else str(d) for d in shape[1:]]
+    return {"name": name, "shape": shape, "dtype": str(tensor_dtype(inferred, name))}
+
+
+def _set_part_metadata(part: onnx.ModelProto, contract: Contract, stage: StagePlan, *, node: str, index: int,
+                       application: str, parent_name: str, parent_hash: str) -> None:
+    blocks = [contract.blocks[b] for b in stage.blocks]
+    exit_names = {name for name, _ in stage.exits}
+    doc = {
+        "input": contract.boundary_before(stage.blocks[0]),
+        "blocks": [{"name": b.name, "output": b.output} for b in blocks],
+        "exits": [{"name": e.name, "after": e.after, "output": e.output} for e in contract.exits if e.name in exit_names],
+        "part": {"node": node, "stage": index, "application": application,
+                 "parent_model": {"name": parent_name, "hash": parent_hash}},
+    }
+    entry = part.metadata_props.add()
+    entry.key = "finplan"
+    entry.value = json.dumps(doc, separators=(",", ":"))
+
+
+def _predicted_for(app: dict, node: str) -> dict:
+    load = (app.get("per_node") or {}).get(node) or {}
+    transfers = app.get("transfers") or []
+    bytes_in = sum(float(t.get("bytes", 0)) * float(t.get("probability", 1.0)) for t in transfers if t.get("to") == node)
+    bytes_out = sum(float(t.get("bytes", 0)) * float(t.get("probability", 1.0)) for t in transfers if t.get("from") == node)
+    return {"energy_j": load.get("energy_j"), "busy_s": load.get("busy_s"), "bytes_in": bytes_in, "bytes_out": bytes_out,
+            "utilization": load.get("utilization"), "params_bytes": load.get("params_bytes")}
+
+
+def _resolve_profile(ref: str, plan_path: Path) -> Path | None:
+    candidate = Path(ref)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    for base in (plan_path.parent, Path.cwd()):
+        if (base / candidate).is_file():
+            return base / candidate
+    return None
+
+
+def _write_network(plan: dict, plan_path: Path, tmp: Path) -> None:
+    """network.json with each profile copied into profiles/ and its path rewritten relative to
+    the deployment root, so the folder can be moved and energy still be derived from it."""
+    network = plan.get("network")
+    if not isinstance(network, dict) or not isinstance(network.get("nodes"), list):
+        raise FinplanInputError("missing; expected the network document inline (nodes, links)", file=plan_path, field="network")
+    network = json.loads(json.dumps(network))  # deep copy
+    network.setdefault("schema", "finplan.network/1")
+    (tmp / PROFILES_DIR).mkdir()
+    copied: dict[str, str] = {}
+    for i, node in enumerate(network["nodes"]):
+        refs = node.get("profile")
+        if refs is None:
+            continue
+        listed = refs if isinstance(refs, list) else [refs]
+        rewritten = []
+        for j, ref in enumerate(listed):
+            where = f"network.nodes[{i}].profile" + (f"[{j}]" if isinstance(refs, list) else "")
+            source = _resolve_profile(str(ref), plan_path)
+            if source is None:
+                raise FinplanInputError(f"profile {ref!r} not found (relative paths are read from the plan's folder "
+                                        "or the current folder); the deployment copies it for derived energy",
+                                        file=plan_path, field=where)
+            key = str(source.resolve())
+            if key not in copied:
+                name = source.name
+                stem, counter = name, 1
+                while (tmp / PROFILES_DIR / name).exists():
+                    counter += 1
+                    name = f"{counter}-{stem}"
+                shutil.copyfile(source, tmp / PROFILES_DIR / name)
+                copied[key] = f"{PROFILES_DIR}/{name}"
+            rewritten.append(copied[key])
+        node["profile"] = rewritten if isinstance(refs, list) else rewritten[0]
+    atomic_write_json(tmp / NETWORK_FILE, network)
+
+
+def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike, *,
+         application: str | None = None, force: bool = False) -> EmitResult:
+    """Write the deployment folder ``out`` for one application of the plan at ``plan_path``.
+
+    Raises FinplanInputError (nothing written) for an infeasible plan, a plan for another
+    model, an unknown application, or an existing ``out`` without ``force``.
+    """
+    plan_path, model_path, out = Path(plan_path), Path(model_path), Path(out)
+    plan_bytes = plan_path.read_bytes() if plan_path.is_file() else None
+    plan = load_document(plan_path, "plan")
+    index, app = select_application(plan, application, plan_path)
+    field = f"applications[{index}]"
+    name = str(app.get("name", f"app{index + 1}"))
+    if app.get("feasible") is not True:
+        reason = app.get("reason") or "no reason given"
+        raise FinplanInputError(f"application {name!r} is infeasible ({reason}); nothing to deploy",
+                                file=plan_path, field=f"{field}.feasible")
+    if out.exists() and not force:
+        raise FinplanInputError("already exists; choose another folder or pass --force to replace it", file=out)
+    if not out.parent.is_dir():
+        raise FinplanInputError("cannot write: the parent folder does not exist", file=out)
+
+    model, contract = load_branchy_model(model_path)
+    warnings = check_model_matches(app, model, contract, file=plan_path, field=field, model_path=model_path)
+    placement = placement_of(app, contract, file=plan_path, field=field)
+    final, early = active_exits_of(app, contract, file=plan_path, field=field)
+    final_after = contract.block_index(next(e for e in contract.exits if e.name == final).after)
+    if final_after != len(placement) - 1:
+        raise FinplanInputError(f"places {len(placement)} blocks but the final exit {final} follows block "
+                                f"{contract.blocks[final_after].name}", file=plan_path, field=f"{field}.placement")
+    for exit_name in early:
+        exit_ = next(e for e in contract.exits if e.name == exit_name)
+        if contract.block_index(exit_.after) > final_after:
+            raise FinplanInputError(f"exit {exit_name} follows a block after the final exit {final}",
+                                    file=plan_path, field=f"{field}.active_exits")
+    stages = plan_stages(placement, contract, final, early)
+    parent_hash = model_hash(model)
+    plan_model = app.get("model") or {}
+    parent_name = str(plan_model.get("name") or model.graph.name or model_path.stem)
+    inferred = infer_shapes(model)
+    graph_index = GraphIndex(inferred)
+
+    source = app.get("source") or placement[0]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        order: list[str] = []
+        per_node: dict[str, list[dict]] = {}
+        entries: dict[str, list[dict]] = {}
+        summary: dict[str, list[dict]] = {}
+        previous_node: str | None = None
+        for s, stage in enumerate(stages):
+            node = stage.node
+            if node not in per_node:
+                order.append(node)
+                per_node[node] = []
+                entries[node] = []
+                summary[node] = []
+                (tmp / node).mkdir()
+            first, last = stage.blocks[0], stage.blocks[-1]
+            input_name = contract.boundary_before(first)
+            outputs: list[str] = []
+            roles: list[str] = []
+            if not stage.is_last:
+                outputs.append(contract.blocks[last].output)
+                roles.append("block")
+            exit_specs = []
+            for exit_name, threshold in stage.exits:
+                exit_ = next(e for e in contract.exits if e.name == exit_name)
+                if exit_.output not in outputs:
+                    outputs.append(exit_.output)
+                    roles.append("exit")
+                exit_specs.append({"name": exit_name, "output": exit_.output, "policy": POLICY, "threshold": threshold})
+            local_index = len(per_node[node])
+            part_name = f"part{local_index:02d}_{contract.blocks[first].name}-{contract.blocks[last].name}.onnx"
+            try:
+                part = extract_part(inferred, [input_name], outputs, name=f"{node}_{part_name[:-5]}", index=graph_index)
+            except PartError as exc:
+                raise FinplanInputError(f"cannot cut blocks {contract.blocks[first].name}..{contract.blocks[last].name}: {exc}",
+                                        file=model_path) from None
+            _set_part_metadata(part, contract, stage, node=node, index=local_index, application=name,
+                               parent_name=parent_name, parent_hash=parent_hash)
+            onnx.checker.check_model(part, full_check=True)
+            data = part.SerializeToString(deterministic=True)
+            (tmp / node / part_name).write_bytes(data)
+            nxt = None
+            if not stage.is_last:
+                nxt = {"node": stages[s + 1].node, "tensor": contract.blocks[last].output}
+            out_specs = []
+            for tensor, role in zip(outputs, roles):
+                spec = _spec(inferred, tensor)
+                spec["role"] = role
+                out_specs.append(spec)
+            per_node[node].append({
+                "part": part_name, "sha256": sha256_bytes(data),
+                "inputs": [_spec(inferred, input_name)], "outputs": out_specs,
+                "blocks": [contract.blocks[b].name for b in stage.blocks], "exits": exit_specs, "next": nxt,
+            })
+            if previous_node != node:
+                entries[node].append({"tensor": input_name, "stage": local_index,
+                                      "from": previous_node if previous_node is not None else (source if source != node else None)})
+            summary[node].append({"part": part_name, "blocks": per_node[node][-1]["blocks"],
+                                  "exits": [(e["name"], e["threshold"]) for e in exit_specs]})
+            previous_node = node
+
+        entry_node = stages[0].node
+        for node in order:
+            manifest = {
+                "schema": MANIFEST_SCHEMA, "node": node, "application": name,
+                "model": {"name": parent_name, "hash": parent_hash},
+                "is_source": node == entry_node,
+                "input": per_node[node][entries[node][0]["stage"]]["inputs"][0],
+                "entries": entries[node], "stages": per_node[node], "predicted": _predicted_for(app, node),
+            }
+            atomic_write_json(tmp / node / MANIFEST_FILE, manifest)
+        input_spec = _spec(inferred, contract.input)
+        deployment = {
+            "schema": DEPLOYMENT_SCHEMA, "application": name, "model": {"name": parent_name, "hash": parent_hash},
+            "source": source, "entry_node": entry_node, "input": input_spec, "nodes": order,
+            "mode": (plan.get("options") or {}).get("mode"), "final_exit": final,
+            "active_exits": [{"name": n, "threshold": t} for n, t in early.items()] + [{"name": final, "threshold": None}],
+        }
+        # plan.json byte for byte (what was planned is what is deployed); a YAML plan is stored as JSON
+        if plan_path.suffix.lower() in (".yaml", ".yml") or plan_bytes is None:
+            atomic_write_json(tmp / PLAN_FILE, parse_text(plan_path.read_text(encoding="utf-8"), plan_path))
+        else:
+            (tmp / PLAN_FILE).write_bytes(plan_bytes)
+        _write_network(plan, plan_path, tmp)
+        atomic_write_json(tmp / DEPLOYMENT_FILE, deployment)
+        _swap_into_place(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    nodes = [{"node": node, "stages": summary[node]} for node in order]
+    return EmitResult(out, name, parent_name, parent_hash, nodes, warnings)
+
+
+def _swap_into_place(tmp: Path, out: Path, force: bool) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not force:
+        raise FinplanInputError("already exists; choose another folder or pass --force to replace it", file=out)
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old.rmdir()
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)  # put the previous deployment back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["emit", "EmitResult", "plan_stages", "DEPLOYMENT_FILE", "PLAN_FILE", "NETWORK_FILE", "to_json_text"]

@@ -1,0 +1,199 @@
+"""The local engine: every node of a deployment in this process, chained by their ``next`` hops.
+
+``LocalExecutor`` runs inputs through the chain exactly as the manifests say (exit or
+forward, per sample), optionally sleeps for each transfer as the network's link model
+predicts (``emulate_links``), and collects ``Measurements``: the engine-independent record
+that ``report.build_report`` compares with the plan. Another engine (Ray Serve) produces the
+same ``Measurements`` and gets the same report.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from finplan.deploy.deployment import Deployment, load_deployment
+from finplan.deploy.node_runtime import NodeResult, NodeRuntime
+from finplan.errors import FinplanInputError
+
+
+def link_key(src: str, dst: str) -> str:
+    return f"{src}->{dst}"
+
+
+@dataclass
+class Measurements:
+    """What one run of a deployment measured; every number is per run (totals), not per sample,
+    unless its name says so."""
+    engine: str
+    application: str
+    n_samples: int
+    batch_size: int
+    emulate_links: bool
+    exit_names: list[str]                  # per sample
+    predictions: np.ndarray                # int64 per sample
+    confidences: np.ndarray                # float64 per sample
+    labels: np.ndarray | None              # int64 per sample, when the data has labels
+    latency_s: np.ndarray                  # end-to-end per sample: batch start to its exit decision
+    node_busy_s: dict[str, float]          # total busy time per node
+    node_calls: dict[str, int]             # process() calls per node
+    block_samples: dict[str, dict[str, int]]  # node -> block -> samples it ran on
+    exit_samples: dict[str, dict[str, int]]   # node -> exit head -> samples it ran on
+    link_bytes: dict[str, int]             # "a->b" -> bytes sent in total
+    link_samples: dict[str, int]           # "a->b" -> samples sent
+    link_delay_s: dict[str, float]         # "a->b" -> emulated delay in total (0 without emulation)
+    wall_s: float
+    engine_overhead_s: dict[str, float] = field(default_factory=dict)  # engine-specific (e.g. per-hop cost)
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "engine": self.engine, "application": self.application, "samples": self.n_samples,
+            "batch_size": self.batch_size, "links_emulated": self.emulate_links, "threads": self.threads,
+            "node_busy_s": self.node_busy_s, "node_calls": self.node_calls, "block_samples": self.block_samples,
+            "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
+            "link_delay_s": self.link_delay_s, "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
+        }
+
+
+@dataclass
+class BatchOutcome:
+    exit_names: list[str]
+    predictions: np.ndarray
+    confidences: np.ndarray
+    logits: list[np.ndarray]
+    latency_s: np.ndarray
+    results: list[NodeResult]   # every process() call, in order (for tests and tracing)
+
+
+class LocalExecutor:
+    """All nodes of a deployment folder in this process."""
+
+    def __init__(self, folder: str | Path, *, threads: int | None = None, emulate_links: bool = False,
+                 providers: list[str] | None = None):
+        self.deployment: Deployment = load_deployment(folder)
+        self.threads = threads
+        self.emulate_links = emulate_links
+        self.runtimes: dict[str, NodeRuntime] = {}
+        for node in self.deployment.nodes:
+            runtime = NodeRuntime(self.deployment.node_folder(node), threads=threads, providers=providers)
+            if runtime.manifest.model_hash != self.deployment.model_hash:
+                raise FinplanInputError(f"is for model hash {runtime.manifest.model_hash!r}, the deployment for "
+                                        f"{self.deployment.model_hash!r}", file=runtime.manifest.path, field="model.hash")
+            self.runtimes[node] = runtime
+        entry = self.runtimes[self.deployment.entry_node]
+        self.input_spec = entry.input_spec
+        # check every hop now, so a broken folder fails before any input runs
+        for node, runtime in self.runtimes.items():
+            for i, stage in enumerate(runtime.stages):
+                if stage.next is not None and stage.next.node != node:
+                    if stage.next.node not in self.runtimes:
+                        raise FinplanInputError(f"sends to node {stage.next.node!r}, which the deployment does not have",
+                                                file=runtime.manifest.path, field=f"stages[{i}].next.node")
+                    self.deployment.link(node, stage.next.node)
+        if self.deployment.source != self.deployment.entry_node:
+            self.deployment.link(self.deployment.source, self.deployment.entry_node)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.node_busy_s = {n: 0.0 for n in self.runtimes}
+        self.node_calls = {n: 0 for n in self.runtimes}
+        self.block_samples: dict[str, dict[str, int]] = {n: {} for n in self.runtimes}
+        self.exit_samples: dict[str, dict[str, int]] = {n: {} for n in self.runtimes}
+        self.link_bytes: dict[str, int] = {}
+        self.link_samples: dict[str, int] = {}
+        self.link_delay_s: dict[str, float] = {}
+
+    def _transfer(self, src: str, dst: str, nbytes: int, samples: int) -> None:
+        key = link_key(src, dst)
+        self.link_bytes[key] = self.link_bytes.get(key, 0) + nbytes
+        self.link_samples[key] = self.link_samples.get(key, 0) + samples
+        delay = 0.0
+        if self.emulate_links:
+            delay = self.deployment.link(src, dst).time_s(nbytes)
+            time.sleep(delay)
+        self.link_delay_s[key] = self.link_delay_s.get(key, 0.0) + delay
+
+    def run_batch(self, x: np.ndarray) -> BatchOutcome:
+        """One batch through the chain; samples leave at their exit, the rest go on together."""
+        self.input_spec.check(x, field="input")
+        n = x.shape[0]
+        exit_names: list[str | None] = [None] * n
+        predictions = np.full(n, -1, dtype=np.int64)
+        confidences = np.full(n, np.nan)
+        logits: list[np.ndarray | None] = [None] * n
+        latency = np.full(n, np.nan)
+        results = []
+        start = time.perf_counter()
+        if self.deployment.source != self.deployment.entry_node:
+            self._transfer(self.deployment.source, self.deployment.entry_node, int(x.nbytes), n)
+        node, entry, tensor, positions = self.deployment.entry_node, self.input_spec.name, x, np.arange(n)
+        while positions.size:
+            hop_start = time.perf_counter() - start
+            result = self.runtimes[node].process(tensor, entry=entry)
+            results.append(result)
+            self.node_busy_s[node] += result.busy_s
+            self.node_calls[node] += 1
+            for block, count in result.block_samples.items():
+                self.block_samples[node][block] = self.block_samples[node].get(block, 0) + count
+            for exit_name, count in result.exit_samples.items():
+                self.exit_samples[node][exit_name] = self.exit_samples[node].get(exit_name, 0) + count
+            for local, name in enumerate(result.exit_names):
+                if name is not None:
+                    sample = int(positions[local])
+                    exit_names[sample] = name
+                    predictions[sample] = result.predictions[local]
+                    confidences[sample] = result.confidences[local]
+                    logits[sample] = result.logits[local]
+                    latency[sample] = hop_start + result.exit_offset_s[local]
+            forward = result.forward
+            if forward is None:
+                break
+            self._transfer(node, forward.node, result.bytes_out, int(forward.indices.size))
+            node, entry, tensor, positions = forward.node, forward.tensor_name, forward.tensor, positions[forward.indices]
+        if any(name is None for name in exit_names):  # cannot happen with a valid manifest; never lose a sample silently
+            raise RuntimeError("some samples left the chain without an exit")
+        return BatchOutcome(exit_names, predictions, confidences, logits, latency, results)
+
+    def run(self, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
+            progress: Callable[[str, int, int], None] | None = None) -> Measurements:
+        if batch_size < 1:
+            raise FinplanInputError(f"is {batch_size}; expected an integer >= 1", field="--batch-size")
+        self.input_spec.check(x[:1], field="input")
+        self._reset()
+        n = x.shape[0]
+        exit_names, predictions, confidences, latency = [], [], [], []
+        wall_start = time.perf_counter()
+        for begin in range(0, n, batch_size):
+            outcome = self.run_batch(np.ascontiguousarray(x[begin:begin + batch_size]))
+            exit_names += outcome.exit_names
+            predictions.append(outcome.predictions)
+            confidences.append(outcome.confidences)
+            latency.append(outcome.latency_s)
+            if progress is not None:
+                progress("running", min(begin + batch_size, n), n)
+        wall = time.perf_counter() - wall_start
+        empty = np.zeros(0)
+        return Measurements(
+            engine="local", application=self.deployment.name, n_samples=n, batch_size=batch_size,
+            emulate_links=self.emulate_links, exit_names=exit_names,
+            predictions=np.concatenate(predictions) if predictions else empty.astype(np.int64),
+            confidences=np.concatenate(confidences) if confidences else empty,
+            labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+            latency_s=np.concatenate(latency) if latency else empty,
+            node_busy_s=dict(self.node_busy_s), node_calls=dict(self.node_calls),
+            block_samples={k: dict(v) for k, v in self.block_samples.items()},
+            exit_samples={k: dict(v) for k, v in self.exit_samples.items()},
+            link_bytes=dict(self.link_bytes), link_samples=dict(self.link_samples), link_delay_s=dict(self.link_delay_s),
+            wall_s=wall, threads=self.threads)
+
+
+def run_local(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
+              emulate_links: bool = False, threads: int | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> Measurements:
+    """The ``local`` engine of ``finplan run``: load the folder, run the inputs, return Measurements."""
+    executor = LocalExecutor(folder, threads=threads, emulate_links=emulate_links)
+    return executor.run(x, labels, batch_size=batch_size, progress=progress)

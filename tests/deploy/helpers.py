@@ -1,0 +1,89 @@
+"""Build plan documents by hand for the tiny branchy model (3 blocks, exits after 1 and 3)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+TINY_BLOCKS = ("block1", "block2", "block3")
+TINY_EXITS = {"exit1": "block1", "exit2": "block3"}
+# bytes per sample of the tiny model's boundaries (float32): x 1x8x8, block1 4x4x4, block2 4x4x4, block3 8x2x2
+TINY_BYTES = {"input": 256, "block1": 256, "block2": 256, "block3": 128}
+
+
+def network_doc(nodes=("device", "edge", "cloud"), *, profile: str | None = None) -> dict:
+    doc_nodes = []
+    for i, name in enumerate(nodes):
+        node = {"name": name, "tier": ("mobile", "edge", "cloud")[i % 3]}
+        if profile is not None and i == 0:
+            node["profile"] = profile
+        else:
+            node["compute"] = {"ops_per_s": 1e9 * (10 ** i), "power_w": 5.0 * (i + 1)}
+        doc_nodes.append(node)
+    links = []
+    for a in nodes:
+        for b in nodes:
+            if a != b:
+                links.append({"from": a, "to": b, "bandwidth_bps": 1e8, "latency_s": 0.001, "energy_j_per_bit": 1e-8})
+    return {"schema": "finplan.network/1", "nodes": doc_nodes, "links": links}
+
+
+def plan_doc(placement: list[str], *, model_hash: str | None, thresholds: dict[str, float] | None = None,
+             final_exit: str | None = None, feasible: bool = True, name: str = "tiny",
+             network: dict | None = None, exit_rates: dict[str, float] | None = None) -> dict:
+    """A finplan.plan/1 document with the planner's fields; predictions are simple made-up
+    numbers (the report tests only need them to be present and finite)."""
+    thresholds = thresholds or {}
+    final_exit = final_exit or ("exit2" if len(placement) == 3 else "exit1")
+    mode = "dynamic" if thresholds else "static"
+    rates = exit_rates or ({final_exit: 1.0} if not thresholds else {**{k: 0.5 for k in thresholds}, final_exit: 0.5})
+    per_node: dict[str, dict] = {}
+    for block, node in zip(TINY_BLOCKS, placement):
+        entry = per_node.setdefault(node, {"blocks": [], "exits": [], "energy_j": 0.0, "busy_s": 0.0,
+                                           "params_bytes": 1000.0, "utilization": None})
+        entry["blocks"].append(block)
+        entry["energy_j"] += 1e-4
+        entry["busy_s"] += 1e-4
+    transfers = []
+    for i in range(1, len(placement)):
+        if placement[i] != placement[i - 1]:
+            prob = 1.0 - sum(r for e, r in rates.items() if e != final_exit and TINY_BLOCKS.index(TINY_EXITS[e]) < i)
+            transfers.append({"from": placement[i - 1], "to": placement[i], "after_block": TINY_BLOCKS[i - 1],
+                              "bytes": TINY_BYTES[TINY_BLOCKS[i - 1]], "probability": prob, "time_s": 0.001,
+                              "energy_j": prob * TINY_BYTES[TINY_BLOCKS[i - 1]] * 8e-8})
+    return {
+        "schema": "finplan.plan/1",
+        "solver": {"name": "hand", "parameters": {}, "solve_time_s": 0.0},
+        "network": network or network_doc(),
+        "options": {"mode": mode, "first_block_at_source": True, "strict": True},
+        "applications": [{
+            "name": name,
+            "model": {"name": "tiny", "hash": model_hash, "card": "tiny.card.json"},
+            "source": placement[0],
+            "constraints": {"max_latency_s": 1.0, "min_accuracy": 0.0},
+            "feasible": feasible,
+            "placement": [{"block": b, "node": n} for b, n in zip(TINY_BLOCKS, placement)],
+            "final_exit": final_exit,
+            "active_exits": [{"name": k, "threshold": v} for k, v in thresholds.items()] + [{"name": final_exit, "threshold": None}],
+            "thresholds": dict(thresholds),
+            "predicted": {"energy_j": 3e-4, "compute_energy_j": 2.5e-4, "transfer_energy_j": 5e-5, "latency_s": 0.003,
+                          "expected_latency_s": 0.002, "accuracy": 0.5, "exit_rates": rates},
+            "per_node": per_node,
+            "transfers": transfers,
+            "binding": [],
+            "reason": None if feasible else "latency 5 ms is over the 1 ms limit",
+        }],
+    }
+
+
+def write_json(path: Path, doc: dict) -> Path:
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def synthetic_inputs(n: int, *, seed: int = 0, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, size, size)).astype(np.float32)
+    y = rng.integers(0, 3, size=n).astype(np.int64)
+    return x, y
