@@ -1,0 +1,90 @@
+"""``finplan run``: execute a deployment and compare what it measures with the plan."""
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from finplan.cli._console import print_json, progress_bar, stdout
+from finplan.deploy.engines import engine_names
+
+
+def _fmt(value, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "fraction":
+        return f"{100 * value:.1f}%"
+    if unit == "s":
+        return f"{value * 1e3:.3f} ms"
+    if unit == "J":
+        return f"{value:.4g} J"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    return f"{value:.4g}"
+
+
+def _error(row) -> str:
+    if row["unit"] == "fraction":
+        return "-" if row["difference"] is None else f"{100 * row['difference']:+.1f} pt"
+    return "-" if row["relative_error"] is None else f"{100 * row['relative_error']:+.0f}%"
+
+
+@click.command("run")
+@click.argument("folder", metavar="DEPLOY/", type=click.Path())
+@click.option("--data", "source", required=True,
+              help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inputs per batch (samples that exit leave the batch; the rest go on together).")
+@click.option("--emulate-links", is_flag=True, help="Delay each transfer by bytes*8/bandwidth + latency from network.json.")
+@click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads per part.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.15, show_default=True,
+              help="Warn when a prediction is off by more than this relative error.")
+@click.option("--rate-tolerance", type=click.FloatRange(min=0), default=0.02, show_default=True,
+              help="Warn when an exit rate or the accuracy is off by more than this (fraction points).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(folder, source, limit, batch_size, emulate_links, engine, threads, tolerance, rate_tolerance, seed,
+            as_json, quiet):
+    """Run a deployment on inputs and print measured vs predicted.
+
+    \b
+    Examples:
+      finplan run deploy/ --data embedded
+      finplan run deploy/ --data digits --limit 200 --emulate-links --json
+    """
+    from finplan.deploy.deployment import load_deployment
+    from finplan.deploy.engines import get_engine
+    from finplan.deploy.inputs import load_inputs
+    from finplan.deploy.report import build_report
+
+    deployment = load_deployment(folder)
+    x, y, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed)
+    with progress_bar(quiet or as_json) as report:
+        measurements = get_engine(engine)(folder, x, y, batch_size=batch_size, emulate_links=emulate_links,
+                                          threads=threads, progress=report)
+    result = build_report(measurements, deployment, tolerance=tolerance, rate_tolerance=rate_tolerance)
+    result["data"] = name
+    if as_json:
+        print_json(result)
+        return
+    latency = result["latency_s"]
+    stdout.print(f"[bold]{folder}[/bold]: {result['samples']} inputs from {name}, engine {engine}, batch "
+                 f"{batch_size}, links {'emulated' if emulate_links else 'not emulated'}")
+    stdout.print(f"latency p50 {_fmt(latency['p50'], 's')}  p90 {_fmt(latency['p90'], 's')}  "
+                 f"p99 {_fmt(latency['p99'], 's')}  mean {_fmt(latency['mean'], 's')} (measured)")
+    table = Table(title="Predicted vs measured (per inference)", title_justify="left")
+    for column in ("metric", "predicted", "measured", "error", "basis"):
+        table.add_column(column, justify="left" if column in ("metric", "basis") else "right")
+    for row in result["comparison"]:
+        style = "yellow" if row["warn"] else None
+        table.add_row(escape(row["metric"]), _fmt(row["predicted"], row["unit"]), _fmt(row["measured"], row["unit"]),
+                      _error(row), row["basis"], style=style)
+    stdout.print(table)
+    notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
+    for note in notes:
+        stdout.print(f"  note: {escape(note)}")
+    for warning in result["warnings"]:  # one line each, so that logs can be grepped
+        click.echo(f"warning: {warning}", err=True)
