@@ -1,0 +1,340 @@
+"""Training and calibration data for branchy models, as numpy arrays (no torch).
+
+The profiler and the runtime use this module on devices without torch, so it depends on
+numpy only (plus scikit-learn for ``digits`` and Pillow for image folders, both imported
+when used).
+
+Sources (``load_data(source, ...)``):
+
+* ``digits``: scikit-learn's 8x8 handwritten digits (1797 samples, 10 classes), resized
+  bilinearly to the largest square that fits the input, centred on a zero background.
+* ``fashion-mnist``: the files of Debian's ``dataset-fashion-mnist`` package
+  (``/usr/share/datasets/fashion-mnist``); the official train file is the ``train`` split
+  and the t10k file the ``calibration`` split.
+* ``embedded``: the calibration split shipped with the embedded default model.
+* a ``.npz`` file with ``x`` (``[N, *input_shape]``, or ``[N, H, W]`` for one channel) and
+  optionally ``y`` (integer labels). Values are used as given (only cast to float32).
+* a folder with one subfolder per class holding PNG/JPEG/PGM images; the class index is the
+  position of the subfolder's name in sorted order.
+
+Pixel sources (digits, fashion-mnist, image folders) are scaled to [0, 1] and then
+normalised the same way everywhere: ``(value - PIXEL_MEAN) / PIXEL_STD``, i.e. to [-1, 1].
+One shared normalisation means a model trained on one pixel source and calibrated on
+another sees the same value range.
+
+Splits: ``train`` and ``calibration`` are disjoint and fixed by ``seed`` (a seeded
+permutation; the last ``CALIBRATION_FRACTION`` goes to calibration); ``all`` is both.
+Within a split the order is the seeded permutation, so ``limit`` takes a seeded sample.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from finplan.errors import FinplanInputError
+from finplan.fileio import atomic_write_bytes
+
+BUILTIN_SOURCES = ("digits", "fashion-mnist", "embedded")
+SPLITS = ("train", "calibration", "all")
+CALIBRATION_FRACTION = 0.2
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+FASHION_MNIST_DIR = Path(os.environ.get("FINPLAN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp")
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+EMBEDDED_MODEL_NAME = "b-alexnet-digits"
+EMBEDDED_INPUT_SHAPE = (1, 32, 32)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """``x``: float32 ``[N, *input_shape]``; ``y``: int64 ``[N]`` or None; ``name``: where it came from."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def embedded_model_path() -> Path:
+    """The shipped default branchy model (B-AlexNet trained on digits, input 1x32x32)."""
+    return EMBEDDED_DIR / f"{EMBEDDED_MODEL_NAME}.onnx"
+
+
+def embedded_calibration_path() -> Path:
+    """The calibration split (``x``, ``y``) that was held out when the embedded model was trained."""
+    return EMBEDDED_DIR / f"{EMBEDDED_MODEL_NAME}.calib.npz"
+
+
+def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibration", seed: int = 0,
+              limit: int | None = None, num_classes: int | None = None) -> Dataset:
+    """Load ``source`` shaped for a model whose input (without the batch axis) is ``input_shape``.
+
+    Raises FinplanInputError (naming the source and what was expected) for an unknown source,
+    a shape that does not fit ``input_shape``, values that cannot be made float32, NaN or
+    infinite values, labels outside ``[0, num_classes)``, and empty data.
+    """
+    source = str(source)
+    input_shape = tuple(int(d) for d in input_shape)
+    if split not in SPLITS:
+        raise FinplanInputError(f"split is {split!r}; expected one of {', '.join(SPLITS)}", file=source)
+    if not input_shape or any(d <= 0 for d in input_shape):
+        raise FinplanInputError(f"input shape {_fmt(input_shape)} is not valid; expected positive sizes such as 1x32x32",
+                                file=source)
+    if limit is not None and limit <= 0:
+        raise FinplanInputError(f"limit is {limit}; expected a positive number of samples", file=source)
+
+    if source == "embedded":
+        x, y = _read_npz(embedded_calibration_path(), input_shape, label="embedded")
+        if split == "train":
+            raise FinplanInputError("the embedded data holds only the calibration split of the embedded model; "
+                                    "train on 'digits' instead", file=source)
+        order = np.arange(len(x))  # already the held-out split, in its shipped order
+        name = "embedded"
+    elif source in ("digits", "fashion-mnist"):
+        if source == "digits":
+            images, labels = _digits()
+        else:
+            images, labels = _fashion_mnist(split)
+        x = _pixels_to_input(images, input_shape, source)
+        y = labels
+        if source == "fashion-mnist":  # the official files are the split; the seed only orders them
+            order = np.random.default_rng(seed).permutation(len(x))
+        else:
+            order = _split_order(len(x), split, seed)
+        name = source
+    else:
+        path = Path(source)
+        if path.is_dir():
+            x, y = _read_image_tree(path, input_shape)
+        elif path.is_file():
+            if path.suffix.lower() != ".npz":
+                raise FinplanInputError("is not a .npz file or a folder of class subfolders; expected a dataset "
+                                        f"name ({', '.join(BUILTIN_SOURCES)}), a .npz with x (and y), or an image folder",
+                                        file=source)
+            x, y = _read_npz(path, input_shape, label=source)
+        elif path.suffix.lower() == ".npz" or os.sep in source or "/" in source:
+            raise FinplanInputError("file not found", file=source)
+        else:
+            raise FinplanInputError(f"unknown dataset; expected one of {', '.join(BUILTIN_SOURCES)}, "
+                                    "a .npz file or a folder with one subfolder per class", file=source)
+        order = _split_order(len(x), split, seed)
+        name = path.name or source
+
+    if limit is not None:
+        order = order[:limit]
+    x = np.ascontiguousarray(x[order], dtype=np.float32)
+    y = None if y is None else np.ascontiguousarray(y[order], dtype=np.int64)
+    if len(x) == 0:
+        raise FinplanInputError(f"the {split} split is empty; expected at least one sample", file=source)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise FinplanInputError(f"x holds {bad} NaN or infinite values; expected finite numbers", file=source, field="x")
+    if y is not None and len(y) and y.min() < 0:
+        raise FinplanInputError(f"labels out of range: found {int(y.min())}; expected class indices >= 0",
+                                file=source, field="y")
+    if y is not None and num_classes is not None:
+        outside = (y < 0) | (y >= num_classes)
+        if outside.any():
+            raise FinplanInputError(f"labels out of range: found {int(y[outside][0])}; expected integers in "
+                                    f"0..{num_classes - 1} for a {num_classes}-class model", file=source, field="y")
+    return Dataset(x=x, y=y, name=name)
+
+
+def save_dataset(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Write ``x`` (and ``y``) to a compressed ``.npz``, atomically."""
+    buffer = io.BytesIO()
+    arrays = {"x": dataset.x} if dataset.y is None else {"x": dataset.x, "y": dataset.y}
+    np.savez_compressed(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1x32x32"`` -> ``(1, 32, 32)``; raises FinplanInputError on anything else."""
+    try:
+        shape = tuple(int(part) for part in str(text).lower().replace(",", "x").split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise FinplanInputError(f"{text!r} is not a shape; expected sizes joined by 'x', e.g. 1x32x32",
+                                field="--input-shape")
+    return shape
+
+
+# --------------------------------------------------------------------------- splits
+
+def _split_order(count: int, split: str, seed: int) -> np.ndarray:
+    permutation = np.random.default_rng(seed).permutation(count)
+    calibration_count = int(round(count * CALIBRATION_FRACTION)) if count > 1 else 0
+    boundary = count - calibration_count
+    if split == "train":
+        return permutation[:boundary]
+    if split == "calibration":
+        return permutation[boundary:]
+    return permutation
+
+
+# --------------------------------------------------------------------------- pixel sources
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise FinplanInputError("needs scikit-learn (pip install scikit-learn)", file="digits") from None
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32) / 16.0  # digits pixels are 0..16
+    return images, bunch.target.astype(np.int64)
+
+
+def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefixes = {"train": ["train"], "calibration": ["t10k"], "all": ["train", "t10k"]}[split]
+    images, labels = [], []
+    for prefix in prefixes:
+        image_file = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
+        label_file = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+        for needed in (image_file, label_file):
+            if not needed.is_file():
+                raise FinplanInputError(f"{needed} not found; install it with: apt-get install dataset-fashion-mnist "
+                                        f"(or set FINPLAN_FASHION_MNIST_DIR)", file="fashion-mnist")
+        images.append(_read_idx(image_file).astype(np.float32) / 255.0)
+        labels.append(_read_idx(label_file).astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format): magic 0x0000 08 ndim, big-endian sizes, uint8 data."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+        if raw[:3] != b"\x00\x00\x08":
+            raise ValueError("not an unsigned-byte IDX file")
+        ndim = raw[3]
+        sizes = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(sizes)
+    except (OSError, ValueError, EOFError) as exc:
+        raise FinplanInputError(f"cannot read as an IDX file ({exc})", file=path) from None
+
+
+def _pixels_to_input(images: np.ndarray, input_shape: tuple[int, ...], source: str) -> np.ndarray:
+    """Grey images ``[N, h, w]`` in [0, 1] -> normalised ``[N, C, H, W]`` for ``input_shape``."""
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise FinplanInputError(f"holds grey images; the model input {_fmt(input_shape)} does not fit: expected "
+                                "CxHxW with 1 or 3 channels (e.g. 1x32x32)", file=source)
+    channels, height, width = input_shape
+    side = min(height, width)
+    resized = _resize_bilinear(images, side, side)
+    canvas = np.zeros((len(images), height, width), dtype=np.float32)
+    top, left = (height - side) // 2, (width - side) // 2
+    canvas[:, top:top + side, left:left + side] = resized
+    x = (canvas - PIXEL_MEAN) / PIXEL_STD
+    return np.repeat(x[:, None], channels, axis=1)
+
+
+def _resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of ``[N, h, w]`` (align-corners=False, like PIL/torch), numpy only."""
+    def weights(size_in: int, size_out: int):
+        centre = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+        centre = np.clip(centre, 0, size_in - 1)
+        low = np.floor(centre).astype(int)
+        high = np.minimum(low + 1, size_in - 1)
+        return low, high, (centre - low).astype(np.float32)
+
+    if images.shape[1:] == (height, width):
+        return images.astype(np.float32)
+    r0, r1, rw = weights(images.shape[1], height)
+    c0, c1, cw = weights(images.shape[2], width)
+    rows = images[:, r0, :] * (1 - rw)[None, :, None] + images[:, r1, :] * rw[None, :, None]
+    return (rows[:, :, c0] * (1 - cw) + rows[:, :, c1] * cw).astype(np.float32)
+
+
+def _read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise FinplanInputError(f"holds images; the model input {_fmt(input_shape)} does not fit: expected CxHxW with "
+                                "1 or 3 channels", file=root)
+    try:
+        from PIL import Image
+    except ImportError:
+        raise FinplanInputError("reading an image folder needs Pillow (pip install pillow)", file=root) from None
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise FinplanInputError("has no class subfolders; expected one subfolder per class holding images", file=root)
+    channels, height, width = input_shape
+    mode = "L" if channels == 1 else "RGB"
+    images, labels = [], []
+    for index, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as image:
+                    pixels = np.asarray(image.convert(mode).resize((width, height), Image.BILINEAR), dtype=np.float32)
+            except (OSError, ValueError) as exc:
+                raise FinplanInputError(f"cannot read as an image ({exc.__class__.__name__})", file=file) from None
+            pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+            images.append((pixels / 255.0 - PIXEL_MEAN) / PIXEL_STD)
+            labels.append(index)
+    if not images:
+        raise FinplanInputError(f"has no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders", file=root)
+    return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- npz
+
+def _read_npz(path: Path, input_shape: tuple[int, ...], *, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise FinplanInputError("file not found", file=label)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            if "x" not in keys:
+                raise FinplanInputError(f"has no array 'x' (found: {', '.join(sorted(keys)) or 'none'}); expected x "
+                                        "[N, *input_shape] and optionally y [N]", file=label, field="x")
+            x_raw = archive["x"]
+            y_raw = archive["y"] if "y" in keys else None
+    except FinplanInputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:  # also object arrays refused by allow_pickle=False
+        raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})", file=label) from None
+    x = _as_float32(x_raw, label)
+    if x.ndim >= 1 and x.shape[1:] != input_shape and len(input_shape) >= 2 and input_shape[0] == 1 \
+            and x.shape[1:] == input_shape[1:]:
+        x = x[:, None]  # [N, H, W] for a one-channel model
+    if x.ndim == 0 or x.shape[1:] != input_shape:
+        raise FinplanInputError(f"x has shape {_fmt(x.shape)}; the model input needs [N]x{_fmt(input_shape)}",
+                                file=label, field="x")
+    y = None
+    if y_raw is not None:
+        y = _as_labels(y_raw, label)
+        if y.shape != (len(x),):
+            raise FinplanInputError(f"y has shape {_fmt(y.shape)}; expected one label per sample ({len(x)})",
+                                    file=label, field="y")
+    return x, y
+
+
+def _as_float32(array: np.ndarray, label: str) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise FinplanInputError(f"x has dtype {array.dtype}, which cannot be converted to float32; "
+                                "expected numbers", file=label, field="x")
+    return array.astype(np.float32)
+
+
+def _as_labels(array: np.ndarray, label: str) -> np.ndarray:
+    if array.dtype.kind in "iub":
+        return array.astype(np.int64)
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        return array.astype(np.int64)
+    raise FinplanInputError(f"y has dtype {array.dtype} with non-integer values; expected integer class labels",
+                            file=label, field="y")
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(d) for d in shape) if len(shape) else "()"
