@@ -1,0 +1,224 @@
+"""``finplan plan``: place a model's blocks on a network (FIN, the optimum or a baseline)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from finplan.cli._console import print_json, stdout
+from finplan.errors import FinplanInputError
+from finplan.fileio import atomic_write_json, atomic_write_text, require_writable
+
+SOLVER_CHOICES = ("fin", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut", "min-latency")
+
+
+def _gamma(value):
+    if value is None:
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise FinplanInputError(f"is {value!r}; expected an integer > 0 (latency units)", field="--gamma") from None
+    if number <= 0:
+        raise FinplanInputError(f"is {value!r}; expected an integer > 0 (latency units)", field="--gamma")
+    return number
+
+
+def _lambda(value):
+    import math
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise FinplanInputError(f"is {value!r}; expected a number >= 0", field="--lambda")
+    return number
+
+
+def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
+    from finplan.partition.problem import Options, load_scenario, parse_duration_s, parse_fraction, single_application
+
+    shortcut = [model, network, source, max_latency, min_accuracy]
+    if scenario is not None:
+        if any(v is not None for v in shortcut + [rate, mode]) or raw_offload or non_strict:
+            raise FinplanInputError("give either a SCENARIO file or --model/--network/--source/--max-latency/"
+                                    "--min-accuracy (and --mode etc.), not both", field="SCENARIO")
+        return load_scenario(scenario)
+    names = ["--model", "--network", "--source", "--max-latency", "--min-accuracy"]
+    missing = [n for n, v in zip(names, shortcut) if v is None]
+    if missing:
+        raise FinplanInputError(f"missing {', '.join(missing)}; give a SCENARIO file or all of {', '.join(names)}",
+                                field=missing[0])
+    options = Options(mode or "static", not raw_offload, not non_strict)
+    rate_hz = None
+    if rate is not None:
+        from finplan.fileio import finite_number
+
+        try:
+            rate_hz = finite_number(float(rate), file=None, field="--rate", positive=True)
+        except ValueError:
+            raise FinplanInputError(f"is {rate!r}; expected a number > 0", field="--rate") from None
+    return single_application(model, network, source, parse_duration_s(max_latency, field="--max-latency"),
+                              parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options)
+
+
+def _compare(scenario, gamma, lam, reproducible):
+    """Every solver on the scenario: rows for the comparison table (and the plan file)."""
+    from finplan.partition.solve import SOLVERS, solve
+
+    rows = []
+    results = {}
+    for name in SOLVERS:
+        try:
+            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False)
+        except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
+            results[name] = exc
+    fin = results["fin"]
+    for name in SOLVERS:
+        res = results[name]
+        if isinstance(res, FinplanInputError):
+            rows.append({"solver": name, "skipped": res.detail})
+            continue
+        for app_res, fin_res in zip(res.apps, fin.apps):
+            ev = app_res.evaluation
+            row = {"solver": name, "application": app_res.app.name, "feasible": app_res.feasible,
+                   "energy_j": ev.energy_j if ev else None, "latency_s": ev.latency_s if ev else None,
+                   "accuracy": ev.accuracy if ev else None,
+                   "placement": ",".join(ev.placement) if ev else None, "final_exit": ev.final_exit if ev else None,
+                   "fin_saving": None, "solve_time_s": None if reproducible else res.solve_time_s,
+                   "reason": app_res.reason if not app_res.feasible else None}
+            if ev and fin_res.feasible and ev.energy_j > 0:
+                row["fin_saving"] = (ev.energy_j - fin_res.evaluation.energy_j) / ev.energy_j
+            rows.append(row)
+    return rows
+
+
+def _compact(placement: str | None) -> str:
+    """device,device,device,cloud,cloud -> device x3, cloud x2 (keeps the table narrow)."""
+    if not placement:
+        return "-"
+    runs: list[list] = []
+    for node in placement.split(","):
+        if runs and runs[-1][0] == node:
+            runs[-1][1] += 1
+        else:
+            runs.append([node, 1])
+    return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in runs)
+
+
+def _print_compare(rows):
+    from rich import box
+    from rich.table import Table
+
+    several = len({r.get("application") for r in rows if "application" in r}) > 1
+    table = Table(title="Comparison (FIN saves: energy saved by FIN against that solver)", header_style="bold",
+                  box=box.SIMPLE_HEAD)
+    cols = ["solver"] + (["app"] if several else []) + ["energy J", "latency", "acc.", "placement", "exit",
+                                                         "FIN saves", "time"]
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "skipped" in r:
+            table.add_row(*([r["solver"]] + ([""] if several else []) + ["skipped: " + r["skipped"]] + [""] * 6))
+            continue
+        energy = "-" if r["energy_j"] is None else f"{r['energy_j']:.5g}" + ("" if r["feasible"] else " infeasible")
+        saving = "-" if r["fin_saving"] is None or not r["feasible"] else f"{r['fin_saving']:.1%}"
+        table.add_row(*([r["solver"]] + ([r["application"]] if several else []) + [
+            energy, "-" if r["latency_s"] is None else f"{r['latency_s'] * 1e3:.4g} ms",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}", _compact(r["placement"]),
+            r["final_exit"] or "-", saving,
+            "-" if r["solve_time_s"] is None else f"{r['solve_time_s'] * 1e3:.3g} ms"]))
+    # Piped output gets rich's 80 columns by default, which folds every cell; a file or a
+    # pager handles long lines better than folded ones.
+    from rich.console import Console
+
+    (stdout if stdout.is_terminal else Console(width=150, highlight=False)).print(table)
+
+
+@click.command("plan")
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (finplan.plan/1) here.")
+@click.option("--solver", type=click.Choice(SOLVER_CHOICES), default="fin", show_default=True,
+              help="fin, the exact optimum (exhaustive, milp) or a baseline.")
+@click.option("--gamma", default=None, help="FIN latency units (integer > 0).  [default: 1000]")
+@click.option("--lambda", "lam", default="0", show_default=True, help="FIN proximity pruning (>= 0; 0 prunes nothing).")
+@click.option("--compare", is_flag=True, help="Also run the optimum and every baseline; print one table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document on stdout.")
+@click.option("--export-graph", type=click.Path(dir_okay=False), help="Write FIN's feasible inference graph (GraphML).")
+@click.option("--fail-infeasible", is_flag=True, help="Exit with code 1 when an application has no feasible plan.")
+@click.option("--reproducible", is_flag=True, help="Write solve times as null, so equal inputs give equal bytes.")
+@click.option("--model", help="Shortcut: model card (finplan.model/1).")
+@click.option("--network", help="Shortcut: network (finplan.network/1).")
+@click.option("--source", help="Shortcut: node where the input arrives.")
+@click.option("--max-latency", help="Shortcut: latency bound, e.g. 5ms, 500us, 0.005.")
+@click.option("--min-accuracy", help="Shortcut: accuracy target, e.g. 0.8 or 80%.")
+@click.option("--rate", help="Shortcut: requests per second (enables utilisation limits).")
+@click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="Shortcut: exit mode [static].")
+@click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
+@click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
+def command(scenario, output, solver, gamma, lam, compare, as_json, export_graph, fail_infeasible, reproducible,
+            model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
+    """Place each application's blocks on the network, minimising energy.
+
+    \b
+    Examples:
+      finplan plan examples/paper/accuracy-sweep-0.80.yaml -o plan.json
+      finplan plan examples/paper/accuracy-sweep-0.80.yaml --compare
+      finplan plan --model examples/paper/b-alexnet.json --network examples/paper/network.yaml \\
+                   --source device --max-latency 5ms --min-accuracy 0.8
+      finplan plan examples/multi/scenario.yaml --solver milp --json
+
+    An application whose constraints nothing can meet is reported (feasible false, with the
+    reason) and the exit code stays 0 unless --fail-infeasible is given.
+    """
+    from finplan.partition.fin import DEFAULT_GAMMA, feasible_inference_graph
+    from finplan.partition.plan import add_binding, plan_document, validate_plan
+    from finplan.partition.solve import solve
+
+    gamma = _gamma(gamma) or DEFAULT_GAMMA
+    lam = _lambda(lam)
+    for path in (output, export_graph):
+        if path:
+            require_writable(path)
+    scen = _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict)
+    result = solve(scen, solver, gamma=gamma, lam=lam)
+    add_binding(scen, result, gamma)
+    doc = plan_document(scen, result, reproducible=reproducible)
+    rows = None
+    if compare:
+        rows = _compare(scen, gamma, lam, reproducible)
+        doc["comparison"] = rows
+    validate_plan(doc)
+    graphs = []
+    if export_graph:
+        import networkx as nx
+
+        from finplan.partition.context import contexts
+
+        ctxs = contexts(scen)
+        for ctx in ctxs:
+            graph = feasible_inference_graph(ctx, gamma, lam)
+            target = Path(export_graph)
+            if len(ctxs) > 1:
+                target = target.with_name(f"{target.stem}-{ctx.app.name}{target.suffix}")
+            graphs.append((target, "\n".join(nx.generate_graphml(graph)) + "\n"))
+    if output:
+        atomic_write_json(output, doc)
+    for target, text in graphs:
+        atomic_write_text(target, text)
+    if as_json:
+        print_json(doc)
+    else:
+        from finplan.cli.show import print_summary
+
+        print_summary(doc)
+        if rows:
+            stdout.print()
+            _print_compare(rows)
+        if output:
+            stdout.print(f"\nplan written to {output}")
+        for target, _ in graphs:
+            stdout.print(f"feasible inference graph written to {target}")
+    if fail_infeasible and not all(a["feasible"] for a in doc["applications"]):
+        raise click.exceptions.Exit(1)

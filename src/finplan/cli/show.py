@@ -1,0 +1,104 @@
+"""``finplan show``: summarise a plan and draw its placement."""
+from __future__ import annotations
+
+import click
+
+from finplan.cli._console import print_json, stdout
+from finplan.fileio import atomic_write_bytes, load_document, require_writable
+
+
+def print_summary(doc: dict) -> None:
+    """Human summary of a finplan.plan/1 document: one table of blocks per application."""
+    from rich.table import Table
+
+    from finplan.partition.evaluate import ms
+
+    solver = doc["solver"]
+    params = ", ".join(f"{k}={v}" for k, v in solver["parameters"].items())
+    took = "" if solver.get("solve_time_s") is None else f" in {solver['solve_time_s'] * 1e3:.3g} ms"
+    stdout.print(f"[bold]Plan[/bold] by {solver['name']}" + (f" ({params})" if params else "") + took
+                 + f", mode {doc['options']['mode']}")
+    for app in doc["applications"]:
+        cons = app["constraints"]
+        op = "<" if cons["strict"] else "<="
+        head = (f"\n[bold]{app['name']}[/bold]: {app['model']['name']} from {app['source']}, "
+                f"latency {op} {ms(cons['max_latency_s'])}, accuracy {'>' if cons['strict'] else '>='} {cons['min_accuracy']:g}")
+        if app.get("rate_hz"):
+            head += f", {app['rate_hz']:g} Hz"
+        stdout.print(head)
+        if not app["feasible"]:
+            stdout.print(f"  [red]infeasible[/red]: {app.get('reason', 'no plan')}")
+            if not app["placement"]:
+                continue
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in ("block", "node", "exit", "sent after"):
+            table.add_column(col)
+        sent = {t["after_block"]: t for t in app["transfers"]}
+        exits_at = {}
+        for ex in app["active_exits"]:
+            exits_at.setdefault(ex["after"], []).append(f"{ex['name']} (>= {ex['threshold']:.3g})")
+        if "input" in sent:
+            t = sent["input"]
+            table.add_row("input", app["source"], "", f"{_bytes(t['bytes'])} -> {t['to']}")
+        for i, p in enumerate(app["placement"]):
+            ex = list(exits_at.get(p["block"], []))
+            if i == len(app["placement"]) - 1:
+                ex.append(f"{app['final_exit']} (final)")
+            t = sent.get(p["block"])
+            table.add_row(p["block"], p["node"], ", ".join(ex),
+                          f"{_bytes(t['bytes'])} -> {t['to']}" + (f" (p={t['probability']:.2f})" if t["probability"] < 1 else "")
+                          if t else "")
+        stdout.print(table)
+        pred = app["predicted"]
+        if pred:
+            stdout.print(f"  energy {pred['energy_j']:.5g} J (compute {pred['compute_energy_j']:.5g} J, transfer "
+                         f"{pred['transfer_energy_j']:.5g} J), latency {ms(pred['latency_s'])}"
+                         + (f" (expected {ms(pred['expected_latency_s'])})" if doc["options"]["mode"] == "dynamic" else "")
+                         + f", accuracy {pred['accuracy']:.4f}")
+            if app["feasible"]:
+                stdout.print(f"  binding: {', '.join(app['binding']) or 'none'}")
+        for note in app.get("notes", []):
+            stdout.print(f"  note: {note}")
+    totals = doc.get("totals")
+    if totals and totals["applications"] > 1:
+        stdout.print(f"\n{totals['feasible_applications']} of {totals['applications']} applications planned, "
+                     f"total energy {totals['energy_j']:.5g} J")
+        joint = doc["solver"].get("joint_optimum")
+        if joint and joint.get("gap") is not None:
+            stdout.print(f"gap to the joint optimum (MILP, {joint['energy_j']:.5g} J): {joint['gap']:.2%}")
+        elif joint:
+            stdout.print(f"joint optimum (MILP) serves {joint['served']} applications with {joint['energy_j']:.5g} J")
+
+
+def _bytes(n: float) -> str:
+    from finplan.partition.draw import human_bytes
+
+    return human_bytes(n)
+
+
+@click.command("show")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--png", "png", type=click.Path(dir_okay=False), help="Draw the placement to this PNG file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document instead of the summary.")
+def command(plan, png, as_json):
+    """Summarise a plan and optionally draw it.
+
+    \b
+    Example:
+      finplan plan examples/paper/accuracy-sweep-0.80.yaml -o plan.json
+      finplan show plan.json --png plan.png
+    """
+    from finplan.partition.draw import plan_png
+    from finplan.partition.plan import validate_plan
+
+    if png:
+        require_writable(png)
+    doc = validate_plan(load_document(plan, "plan"), plan)
+    if as_json:
+        print_json(doc)
+    else:
+        print_summary(doc)
+    if png:
+        atomic_write_bytes(png, plan_png(doc))
+        if not as_json:
+            stdout.print(f"drawing written to {png}")

@@ -1,0 +1,190 @@
+"""Baselines FIN is compared with: MCP (the paper's), device only, cloud only, best single
+cut (Neurosurgeon-style) and minimum latency. A baseline always says what it would deploy;
+when that breaks a constraint the result is marked infeasible with the violation."""
+from __future__ import annotations
+
+from finplan.partition.context import AppContext, AppResult, better
+from finplan.partition.evaluate import Usage
+from finplan.partition.explain import infeasibility_reason
+from finplan.partition.paths import layered_shortest
+
+# Tier order used by MCP to move "up": unknown tiers sit with the edge.
+TIER_RANK = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 1, "cloud": 2}
+MCP_TIME_SCALE = 10.0
+MCP_LATENCY_WEIGHT = 0.5
+MCP_STOP = 0.85
+
+
+def _pick(ctx: AppContext, candidates, usage: Usage | None) -> AppResult:
+    """Best feasible candidate (policy_index, nodes); else the cheapest one, marked infeasible."""
+    best = best_ev = cheapest = None
+    for i, nodes in candidates:
+        ev = ctx.evaluate(i, nodes, usage)
+        key = (ev.energy_j, ev.latency_s, i, nodes)
+        if ev.feasible and better(key, best):
+            best, best_ev = key, ev
+        if cheapest is None or better(key, cheapest[0]):
+            cheapest = (key, ev)
+    if best_ev is not None:
+        return AppResult(ctx.app, best_ev)
+    if cheapest is None:
+        return AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1])
+    ev = cheapest[1]
+    return AppResult(ctx.app, ev, "; ".join(ev.violations))
+
+
+def _accurate_or_reason(ctx: AppContext, usage):
+    indices = ctx.accurate()
+    return indices, (None if indices else AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1]))
+
+
+def device_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
+    """Every deployed block on the source node; the cheapest exit policy that fits. O(P B)."""
+    indices, fail = _accurate_or_reason(ctx, usage)
+    if fail:
+        return fail
+    return _pick(ctx, [(i, [ctx.source] * ctx.chain(i).n_blocks) for i in indices], usage)
+
+
+def cloud_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
+    """Raw input sent from the source to the fastest directly linked node, which runs every
+    block (ignores first_block_at_source: that is what this baseline is). O(P B N)."""
+    indices, fail = _accurate_or_reason(ctx, usage)
+    if fail:
+        return fail
+    table = ctx.table
+    src = ctx.source
+    targets = [m for m in range(len(table.nodes)) if m != src and table.has_link[src, m]] or [src]
+    candidates = []
+    for i in indices:
+        k = ctx.chain(i).n_blocks
+        fastest = min(targets, key=lambda m: (table.block_time_s[:k, m].sum(), m))
+        candidates.append((i, [fastest] * k))
+    result = _pick(ctx, candidates, usage)
+    if result.evaluation is not None and ctx.options.first_block_at_source:
+        ev = result.evaluation
+        ev.violations = [v for v in ev.violations if "must run at the source" not in v]
+        ev.feasible = not ev.violations
+        result.reason = "; ".join(ev.violations) or None
+        result.notes.append("raw input offloaded although first_block_at_source is true (this baseline's definition)")
+    return result
+
+
+def single_cut(ctx: AppContext, usage: Usage | None = None) -> AppResult:
+    """Best single cut: blocks 1..k on the source, the rest on one directly linked node
+    (k = B means no offloading; k = 0 only when first_block_at_source is false). O(P B^2 N)."""
+    indices, fail = _accurate_or_reason(ctx, usage)
+    if fail:
+        return fail
+    src = ctx.source
+    table = ctx.table
+    low = 1 if ctx.options.first_block_at_source else 0
+    candidates = []
+    for i in indices:
+        k = ctx.chain(i).n_blocks
+        candidates.append((i, [src] * k))
+        for m in range(len(table.nodes)):
+            if m == src or not table.has_link[src, m]:
+                continue
+            for cut in range(low, k):
+                candidates.append((i, [src] * cut + [m] * (k - cut)))
+    return _pick(ctx, candidates, usage)
+
+
+def min_latency(ctx: AppContext, usage: Usage | None = None) -> AppResult:
+    """The fastest placement over accuracy-meeting policies (exact shortest path), ties by
+    energy. O(P B N^2)."""
+    indices, fail = _accurate_or_reason(ctx, usage)
+    if fail:
+        return fail
+    best = None
+    for i in indices:
+        found = layered_shortest(ctx, ctx.chain(i), "latency", usage)
+        if found is None:
+            continue
+        key = (found[0], found[1], i, found[2])
+        if best is None or (key[0], key[1], key[2]) < (best[0], best[1], best[2]):
+            best = key
+    if best is None:
+        return AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1])
+    ev = ctx.evaluate(best[2], best[3], usage)
+    return AppResult(ctx.app, ev, None if ev.feasible else "; ".join(ev.violations))
+
+
+def _rank(ctx: AppContext, n: int) -> int:
+    return TIER_RANK.get(ctx.network.nodes[n].tier.lower(), 1)
+
+
+def mcp(ctx: AppContext, usage: Usage | None = None) -> AppResult:
+    """MCP, the paper's "state-of-the-art cost minimisation" baseline (PAPER.md section 5).
+
+    A greedy that ignores energy: block 1 on the source; for each next block, the latency of
+    running it one tier up (compute time x 10, plus the incoming transfer) is compared with
+    staying, and the block moves up when that is faster. At each exit the metric
+    max(0.5 latency / budget, min_accuracy / exit_accuracy) is computed on the estimated
+    latency so far; MCP stops at the first exit where it is <= 0.85, else at the last exit.
+    Static exit policies only (its thresholds, if any, are not searched). O(B N).
+    """
+    card = ctx.app.card
+    table = ctx.table
+    src = ctx.source
+    last = len(card.exits) - 1
+    k = card.exits[last].after + 1
+    nodes = [src]
+    estimate = MCP_TIME_SCALE * table.block_time_s[0, src]
+    final = last
+    stop_at = {}
+    for idx, ex in enumerate(card.exits):
+        stop_at.setdefault(ex.after, []).append(idx)
+
+    def metric(est: float, e: int) -> float:
+        acc = card.exits[e].accuracy
+        return max(MCP_LATENCY_WEIGHT * est / ctx.app.max_latency_s,
+                   ctx.app.min_accuracy / acc if acc > 0 else float("inf"))
+
+    def stops(b: int, est: float):
+        for e in stop_at.get(b, []):
+            if metric(est, e) <= MCP_STOP:
+                return e
+        return None
+
+    found = stops(0, estimate)
+    if found is None:
+        for b in range(1, k):
+            cur = nodes[-1]
+            stay = MCP_TIME_SCALE * table.block_time_s[b, cur]
+            nbytes = table.output_bytes[b - 1]
+            higher = [m for m in range(len(table.nodes)) if m != cur and table.has_link[cur, m]
+                      and _rank(ctx, m) > _rank(ctx, cur)]
+            if higher:
+                step = min(_rank(ctx, m) for m in higher)
+                ups = [m for m in higher if _rank(ctx, m) == step]
+                up = min(ups, key=lambda m: (MCP_TIME_SCALE * table.block_time_s[b, m]
+                                             + table.transfer_time_s(cur, m, nbytes), m))
+                move = MCP_TIME_SCALE * table.block_time_s[b, up] + table.transfer_time_s(cur, up, nbytes)
+                if move < stay:
+                    nodes.append(up)
+                    estimate += move
+                else:
+                    nodes.append(cur)
+                    estimate += stay
+            else:
+                nodes.append(cur)
+                estimate += stay
+            found = stops(b, estimate)
+            if found is not None:
+                break
+    final = found if found is not None else last
+    nodes = nodes[: card.exits[final].after + 1]
+    policy_index = next(i for i, p in enumerate(ctx.policies) if p.final_exit == final and not p.active)
+    ev = ctx.evaluate(policy_index, nodes, usage)
+    return AppResult(ctx.app, ev, None if ev.feasible else "; ".join(ev.violations))
+
+
+BASELINES = {
+    "mcp": mcp,
+    "device-only": device_only,
+    "cloud-only": cloud_only,
+    "single-cut": single_cut,
+    "min-latency": min_latency,
+}

@@ -1,0 +1,67 @@
+"""Several applications sharing nodes and links.
+
+Single-application solvers plan the applications one by one on the capacity the earlier
+ones left (``plan_sequentially``); the MILP plans them jointly (``finplan.partition.milp``).
+
+Order: tightest latency budget first (it has the fewest placements to choose from), then
+higher accuracy target, then higher rate, then name. Fallback: when an application does
+not fit, it is moved to the front and everything is re-planned; of all orders tried the
+one serving the most applications, then with the least total energy, wins.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from finplan.partition.context import AppContext, AppResult
+from finplan.partition.costs import is_close
+from finplan.partition.evaluate import Usage
+
+
+def planning_order(ctxs: list[AppContext]) -> list[int]:
+    return sorted(range(len(ctxs)), key=lambda a: (ctxs[a].app.max_latency_s, -ctxs[a].app.min_accuracy,
+                                                   -(ctxs[a].app.rate_hz or 0.0), ctxs[a].app.name))
+
+
+def _run(ctxs, order, solve_one) -> tuple[list[AppResult | None], int, float]:
+    usage = Usage()
+    results: list[AppResult | None] = [None] * len(ctxs)
+    for a in order:
+        result = solve_one(ctxs[a], usage)
+        results[a] = result
+        if result.feasible:
+            usage = usage.plus(result.evaluation)
+    served = sum(r.feasible for r in results)
+    energy = sum(r.evaluation.energy_j for r in results if r.feasible)
+    return results, served, energy
+
+
+def plan_sequentially(ctxs: list[AppContext], solve_one: Callable[[AppContext, Usage], AppResult],
+                      fallback: bool = True) -> tuple[list[AppResult], dict]:
+    """Plan applications one at a time on the residual capacity.
+
+    Returns (results in scenario order, info) where info records the order used and the
+    re-planning attempts.
+    """
+    order = planning_order(ctxs)
+    results, served, energy = _run(ctxs, order, solve_one)
+    tried = [order]
+    if fallback and len(ctxs) > 1:
+        failing = [a for a in order if not results[a].feasible and _could_fit_alone(ctxs[a], solve_one)]
+        for a in failing:
+            new_order = [a] + [b for b in order if b != a]
+            if new_order in tried:
+                continue
+            tried.append(new_order)
+            cand, c_served, c_energy = _run(ctxs, new_order, solve_one)
+            if c_served > served or (c_served == served and c_energy < energy and not is_close(c_energy, energy)):
+                results, served, energy, order = cand, c_served, c_energy, new_order
+    for a, r in enumerate(results):
+        if not r.feasible and r.evaluation is None and len(ctxs) > 1 and _could_fit_alone(ctxs[a], solve_one):
+            r.reason = (f"{r.reason}; alone it would fit, but not next to the other applications"
+                        if r.reason else "it does not fit next to the other applications")
+    names = [ctxs[a].app.name for a in order]
+    return results, {"order": names, "orders_tried": len(tried)}
+
+
+def _could_fit_alone(ctx: AppContext, solve_one) -> bool:
+    return solve_one(ctx, Usage()).feasible
