@@ -1,0 +1,153 @@
+"""``finplan profile``: measure every block and exit of a branchy model on this device."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from finplan.cli._console import print_json, progress_bar, stdout
+from finplan.errors import FinplanInputError
+from finplan.fileio import require_writable
+
+ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
+
+
+def _si(value: float, unit: str) -> str:
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _bytes(value) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+@click.command("profile")
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("--block", "blocks", multiple=True, metavar="[NAME=]TENSOR",
+              help="Block boundary tensor, in order (for models without a finplan contract).")
+@click.option("--exit", "exits", multiple=True, metavar="NAME=BLOCK:TENSOR", help="Exit head output after a block.")
+@click.option("-o", "--output", "output", metavar="PROFILE.json", type=click.Path(dir_okay=False),
+              help="Write the hardware profile (finplan.profile/1) here.")
+@click.option("--card", "card_path", metavar="CARD.json", type=click.Path(dir_okay=False),
+              help="Also write the model card (finplan.model/1) with the calibration scores; needs --calib.")
+@click.option("--calib", metavar="DATA", help="Calibration data: embedded | digits | fashion-mnist | FILE.npz | FOLDER.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="Calibration samples to use at most.")
+@click.option("--energy", type=click.Choice(ENERGY_CHOICES), default="auto", show_default=True,
+              help="Energy backend; auto = first measuring one available (rapl, nvml), else an estimate.")
+@click.option("--power-w", type=float, help="power-model: constant power in watts.")
+@click.option("--idle-w", type=float, help="power-model: idle watts (with --busy-w).")
+@click.option("--busy-w", type=float, help="power-model: extra watts at full CPU utilisation.")
+@click.option("--energy-file", type=click.Path(dir_okay=False), help="external: JSON/CSV of joules per block and exit.")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all CPUs available).")
+@click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
+@click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def command(model_path, blocks, exits, output, card_path, calib, limit, energy, power_w, idle_w, busy_w, energy_file,
+            threads, budget_s, device_name, quiet, as_json):
+    """Measure every block and exit of MODEL.onnx on this device: FLOPs, latency, energy, exit scores.
+
+    \b
+    Examples:
+      finplan profile src/finplan/embedded/b-alexnet-digits.onnx --calib embedded \\
+          -o this-machine.profile.json --card b-alexnet-digits.card.json
+      finplan profile model.onnx --calib calib.npz --energy power-model --idle-w 3 --busy-w 9 -o phone.profile.json
+      finplan profile model.onnx --energy external --energy-file lab-meter.csv -o board.profile.json
+    """
+    from finplan.profiler import DEFAULT_BUDGET_S, ProfileOptions, prepare_profile
+    from finplan.hardware_profiles import save_card, save_profile
+
+    # Check where results go before measuring anything.
+    for path in (output, card_path):
+        if path:
+            require_writable(path)
+    if output and card_path and Path(output).resolve() == Path(card_path).resolve():
+        raise FinplanInputError("-o and --card name the same file; give two paths", file=output)
+    options = ProfileOptions(blocks=list(blocks), exits=list(exits), calib=calib, limit=limit, energy=energy,
+                             power_w=power_w, idle_w=idle_w, busy_w=busy_w, energy_file=energy_file, threads=threads,
+                             budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, device_name=device_name,
+                             need_card=bool(card_path))
+    job = prepare_profile(model_path, options)
+    with progress_bar(quiet or as_json) as report:
+        result = job.run(report)
+    if output:
+        save_profile(result.profile, output)
+    if card_path:
+        save_card(result.card, card_path)
+    if as_json:
+        print_json({"profile": result.profile, "summary": result.summary,
+                    "files": {"profile": output, "card": card_path}})
+        return
+    _print_human(model_path, result, output, card_path)
+
+
+def _print_human(model_path, result, output, card_path) -> None:
+    profile, summary = result.profile, result.summary
+    device = profile["device"]
+    stdout.print(f"[bold]{model_path}[/bold]  {profile['model']['hash'][:19]}…")
+    stdout.print(f"device {device['name']}: {device['cpu']}, {device['cores']} cores / {device['threads']} threads, "
+                 f"{device['execution_provider']} (onnxruntime {device['onnxruntime_version']}, "
+                 f"{profile['session_options']['intra_op_threads']} intra-op threads)")
+    for title, rows in (("Blocks", profile["blocks"]), ("Exits", profile["exits"])):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        columns = ["name"] + (["after"] if title == "Exits" else []) + [
+            "FLOPs", "params bytes", "output bytes", "p50 latency", "CI95 of p50", "n", "energy/run", "energy method"]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("name", "after", "energy method") else "right")
+        for row in rows:
+            latency = row["latency_s"]
+            ci = latency.get("ci95_p50")
+            ci_text = f"±{(ci[1] - ci[0]) / 2 / latency['p50'] * 100:.1f}%" if ci and latency["p50"] > 0 else "-"
+            energy = row["energy_j"]
+            method = f"{energy['method']} ({'measured' if energy['measured'] else 'ESTIMATED'})"
+            cells = [row["name"]] + ([row["after"]] if title == "Exits" else []) + [
+                _si(row["flops"], "FLOP"), _bytes(row["params_bytes"]), _bytes(row["output_bytes"]),
+                _si(latency["p50"], "s"), ci_text, str(latency["n"]), _si(energy["value"], "J"), method]
+            table.add_row(*cells)
+        stdout.print(table)
+        for row in rows:
+            if row.get("unknown_ops"):
+                stdout.print(f"  {row['name']}: FLOPs exclude unknown ops {', '.join(row['unknown_ops'])}")
+    whole = profile["whole_model"]
+    stdout.print(f"whole model p50 {_si(whole['latency_s']['p50'], 's')}; sum of blocks {_si(whole['sum_of_blocks_p50_s'], 's')}, "
+                 f"sum of blocks and exits {_si(whole['sum_of_parts_p50_s'], 's')} "
+                 f"({whole['parts_over_whole']:.2f}x the whole); split check max |diff| {whole['split_check_max_abs_diff']:.2g}")
+    timing = summary["timing"]
+    stdout.print(f"timing: {timing['rounds']} interleaved rounds in {timing['elapsed_s']:.1f} s "
+                 f"(budget {timing['budget_s']:g} s); medians within ±2% (95% CI): "
+                 f"{'all' if timing['all_converged'] else 'NOT all (budget ended first)'}")
+    calibration = summary.get("calibration")
+    if calibration:
+        if calibration.get("accuracy"):
+            accuracy = ", ".join(f"{name} {value:.3f}" for name, value in calibration["accuracy"].items())
+            stdout.print(f"calibration: {calibration['samples']} samples of {calibration['source']}; "
+                         f"accuracy if every sample left at: {accuracy}")
+        table = Table(title="Default exit policy (first exit with confidence >= threshold)", title_justify="left")
+        table.add_column("threshold", justify="right")
+        exit_names = list(calibration["table"][0]["exit_rates"]) if calibration["table"] else []
+        for name in exit_names:
+            table.add_column(f"{name} rate", justify="right")
+        table.add_column("accuracy", justify="right")
+        table.add_column("expected FLOPs", justify="right")
+        for row in calibration["table"]:
+            table.add_row(f"{row['threshold']:g}", *[f"{row['exit_rates'][n]:.3f}" for n in exit_names],
+                          f"{row['accuracy']:.3f}" if "accuracy" in row else "-", _si(row.get("expected_flops"), "FLOP"))
+        stdout.print(table)
+    energy = summary["energy"]
+    if energy["measured"]:
+        stdout.print(f"energy: measured ({energy['method']}: {energy['reason']}); idle power "
+                     f"{profile['energy'].get('idle_power_w') or 0:.2f} W subtracted")
+    else:
+        stdout.print(f"[bold]energy: ESTIMATED (method {energy['method']})[/bold], not measured: {energy['note']}")
+        for skipped in energy["skipped"]:
+            stdout.print(f"  not used: {skipped}")
+    for label, path in (("profile", output), ("model card", card_path)):
+        if path:
+            stdout.print(f"wrote {label} {path}")

@@ -1,0 +1,146 @@
+"""Exit behaviour on a calibration set: per-sample scores, per-exit accuracy, threshold table.
+
+The scores do not depend on the device, so they go into the model card; from them any
+threshold setting yields exit rates and accuracy without running the model again. The
+default policy: a sample leaves at the first exit (in contract order) whose max-softmax
+confidence reaches the threshold; the last exit takes every sample still in the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
+SCORE_DECIMALS = 6  # card size and byte-for-byte determinism across thread counts
+
+
+@dataclass
+class ExitScores:
+    """Per exit (rows, contract order) and per sample (columns)."""
+
+    names: list[str]
+    confidence: np.ndarray  # float64 [E, N], max softmax probability
+    entropy: np.ndarray  # float64 [E, N], entropy / log(classes), in [0, 1]
+    predicted: np.ndarray  # int64 [E, N]
+    labels: np.ndarray | None  # int64 [N]
+
+    @property
+    def samples(self) -> int:
+        return int(self.confidence.shape[1])
+
+
+def softmax_scores(outputs: np.ndarray, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, normalised entropy, predicted class) per row of ``outputs`` [N, classes].
+
+    ``outputs`` are logits unless ``probabilities`` (the exit already ends in Softmax).
+    """
+    values = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    if probabilities:
+        probs = np.clip(values, 0.0, None)
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-300)
+    else:
+        shifted = values - values.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        probs = exp / exp.sum(axis=1, keepdims=True)
+    classes = probs.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
+    entropy = -plogp.sum(axis=1) / np.log(classes) if classes > 1 else np.zeros(len(probs))
+    return probs.max(axis=1), np.clip(entropy, 0.0, 1.0), probs.argmax(axis=1).astype(np.int64)
+
+
+def collect_scores(run_batch: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, labels: np.ndarray | None,
+                   names: list[str], *, batch_size: int = 64, probabilities: list[bool] | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> ExitScores:
+    """Run ``run_batch`` (input batch -> one output per exit, in ``names`` order) over ``x`` in batches."""
+    probabilities = probabilities or [False] * len(names)
+    parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in names]
+    total = len(x)
+    for start in range(0, total, batch_size):
+        outputs = run_batch(x[start:start + batch_size])
+        for index, output in enumerate(outputs):
+            parts[index].append(softmax_scores(output, probabilities=probabilities[index]))
+        if progress is not None:
+            progress("calibration", min(start + batch_size, total), total)
+    confidence = np.stack([np.concatenate([p[0] for p in rows]) for rows in parts])
+    entropy = np.stack([np.concatenate([p[1] for p in rows]) for rows in parts])
+    predicted = np.stack([np.concatenate([p[2] for p in rows]) for rows in parts])
+    return ExitScores(list(names), confidence, entropy, predicted, None if labels is None else np.asarray(labels))
+
+
+def exit_accuracy(scores: ExitScores) -> dict[str, float]:
+    """Accuracy of each exit if every sample left there."""
+    if scores.labels is None:
+        raise ValueError("no labels")
+    return {name: float(np.mean(scores.predicted[i] == scores.labels)) for i, name in enumerate(scores.names)}
+
+
+def exit_assignment(confidence: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """Index of the exit each sample leaves at, under per-exit ``thresholds`` for all exits but the last."""
+    exits, samples = confidence.shape
+    chosen = np.full(samples, exits - 1, dtype=np.int64)
+    undecided = np.ones(samples, dtype=bool)
+    for index in range(exits - 1):
+        leave = undecided & (confidence[index] >= thresholds[index])
+        chosen[leave] = index
+        undecided &= ~leave
+    return chosen
+
+
+def policy_outcome(scores: ExitScores, thresholds: list[float], flops_to_exit: list[float] | None = None) -> dict:
+    """Exit rates, accuracy (when labelled) and expected FLOPs per sample for one threshold setting."""
+    chosen = exit_assignment(scores.confidence, thresholds)
+    counts = np.bincount(chosen, minlength=len(scores.names))
+    row = {
+        "thresholds": {name: float(t) for name, t in zip(scores.names[:-1], thresholds)},
+        "exit_rates": {name: float(c / scores.samples) for name, c in zip(scores.names, counts)},
+    }
+    if scores.labels is not None:
+        final = scores.predicted[chosen, np.arange(scores.samples)]
+        row["accuracy"] = float(np.mean(final == scores.labels))
+    if flops_to_exit is not None:
+        row["expected_flops"] = float(np.dot(counts, flops_to_exit) / scores.samples)
+    return row
+
+
+def threshold_table(scores: ExitScores, flops_to_exit: list[float] | None = None,
+                    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> list[dict]:
+    """The default policy (one threshold for every early exit) at each of ``thresholds``."""
+    early = len(scores.names) - 1
+    return [{"threshold": float(t), **policy_outcome(scores, [t] * early, flops_to_exit)} for t in thresholds]
+
+
+def flops_to_exit(block_flops: dict[str, float], exit_flops: dict[str, float], exit_after: dict[str, str],
+                  exit_order: list[str], block_order: list[str]) -> list[float]:
+    """FLOPs spent on a sample that leaves at each exit: its blocks so far plus every head evaluated on the way."""
+    costs = []
+    for position, name in enumerate(exit_order):
+        last_block = block_order.index(exit_after[name])
+        blocks = sum(block_flops[b] for b in block_order[:last_block + 1])
+        heads = sum(exit_flops[e] for e in exit_order[:position + 1])
+        costs.append(float(blocks + heads))
+    return costs
+
+
+def card_section(scores: ExitScores, table: list[dict], source: str) -> dict:
+    """The model card's ``calibration`` entry (see model.schema.json)."""
+    def rounded(values: np.ndarray) -> list[float]:
+        return [float(v) for v in np.round(values, SCORE_DECIMALS)]
+
+    section = {
+        "score": "max_softmax",
+        "policy": "first exit whose max-softmax confidence >= its threshold; the last exit takes the rest",
+        "source": source,
+        "samples": scores.samples,
+    }
+    if scores.labels is not None:
+        section["labels"] = [int(v) for v in scores.labels]
+    section["exits"] = [
+        {"name": name, "confidence": rounded(scores.confidence[i]), "entropy": rounded(scores.entropy[i]),
+         "predicted": [int(v) for v in scores.predicted[i]]}
+        for i, name in enumerate(scores.names)
+    ]
+    section["table"] = table
+    return section

@@ -1,0 +1,181 @@
+"""Latency of each part with onnxruntime: one session per part, interleaved repetitions.
+
+Why interleaved: a laptop or a shared VM drifts (frequency scaling, a neighbour waking up);
+running part A a thousand times, then part B, would give B a different machine than A. We
+run every part once per round, in a seeded shuffled order, so drift hits all parts alike,
+until the 95% confidence interval of every median is within the target or the budget ends.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from finplan.errors import FinplanInputError
+from finplan.profiler import stats
+
+OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+
+
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Physical cores this process may use (onnxruntime's default), at least 1."""
+    from finplan.profiler.device import physical_cores
+
+    return max(min(physical_cores() or available_cpus(), available_cpus()), 1)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The onnxruntime session options every part is timed with; recorded in the profile."""
+
+    intra_op_threads: int
+    inter_op_threads: int = 1
+    execution_provider: str = "CPUExecutionProvider"
+    graph_optimization_level: str = "ORT_ENABLE_ALL"
+    execution_mode: str = "ORT_SEQUENTIAL"
+    allow_spinning: bool = True  # onnxruntime's default; spinning threads burn CPU (and energy) between ops
+
+    @classmethod
+    def default(cls, threads: int | None = None, provider: str = "CPUExecutionProvider") -> "SessionConfig":
+        # onnxruntime's own default is one thread per physical core; we set that explicitly (not "0 =
+        # default") so the profile says what was used.
+        return cls(intra_op_threads=threads or default_threads(), execution_provider=provider)
+
+    def to_dict(self) -> dict:
+        import onnxruntime as ort
+
+        return {**asdict(self), "onnxruntime_version": ort.__version__}
+
+    def session_options(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.graph_optimization_level)
+        options.execution_mode = getattr(ort.ExecutionMode, self.execution_mode)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        options.log_severity_level = 3  # errors only: onnxruntime's warnings would break the one-line output
+        return options
+
+
+def check_provider(config: SessionConfig) -> None:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if config.execution_provider not in available:
+        raise FinplanInputError(f"execution provider {config.execution_provider!r} is not available in this "
+                                f"onnxruntime (available: {', '.join(available)})", field="--provider")
+
+
+def make_session(model: onnx.ModelProto, config: SessionConfig, *, what: str, file=None):
+    """An onnxruntime session for ``model``; FinplanInputError when onnxruntime cannot load it."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=config.session_options(),
+                                    providers=[config.execution_provider])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise FinplanInputError(f"onnxruntime cannot load {what}: {first[:300]}", file=file) from None
+
+
+@dataclass
+class PartTimes:
+    """Per-call wall-clock seconds of one part."""
+
+    wall_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> stats.Summary:
+        return stats.summarize(self.wall_s)
+
+
+def cpu_utilisation(run: Callable[[], object], *, window_s: float = 0.2, cpus: int | None = None,
+                    clock: Callable[[], float] = time.perf_counter,
+                    cpu_clock: Callable[[], float] = time.process_time) -> float:
+    """Share of this machine's CPUs (0..1) that ``run`` keeps busy, over a window of back-to-back runs.
+
+    Process CPU time counts every onnxruntime thread. Measured in its own window because
+    reading the process CPU clock costs ~0.1 ms in some VMs: inside the timing loop it
+    would slow the loop more than the parts it times.
+    """
+    cpus = cpus or available_cpus()
+    c0, t0 = cpu_clock(), clock()
+    while clock() - t0 < window_s:
+        run()
+    c1, t1 = cpu_clock(), clock()
+    return float(min(max((c1 - c0) / max(t1 - t0, 1e-9) / cpus, 0.0), 1.0))
+
+
+@dataclass
+class TimingResult:
+    times: dict[str, PartTimes]
+    converged: dict[str, bool]
+    rounds: int
+    elapsed_s: float
+    budget_s: float
+    target_rel_ci: float
+
+    def to_dict(self) -> dict:
+        return {"rounds": self.rounds, "elapsed_s": round(self.elapsed_s, 3), "budget_s": self.budget_s,
+                "target_rel_ci95_of_median": self.target_rel_ci, "all_converged": all(self.converged.values()),
+                "interleaved": True}
+
+
+def time_round_robin(runners: dict[str, Callable[[], object]], *, budget_s: float, warmup_runs: int = 3,
+                     min_runs: int = 10, max_runs: int = 100_000, target_rel_ci: float = 0.02,
+                     confidence: float = 0.95, seed: int = 0, check_every: int = 5,
+                     progress: Callable[[str, int, int], None] | None = None,
+                     clock: Callable[[], float] = time.perf_counter) -> TimingResult:
+    """Time every runner in interleaved rounds until each median is known to ``target_rel_ci``.
+
+    Each round runs every part once, in a freshly shuffled (seeded) order. Stops when every
+    part has at least ``min_runs`` samples and the half-width of its median's confidence
+    interval is within ``target_rel_ci`` of the median, or when ``budget_s`` is spent
+    (at least ``min_runs`` rounds always run, so a tiny budget still yields statistics).
+    """
+    names = list(runners)
+    for name in names:  # warm-up: first runs allocate memory arenas and pick kernels
+        for _ in range(warmup_runs):
+            runners[name]()
+    rng = np.random.default_rng(seed)
+    times = {name: PartTimes() for name in names}
+    converged = {name: False for name in names}
+    start = clock()
+    rounds = 0
+    budget_units = max(int(round(budget_s * 10)), 1)
+    while rounds < max_runs:
+        for index in rng.permutation(len(names)):
+            name = names[index]
+            run = runners[name]
+            t0 = clock()
+            run()
+            times[name].wall_s.append(clock() - t0)
+        rounds += 1
+        elapsed = clock() - start
+        if rounds >= min_runs and rounds % check_every == 0:
+            for name in names:  # re-check every part: more samples can also widen an interval
+                converged[name] = stats.median_converged(times[name].wall_s, target_rel_ci, confidence)
+            if all(converged.values()):
+                break
+        if progress is not None and rounds % check_every == 0:
+            progress("timing parts", min(int(elapsed * 10), budget_units), budget_units)
+        if rounds >= min_runs and elapsed >= budget_s:
+            break
+    for name in names:  # final verdict on all samples
+        converged[name] = stats.median_converged(times[name].wall_s, target_rel_ci, confidence)
+    if progress is not None:
+        progress("timing parts", budget_units, budget_units)
+    return TimingResult(times, converged, rounds, clock() - start, budget_s, target_rel_ci)
