@@ -6,6 +6,10 @@ import click
 from finplan.cli._console import print_json, progress_bar, stdout
 
 
+class VerifyFailed(click.ClickException):
+    exit_code = 1
+
+
 @click.command("verify")
 @click.argument("folder", metavar="DEPLOY/", type=click.Path())
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The original branchy ONNX model.")
@@ -45,4 +49,6 @@ def command(folder, model_path, source, limit, batch_size, atol, seed, as_json, 
         stdout.print(f"{verdict}: {result.samples} inputs from {name}, max abs diff {result.max_diff:.3e} "
                      f"(limit {atol:.0e})")
     if not result.passed:
-        raise click.exceptions.Exit(1)
+        # a ClickException (not click's Exit) so that finplan's main() returns 1 in-process too
+        raise VerifyFailed(f"the deployment differs from the model (max abs diff {result.max_diff:.3e}, "
+                           f"{result.decision_mismatches} exit decisions differ)")

@@ -1,0 +1,104 @@
+"""The local executor and NodeRuntime: exit decisions, per-sample batch splitting, links."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import LAYOUTS
+from finplan.deploy.executor import LocalExecutor
+from finplan.deploy.node_runtime import NodeRuntime
+from finplan.deploy.policy import max_softmax
+from finplan.deploy.verify import verify
+
+
+def expected_exits(whole, threshold):
+    """Direct computation from the whole model's exit scores: exit1 when its max softmax reaches the
+    threshold, else exit2 (with the argmax of that exit's logits)."""
+    confidence, predicted1 = max_softmax(whole["exit1"])
+    _, predicted2 = max_softmax(whole["exit2"])
+    early = confidence >= threshold if threshold is not None else np.zeros(len(confidence), bool)
+    return np.where(early, "exit1", "exit2"), np.where(early, predicted1, predicted2)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("batch_size", [1, 7, 96])
+def test_exit_decisions_match_direct_computation(deployments, layout, batch_size, inputs, whole_model_outputs):
+    folder, _, thresholds = deployments[layout]
+    x, y, _ = inputs
+    m = LocalExecutor(folder).run(x, y, batch_size=batch_size)
+    names, predictions = expected_exits(whole_model_outputs, thresholds.get("exit1"))
+    assert m.exit_names == list(names)
+    np.testing.assert_array_equal(m.predictions, predictions)
+    assert np.all(np.isfinite(m.latency_s)) and np.all(m.latency_s > 0)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_equivalence_check_passes(deployments, layout, tiny, inputs):
+    folder, _, _ = deployments[layout]
+    result = verify(folder, tiny[0], inputs[0], batch_size=32)
+    assert result.passed, result.to_dict()
+    assert result.max_diff <= 1e-5 and result.decision_mismatches == 0
+    assert set(result.max_abs_diff) == ({"exit1", "exit2"} if LAYOUTS[layout][1] else {"exit2"})
+
+
+def test_batch_is_split_per_sample(deployments, inputs, whole_model_outputs, threshold):
+    """In one batch some samples exit at exit1 and some do not: the downstream part runs only on the rest."""
+    folder, _, _ = deployments["one-dynamic"]
+    runtime = NodeRuntime(folder / "device")
+    x = inputs[0]
+    confidence, _ = max_softmax(whole_model_outputs["exit1"])
+    early = int(np.sum(confidence >= threshold))
+    assert 0 < early < len(x)  # the fixture's threshold makes this a mixed batch
+    result = runtime.process(x, entry="x")
+    assert result.stage_samples == [(runtime.stages[0].part, len(x)), (runtime.stages[1].part, len(x) - early)]
+    assert result.block_samples == {"block1": len(x), "block2": len(x) - early, "block3": len(x) - early}
+    assert result.exit_samples == {"exit1": len(x), "exit2": len(x) - early}
+    assert result.forward is None and sum(n == "exit1" for n in result.exit_names) == early
+
+
+def test_forward_carries_only_the_remaining_samples(deployments, inputs, whole_model_outputs, threshold):
+    folder, _, _ = deployments["three-dynamic"]
+    runtime = NodeRuntime(folder / "device")
+    x = inputs[0][:40]
+    result = runtime.process(x, entry="x")
+    confidence, _ = max_softmax(whole_model_outputs["exit1"][:40])
+    staying = np.flatnonzero(confidence < threshold)
+    np.testing.assert_array_equal(result.forward.indices, staying)
+    assert result.forward.tensor.shape[0] == staying.size and result.forward.node == "edge"
+    assert result.forward.tensor_name == "block1"
+    assert result.bytes_out == result.forward.tensor.nbytes == staying.size * 256
+    assert all(result.exit_names[i] is None for i in staying)
+    assert np.isnan(result.confidences[staying]).all() and (result.predictions[staying] == -1).all()
+
+
+def test_all_exit_early_skips_downstream_nodes(deployments, inputs, whole_model_outputs, threshold):
+    folder, _, _ = deployments["three-dynamic"]
+    confidence, _ = max_softmax(whole_model_outputs["exit1"])
+    confident = inputs[0][confidence >= threshold]
+    executor = LocalExecutor(folder)
+    m = executor.run(confident, batch_size=len(confident))
+    assert set(m.exit_names) == {"exit1"}
+    assert m.node_calls == {"device": 1, "edge": 0, "cloud": 0}
+    assert m.block_samples["edge"] == {} and m.link_bytes == {}
+
+
+def test_counts_and_bytes_per_link(deployments, inputs):
+    folder, _, _ = deployments["three-dynamic"]
+    x, y, _ = inputs
+    m = LocalExecutor(folder).run(x, y, batch_size=8)
+    forwarded = sum(n == "exit2" for n in m.exit_names)
+    assert m.block_samples == {"device": {"block1": 96}, "edge": {"block2": forwarded}, "cloud": {"block3": forwarded}}
+    assert m.link_bytes == {"device->edge": forwarded * 256, "edge->cloud": forwarded * 256}
+    assert m.link_samples == {"device->edge": forwarded, "edge->cloud": forwarded}
+
+
+def test_link_emulation_delays_by_the_link_model(deployments, inputs):
+    folder, _, _ = deployments["three-static"]
+    x = inputs[0][:4]
+    plain = LocalExecutor(folder).run(x, batch_size=1)
+    emulated = LocalExecutor(folder, emulate_links=True).run(x, batch_size=1)
+    # two hops of 256 bytes on 1e8 bit/s links with 1 ms latency each, per sample
+    per_hop = 256 * 8 / 1e8 + 0.001
+    assert emulated.link_delay_s["device->edge"] == pytest.approx(4 * per_hop)
+    assert plain.link_delay_s["device->edge"] == 0.0
+    assert np.all(emulated.latency_s >= 2 * per_hop)
