@@ -218,21 +218,18 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
 
 
 def _ban_heaviest(ctx: AppContext, ev, usage: Usage | None, bans: set, link_bans: set) -> bool:
-    """Forbid the largest contributor to the first violated cumulative capacity."""
+    """Relieve the first violated cumulative capacity: on a node, forbid the last block it
+    runs (the path then leaves the node earlier, like moving a cut); on a link, forbid the
+    heaviest hop. Returns False when nothing is left to forbid."""
     names = ctx.network.names
     for violation in ev.violations:
         if violation.startswith("node "):
             node = violation.split()[1]
             n = names.index(node)
-            resource = "memory" if "memory_bytes" in violation else "busy"
-            contributions = []
-            for b, placed in enumerate(ev.placement):
-                if placed == node and (b, n) not in bans:
-                    chain_b = ctx.table.block_params_bytes[b] if resource == "memory" else ctx.table.block_time_s[b, n]
-                    contributions.append((chain_b, -b))
-            if contributions:
-                _, neg_b = max(contributions)
-                bans.add((-neg_b, n))
+            pinned = 0 if ctx.options.first_block_at_source and n == ctx.source else -1
+            on_node = [b for b, placed in enumerate(ev.placement) if placed == node and b != pinned and (b, n) not in bans]
+            if on_node:
+                bans.add((on_node[-1], n))
                 return True
         if violation.startswith("link "):
             a, b_ = violation.split()[1], violation.split()[3]
