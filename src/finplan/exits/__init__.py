@@ -6,11 +6,11 @@ from finplan.exits.branchy import INPUT_NAME, BranchyNet, attach_exits, make_exi
 from finplan.exits.export import (DEFAULT_OPSET, MAX_ABS_DIFF, ExportMismatchError, ExportReport, export_onnx,
                                   max_difference, to_onnx)
 from finplan.exits.train import EpochReport, ExitMetrics, default_exit_weights, evaluate, train
-from finplan.exits.zoo import MODELS, b_alexnet, b_lenet, b_resnet, build_model, load_checkpoint, save_checkpoint
+from finplan.exits.zoo import DEFAULT_INPUT_SHAPES, MODELS, b_alexnet, b_lenet, b_resnet, build_model, load_checkpoint, save_checkpoint
 
 __all__ = [
     "INPUT_NAME", "BranchyNet", "attach_exits", "make_exit_head",
     "DEFAULT_OPSET", "MAX_ABS_DIFF", "ExportMismatchError", "ExportReport", "export_onnx", "max_difference", "to_onnx",
     "EpochReport", "ExitMetrics", "default_exit_weights", "evaluate", "train",
-    "MODELS", "b_alexnet", "b_lenet", "b_resnet", "build_model", "load_checkpoint", "save_checkpoint",
+    "DEFAULT_INPUT_SHAPES", "MODELS", "b_alexnet", "b_lenet", "b_resnet", "build_model", "load_checkpoint", "save_checkpoint",
 ]

@@ -34,6 +34,7 @@ class ExportReport:
     size_bytes: int
     model_hash: str
     max_abs_diff: float      # largest |onnxruntime - torch| over every output, on the check inputs
+    max_abs_diff_limit: float
     check_samples: int
 
 
@@ -81,7 +82,7 @@ def export_onnx(model: BranchyNet, path: str | os.PathLike, check_inputs: np.nda
     data = proto.SerializeToString()
     written = atomic_write_bytes(path, data)
     return ExportReport(path=written, contract=model.contract(), opset=opset, size_bytes=len(data),
-                        model_hash=model_hash(proto), max_abs_diff=difference,
+                        model_hash=model_hash(proto), max_abs_diff=difference, max_abs_diff_limit=max_abs_diff,
                         check_samples=min(len(check_inputs), CHECK_SAMPLES))
 
 

@@ -139,6 +139,8 @@ def b_resnet(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
 
 
 MODELS: dict[str, Callable[..., BranchyNet]] = {"b-lenet": b_lenet, "b-alexnet": b_alexnet, "b-resnet": b_resnet}
+DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"b-lenet": (1, 28, 28), "b-alexnet": (1, 32, 32),
+                                                         "b-resnet": (3, 32, 32)}
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int = 10,
