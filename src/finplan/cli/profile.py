@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich import box
 from rich.table import Table
 
 from finplan.cli._console import print_json, progress_bar, stdout
@@ -13,13 +14,13 @@ from finplan.fileio import require_writable
 ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
 
 
-def _si(value: float, unit: str) -> str:
+def _si(value: float, unit: str, sep: str = " ") -> str:
     if value is None:
         return "-"
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
         if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+            return f"{value / factor:.3g}{sep}{prefix}{unit}"
+    return f"{value:.3g}{sep}{unit}"
 
 
 def _bytes(value) -> str:
@@ -43,13 +44,15 @@ def _bytes(value) -> str:
 @click.option("--idle-w", type=float, help="power-model: idle watts (with --busy-w).")
 @click.option("--busy-w", type=float, help="power-model: extra watts at full CPU utilisation.")
 @click.option("--energy-file", type=click.Path(dir_okay=False), help="external: JSON/CSV of joules per block and exit.")
+@click.option("--energy-window-s", type=float, default=1.0, show_default=True,
+              help="Shortest energy window per part (counters tick every 1-100 ms).")
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all CPUs available).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
 @click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 def command(model_path, blocks, exits, output, card_path, calib, limit, energy, power_w, idle_w, busy_w, energy_file,
-            threads, budget_s, device_name, quiet, as_json):
+            energy_window_s, threads, budget_s, device_name, quiet, as_json):
     """Measure every block and exit of MODEL.onnx on this device: FLOPs, latency, energy, exit scores.
 
     \b
@@ -70,6 +73,7 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
         raise FinplanInputError("-o and --card name the same file; give two paths", file=output)
     options = ProfileOptions(blocks=list(blocks), exits=list(exits), calib=calib, limit=limit, energy=energy,
                              power_w=power_w, idle_w=idle_w, busy_w=busy_w, energy_file=energy_file, threads=threads,
+                             min_window_s=energy_window_s,
                              budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, device_name=device_name,
                              need_card=bool(card_path))
     job = prepare_profile(model_path, options)
@@ -96,29 +100,36 @@ def _print_human(model_path, result, output, card_path) -> None:
     for title, rows in (("Blocks", profile["blocks"]), ("Exits", profile["exits"])):
         if not rows:
             continue
-        table = Table(title=title, title_justify="left")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
+                      collapse_padding=True, pad_edge=False)
+        # Short headers: the table must fit 80 columns when piped.
         columns = ["name"] + (["after"] if title == "Exits" else []) + [
-            "FLOPs", "params bytes", "output bytes", "p50 latency", "CI95 of p50", "n", "energy/run", "energy method"]
+            "FLOPs", "params B", "out B", "p50", "±CI95", "n", "J/run", "method"]
         for column in columns:
-            table.add_column(column, justify="left" if column in ("name", "after", "energy method") else "right")
+            table.add_column(column, justify="left" if column in ("name", "after", "method") else "right",
+                             no_wrap=True)
         for row in rows:
             latency = row["latency_s"]
             ci = latency.get("ci95_p50")
             ci_text = f"±{(ci[1] - ci[0]) / 2 / latency['p50'] * 100:.1f}%" if ci and latency["p50"] > 0 else "-"
             energy = row["energy_j"]
-            method = f"{energy['method']} ({'measured' if energy['measured'] else 'ESTIMATED'})"
+            method = energy["method"] + ("" if energy["measured"] else "*")
             cells = [row["name"]] + ([row["after"]] if title == "Exits" else []) + [
-                _si(row["flops"], "FLOP"), _bytes(row["params_bytes"]), _bytes(row["output_bytes"]),
-                _si(latency["p50"], "s"), ci_text, str(latency["n"]), _si(energy["value"], "J"), method]
+                _si(row["flops"], "", ""), _bytes(row["params_bytes"]), _bytes(row["output_bytes"]),
+                _si(latency["p50"], "s", ""), ci_text, str(latency["n"]), _si(energy["value"], "J", ""), method]
             table.add_row(*cells)
         stdout.print(table)
+        if any(not row["energy_j"]["measured"] for row in rows):
+            stdout.print("  * energy ESTIMATED, not measured (see the energy line below)")
         for row in rows:
             if row.get("unknown_ops"):
                 stdout.print(f"  {row['name']}: FLOPs exclude unknown ops {', '.join(row['unknown_ops'])}")
     whole = profile["whole_model"]
     stdout.print(f"whole model p50 {_si(whole['latency_s']['p50'], 's')}; sum of blocks {_si(whole['sum_of_blocks_p50_s'], 's')}, "
                  f"sum of blocks and exits {_si(whole['sum_of_parts_p50_s'], 's')} "
-                 f"({whole['parts_over_whole']:.2f}x the whole); split check max |diff| {whole['split_check_max_abs_diff']:.2g}")
+                 f"({whole['parts_over_whole']:.2f}x the whole, {whole['parts_over_whole_overhead_corrected']:.2f}x without "
+                 f"the extra per-call overheads of {_si(whole['call_overhead_p50_s'], 's')}); "
+                 f"split check max |diff| {whole['split_check_max_abs_diff']:.2g}")
     timing = summary["timing"]
     stdout.print(f"timing: {timing['rounds']} interleaved rounds in {timing['elapsed_s']:.1f} s "
                  f"(budget {timing['budget_s']:g} s); medians within ±2% (95% CI): "

@@ -318,6 +318,8 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         raise FinplanInputError(f"is {options.threads}; expected a thread count >= 1", field="--threads")
     if options.limit is not None and options.limit < 1:
         raise FinplanInputError(f"is {options.limit}; expected a number of samples >= 1", field="--limit")
+    if not options.min_window_s > 0:
+        raise FinplanInputError(f"is {options.min_window_s}; expected seconds > 0", field="--energy-window-s")
     if options.batch_size < 1:
         raise FinplanInputError(f"is {options.batch_size}; expected >= 1", field="--batch-size")
     model, contract = load_branchy_model(path, blocks=list(options.blocks), exits=list(options.exits))

@@ -38,7 +38,7 @@ def select_meter(method: str = "auto", *, execution_provider: str = "CPUExecutio
     from finplan.profiler.energy.external import ExternalMeter
     from finplan.profiler.energy.nvml import GPU_PROVIDERS, NvmlMeter
     from finplan.profiler.energy.power_model import PowerModelMeter
-    from finplan.profiler.energy.rapl import DEFAULT_ROOT, RaplMeter
+    from finplan.profiler.energy.rapl import RaplMeter
 
     if method not in METHODS:
         raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="--energy")
@@ -51,7 +51,7 @@ def select_meter(method: str = "auto", *, execution_provider: str = "CPUExecutio
 
     def build(name: str) -> EnergyMeter:
         if name == "rapl":
-            return RaplMeter(rapl_root or DEFAULT_ROOT)
+            return RaplMeter(rapl_root)
         if name == "nvml":
             return NvmlMeter(nvml_index)
         if name == "codecarbon":

@@ -9,13 +9,15 @@ plausible for the time elapsed, otherwise the counter ran backwards and we stop.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
 from finplan.errors import FinplanInputError
 from finplan.profiler.energy.base import CounterMeter
 
-DEFAULT_ROOT = Path("/sys/class/powercap")
+# FINPLAN_POWERCAP_ROOT: for containers that mount the host's sysfs elsewhere, and for tests (a fake tree).
+DEFAULT_ROOT = Path(os.environ.get("FINPLAN_POWERCAP_ROOT", "/sys/class/powercap"))
 # A wrap is accepted when the implied average power stays below this (a 2-socket server peaks < 1 kW).
 MAX_PLAUSIBLE_POWER_W = 5000.0
 
@@ -23,9 +25,9 @@ MAX_PLAUSIBLE_POWER_W = 5000.0
 class RaplMeter(CounterMeter):
     method = "rapl"
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, **kwargs):
+    def __init__(self, root: str | Path | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.root = Path(root)
+        self.root = Path(root or os.environ.get("FINPLAN_POWERCAP_ROOT") or DEFAULT_ROOT)
         self._zones: list[Path] | None = None
         self._last: dict[Path, tuple[int, float]] = {}
         self._total_uj = 0

@@ -1,0 +1,197 @@
+"""Each energy backend: RAPL on a fake sysfs tree, NVML and codecarbon behind their real interfaces."""
+import json
+import math
+import socket
+from pathlib import Path
+
+import pytest
+
+from finplan.errors import FinplanInputError
+from finplan.profiler.energy import Workload, select_meter
+from finplan.profiler.energy.codecarbon import CodecarbonMeter
+from finplan.profiler.energy.external import ExternalMeter
+from finplan.profiler.energy.nvml import NvmlMeter
+from finplan.profiler.energy.power_model import PowerModelMeter
+from finplan.profiler.energy.rapl import RaplMeter
+
+SPAN_UJ = 262_143_328_850
+
+
+def fake_rapl(root: Path, packages=(("package-0", 1_000_000),), subzone=True, psys=False) -> Path:
+    for index, (name, value) in enumerate(packages):
+        zone = root / f"intel-rapl:{index}"
+        zone.mkdir(parents=True)
+        (zone / "name").write_text(name + "\n")
+        (zone / "energy_uj").write_text(f"{value}\n")
+        (zone / "max_energy_range_uj").write_text(f"{SPAN_UJ}\n")
+        if subzone:  # a core sub-zone: part of the package, must not be counted twice
+            sub = root / f"intel-rapl:{index}:0"
+            sub.mkdir()
+            (sub / "name").write_text("core\n")
+            (sub / "energy_uj").write_text("999999999\n")
+            (sub / "max_energy_range_uj").write_text(f"{SPAN_UJ}\n")
+    if psys:
+        zone = root / f"intel-rapl:{len(packages)}"
+        zone.mkdir()
+        (zone / "name").write_text("psys\n")
+        (zone / "energy_uj").write_text("5\n")
+        (zone / "max_energy_range_uj").write_text(f"{SPAN_UJ}\n")
+    return root
+
+
+def set_uj(root: Path, value, zone=0):
+    (root / f"intel-rapl:{zone}" / "energy_uj").write_text(f"{value}\n")
+
+
+def test_rapl_reads_packages_only_and_handles_wrap_around(tmp_path):
+    root = fake_rapl(tmp_path, packages=(("package-0", SPAN_UJ - 1_000_000), ("package-1", 10)), psys=True)
+    meter = RaplMeter(root)
+    assert meter.available()[0]
+    assert [z.name for z in meter.zones()] == ["intel-rapl:0", "intel-rapl:1"]
+    start = meter.read_j()
+    set_uj(root, 500_000, zone=0)  # wrapped: 1,000,000 uJ to the top, +1 for the wrap, 500,000 after it
+    set_uj(root, 2_000_010, zone=1)
+    assert meter.read_j() - start == pytest.approx((1_000_000 + 1 + 500_000 + 2_000_000) / 1e6)
+
+
+def test_rapl_counter_reading_backwards_is_an_error(tmp_path):
+    root = fake_rapl(tmp_path, packages=(("package-0", 5_000_000),))
+    meter = RaplMeter(root)
+    meter.read_j()
+    set_uj(root, 4_999_000)  # 1 mJ back: a "wrap" would mean ~262 kJ in milliseconds
+    with pytest.raises(FinplanInputError, match="backwards"):
+        meter.read_j()
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "garbage", "-5"])
+def test_rapl_non_numbers_are_errors(tmp_path, text):
+    root = fake_rapl(tmp_path)
+    set_uj(root, text)
+    with pytest.raises(FinplanInputError, match="energy_uj"):
+        RaplMeter(root).read_j()
+
+
+def test_rapl_unavailable_says_why_and_what_to_use(tmp_path):
+    ok, reason = RaplMeter(tmp_path / "absent").available()
+    assert not ok and "power-model" in reason
+    with pytest.raises(FinplanInputError, match="rapl is unavailable here"):
+        select_meter("rapl", rapl_root=tmp_path / "absent")
+
+
+def test_rapl_unreadable_counter_is_reported(tmp_path, monkeypatch):
+    root = fake_rapl(tmp_path)
+    original = Path.read_text
+
+    def read_text(self, *args, **kwargs):  # what a non-root user sees since Linux 5.10 (chmod is moot as root)
+        if self.name == "energy_uj":
+            raise PermissionError(13, "Permission denied")
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "read_text", read_text)
+    ok, reason = RaplMeter(root).available()
+    assert not ok and "not readable" in reason
+
+
+def test_counter_meter_subtracts_idle_and_repeats_short_parts(tmp_path):
+    root = fake_rapl(tmp_path, packages=(("package-0", 0),))
+    state = {"t": 0.0, "uj": 0.0}
+
+    def clock():
+        return state["t"]
+
+    def advance(seconds, watts):
+        state["t"] += seconds
+        state["uj"] += seconds * watts * 1e6
+        set_uj(root, int(state["uj"]))
+
+    meter = RaplMeter(root, idle_window_s=1.0, sleep=lambda s: advance(s, 10.0), clock=clock)
+    meter.start()
+    assert meter.idle_power_w() == pytest.approx(10.0, rel=1e-6)
+    reading = meter.measure(Workload("block1", "block", lambda: advance(0.001, 30.0), 0.001), min_window_s=0.5)
+    assert reading.runs in (500, 501) and reading.measured and reading.method == "rapl"
+    assert reading.energy_j == pytest.approx(20.0 * 0.001, rel=1e-3)  # (30 - 10 W) x 1 ms
+
+
+def test_nvml_behind_its_real_interface():
+    meter = NvmlMeter()
+    ok, reason = meter.available()
+    if not ok:
+        pytest.skip(f"NVML unavailable here: {reason}")
+    first = meter.read_j()
+    assert first >= 0 and meter.read_j() >= first
+    meter.close()
+
+
+def test_nvml_is_not_picked_by_auto_for_the_cpu_provider():
+    selection = select_meter("auto", power_w=5.0, rapl_root="/nonexistent")
+    assert selection.meter.method == "power-model"
+    assert any(s.startswith("nvml:") and "CPUExecutionProvider" in s for s in selection.skipped)
+
+
+def test_codecarbon_offline_for_real_without_network_or_files(tmp_path, monkeypatch):
+    pytest.importorskip("codecarbon", reason="codecarbon is not installed")
+    attempts = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("network disabled in tests")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    monkeypatch.chdir(tmp_path)
+    meter = CodecarbonMeter(country_iso_code="FRA", idle_window_s=0.3)
+    assert meter.available()[0]
+    meter.start()
+    spins = {"n": 0}
+
+    def busy():
+        spins["n"] += sum(range(20000)) > 0
+    reading = meter.measure(Workload("block1", "block", busy, 1e-3), min_window_s=0.3)
+    meter.close()
+    assert reading.method == "codecarbon" and reading.runs == spins["n"] and reading.energy_j >= 0
+    assert math.isfinite(reading.energy_j) and meter.idle_power_w() > 0
+    assert attempts == []
+    assert list(tmp_path.iterdir()) == []  # no emissions.csv, no lock file
+    if not meter.measured:
+        assert "ESTIMATED" in meter.note()
+
+
+def test_power_model_constant_and_utilisation():
+    constant = PowerModelMeter(power_w=10.0)
+    assert constant.measure(Workload("b", "block", lambda: None, 0.002)).energy_j == pytest.approx(0.02)
+    linear = PowerModelMeter(idle_w=2.0, busy_w=8.0)
+    reading = linear.measure(Workload("b", "block", lambda: None, 0.001, cpu_utilisation=0.5))
+    assert reading.energy_j == pytest.approx((2 + 4) * 0.001) and not reading.measured
+    with pytest.raises(FinplanInputError, match="go together"):
+        PowerModelMeter(idle_w=2.0)
+    with pytest.raises(FinplanInputError, match="either"):
+        PowerModelMeter(power_w=1.0, idle_w=1.0, busy_w=1.0)
+    assert "default" in PowerModelMeter().note()
+
+
+def test_external_json_and_csv(tmp_path):
+    doc = tmp_path / "lab.json"
+    doc.write_text(json.dumps({"blocks": {"block1": 0.5, "block2": 0.25}, "exits": {"exit1": 0.1},
+                               "idle_power_w": 3.0, "note": "Monsoon"}))
+    meter = ExternalMeter(doc)
+    meter.check_parts(["block1", "block2", "exit1"])
+    reading = meter.measure(Workload("block2", "block", lambda: None, 1.0))
+    assert (reading.energy_j, reading.method, reading.measured) == (0.25, "external", True)
+    assert meter.idle_power_w() == 3.0
+    table = tmp_path / "lab.csv"
+    table.write_text("name,energy_j\nblock1,0.5\nblock2,0.25\nexit1,0.1\n")
+    ExternalMeter(table).check_parts(["block1", "block2", "exit1"])
+    with pytest.raises(FinplanInputError, match="has no energy for exit2"):
+        ExternalMeter(table).check_parts(["block1", "block2", "exit1", "exit2"])
+    table.write_text("name,energy_j\nblock1,nan\n")
+    with pytest.raises(FinplanInputError, match="finite"):
+        ExternalMeter(table)
+
+
+def test_auto_falls_back_to_an_estimate_and_says_so(tmp_path):
+    selection = select_meter("auto", rapl_root=tmp_path / "absent")
+    assert not selection.meter.measured or selection.meter.method in ("rapl", "nvml")
+    assert any(s.startswith("rapl:") for s in selection.skipped)
+
+
+def test_auto_prefers_a_measuring_counter(tmp_path):
+    root = fake_rapl(tmp_path)
+    assert select_meter("auto", rapl_root=root).meter.method == "rapl"

@@ -1,0 +1,38 @@
+"""profile_model end to end (short budgets): both documents validate against the schemas."""
+import pytest
+
+from finplan.hardware_profiles import validate_card, validate_profile
+from finplan.profiler import profile_model
+
+
+def test_tiny_profile_validates_and_records_how(tiny_path, tiny_npz):
+    stages = []
+    result = profile_model(tiny_path, calib=str(tiny_npz), budget_s=0.3, energy="power-model", power_w=5.0,
+                           need_card=True, progress=lambda stage, done, total: stages.append(stage))
+    profile, card = result.profile, result.card
+    validate_profile(profile)
+    validate_card(card)
+    assert {"calibration", "timing parts", "energy"} <= set(stages)
+    assert [b["name"] for b in profile["blocks"]] == ["block1", "block2", "block3"]
+    assert profile["whole_model"]["split_check_max_abs_diff"] <= 1e-5
+    assert profile["energy"]["measured"] is False and "ESTIMATED" in profile["energy"]["note"]
+    for part in profile["blocks"] + profile["exits"]:
+        assert part["latency_s"]["n"] >= 10 and part["flops"] > 0
+        assert part["energy_j"]["value"] == pytest.approx(5.0 * part["latency_s"]["p50"])
+    assert profile["session_options"]["intra_op_threads"] >= 1
+    assert card["hash"] == profile["model"]["hash"]
+    assert card["calibration"]["samples"] == 40
+
+
+def test_embedded_profile_and_card(embedded_path):
+    result = profile_model(embedded_path, calib="embedded", budget_s=1.0, energy="power-model", idle_w=1.0,
+                           busy_w=4.0, need_card=True, threads=1)
+    validate_profile(result.profile)
+    card = validate_card(result.card)
+    assert [b["name"] for b in card["blocks"]] == ["block1", "block2", "block3", "block4", "block5"]
+    calibration = card["calibration"]
+    assert calibration["score"] == "max_softmax" and calibration["samples"] == 359
+    assert len(calibration["table"]) >= 5 and "expected_flops" in calibration["table"][0]
+    # Per-part split equals the whole model on real data.
+    assert result.profile["whole_model"]["split_check_max_abs_diff"] <= 1e-5
+    assert result.summary["timing_input"].startswith("first 1 calibration sample")
