@@ -39,7 +39,8 @@ def layered_shortest(ctx: AppContext, chain: Chain, weight: str, usage: Usage | 
     for b in range(1, chain.n_blocks):
         nbytes, prob = chain.out_bytes[b - 1], chain.trans_prob[b - 1]
         links = ctx.link_ok(nbytes, prob, usage)
-        tx_t = 8.0 * nbytes * table.link_s_per_bit + table.link_latency_s
+        with np.errstate(invalid="ignore"):  # 0 bytes x inf (no link) is masked below
+            tx_t = 8.0 * nbytes * table.link_s_per_bit + table.link_latency_s
         tx_e = prob * 8.0 * nbytes * table.link_j_per_bit
         np.fill_diagonal(tx_t, 0.0)
         np.fill_diagonal(tx_e, 0.0)
