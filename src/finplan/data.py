@@ -23,8 +23,10 @@ One shared normalisation means a model trained on one pixel source and calibrate
 another sees the same value range.
 
 Splits: ``train`` and ``calibration`` are disjoint and fixed by ``seed`` (a seeded
-permutation; the last ``CALIBRATION_FRACTION`` goes to calibration); ``all`` is both.
-Within a split the order is the seeded permutation, so ``limit`` takes a seeded sample.
+permutation; its last ``CALIBRATION_FRACTION`` goes to calibration); within them the order
+is the seeded permutation, so ``limit`` takes a seeded sample. ``all`` is every sample in the
+source's own order (use it for a file that already is a calibration set). The ``embedded``
+source is a calibration split already: ``calibration`` and ``all`` both return it whole.
 """
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         x = _pixels_to_input(images, input_shape, source)
         y = labels
         if source == "fashion-mnist":  # the official files are the split; the seed only orders them
-            order = np.random.default_rng(seed).permutation(len(x))
+            order = np.random.default_rng(seed).permutation(len(x)) if split != "all" else np.arange(len(x))
         else:
             order = _split_order(len(x), split, seed)
         name = source
@@ -129,23 +131,24 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         order = _split_order(len(x), split, seed)
         name = path.name or source
 
+    # Checked on the whole source, so whether data is refused does not depend on the seed.
+    if len(x) == 0:
+        raise FinplanInputError("holds no samples; expected at least one", file=source, field="x")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise FinplanInputError(f"x holds {bad} NaN or infinite values; expected finite numbers", file=source, field="x")
+    if y is not None and y.min() < 0:
+        raise FinplanInputError(f"labels out of range: found {int(y.min())}; expected class indices >= 0",
+                                file=source, field="y")
+    if y is not None and num_classes is not None and y.max() >= num_classes:
+        raise FinplanInputError(f"labels out of range: found {int(y.max())}; expected integers in "
+                                f"0..{num_classes - 1} for a {num_classes}-class model", file=source, field="y")
     if limit is not None:
         order = order[:limit]
     x = np.ascontiguousarray(x[order], dtype=np.float32)
     y = None if y is None else np.ascontiguousarray(y[order], dtype=np.int64)
     if len(x) == 0:
         raise FinplanInputError(f"the {split} split is empty; expected at least one sample", file=source)
-    if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise FinplanInputError(f"x holds {bad} NaN or infinite values; expected finite numbers", file=source, field="x")
-    if y is not None and len(y) and y.min() < 0:
-        raise FinplanInputError(f"labels out of range: found {int(y.min())}; expected class indices >= 0",
-                                file=source, field="y")
-    if y is not None and num_classes is not None:
-        outside = (y < 0) | (y >= num_classes)
-        if outside.any():
-            raise FinplanInputError(f"labels out of range: found {int(y[outside][0])}; expected integers in "
-                                    f"0..{num_classes - 1} for a {num_classes}-class model", file=source, field="y")
     return Dataset(x=x, y=y, name=name)
 
 
@@ -179,7 +182,7 @@ def _split_order(count: int, split: str, seed: int) -> np.ndarray:
         return permutation[:boundary]
     if split == "calibration":
         return permutation[boundary:]
-    return permutation
+    return np.arange(count)  # "all": the source's own order
 
 
 # --------------------------------------------------------------------------- pixel sources

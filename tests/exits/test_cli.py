@@ -88,7 +88,7 @@ def bad_train_inputs(tmp_path):
         "string dtype": (["--data", write_npz(tmp_path / "d.npz", x=np.array([["a"] * 4] * 20), y=y)],
                          ["cannot be converted to float32"]),
         "nan": (["--data", write_npz(tmp_path / "nan.npz", x=np.where(x > 2, np.nan, x), y=y)], ["NaN"]),
-        "empty": (["--data", write_npz(tmp_path / "e.npz", x=x[:0], y=y[:0])], ["empty"]),
+        "empty": (["--data", write_npz(tmp_path / "e.npz", x=x[:0], y=y[:0])], ["no samples"]),
         "no labels": (["--data", write_npz(tmp_path / "u.npz", x=x)], ["no labels"]),
         "not npz": (["--data", str(tmp_path / "notes.txt")], ["not a .npz"]),
         "bad shape text": (["--input-shape", "32by32"], ["--input-shape", "1x32x32"]),
