@@ -163,8 +163,8 @@ def command(scenario, output, solver, gamma, lam, compare, as_json, export_graph
 
     \b
     Examples:
-      finplan plan examples/paper/accuracy-sweep-0.80.yaml -o plan.json
-      finplan plan examples/paper/accuracy-sweep-0.80.yaml --compare
+      finplan plan examples/paper/scenario.yaml -o plan.json
+      finplan plan examples/paper/latency-sweep.yaml --compare
       finplan plan --model examples/paper/b-alexnet.json --network examples/paper/network.yaml \\
                    --source device --max-latency 5ms --min-accuracy 0.8
       finplan plan examples/multi/scenario.yaml --solver milp --json
@@ -221,4 +221,8 @@ def command(scenario, output, solver, gamma, lam, compare, as_json, export_graph
         for target, _ in graphs:
             stdout.print(f"feasible inference graph written to {target}")
     if fail_infeasible and not all(a["feasible"] for a in doc["applications"]):
-        raise click.exceptions.Exit(1)
+        # main() drops click's return code in non-standalone mode, so leave through SystemExit.
+        import sys
+
+        sys.stdout.flush()
+        sys.exit(1)

@@ -85,7 +85,7 @@ def command(plan, png, as_json):
 
     \b
     Example:
-      finplan plan examples/paper/accuracy-sweep-0.80.yaml -o plan.json
+      finplan plan examples/paper/scenario.yaml -o plan.json
       finplan show plan.json --png plan.png
     """
     from finplan.partition.draw import plan_png

@@ -1,0 +1,151 @@
+"""Dynamic mode (exit thresholds as decisions) and several applications sharing capacity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finplan.partition.context import contexts
+from finplan.partition.costs import policy_from_thresholds
+from finplan.partition.evaluate import Usage, evaluate
+from finplan.partition.exhaustive import exhaustive
+from finplan.partition.fin import fin
+from finplan.partition.milp import milp
+from finplan.partition.problem import Application, Options, Scenario, card_from_dict, load_scenario
+from finplan.partition.solve import SOLVERS, solve
+from partition_helpers import MULTI
+
+
+def calibrated_card(n=400, seed=7):
+    """B-AlexNet's costs with synthetic per-sample scores: confident samples are mostly right."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    exits = []
+    for name, skill in (("exit1", 0.55), ("exit2", 0.75), ("exit3", 0.86)):
+        conf = rng.uniform(0.1, 1.0, n)
+        right = rng.uniform(0, 1, n) < np.clip(skill + (conf - 0.55) * 0.8, 0, 1)
+        pred = np.where(right, labels, (labels + 1) % 10)
+        exits.append({"name": name, "confidence": conf.round(4).tolist(), "predicted": pred.tolist()})
+    return card_from_dict({
+        "schema": "finplan.model/1", "name": "b-alexnet-cal", "input_bytes": 3072,
+        "blocks": [{"name": f"block{i + 1}", "flops": f, "output_bytes": o} for i, (f, o) in enumerate(
+            zip([22620000.0, 6711000.0, 10145000.0, 19201000.0, 13523000.0], [186624, 64896, 64896, 43264, 0]))],
+        "exits": [{"name": "exit1", "after": "block1", "accuracy": 0.5637, "flops": 1e5},
+                  {"name": "exit2", "after": "block3", "accuracy": 0.7805, "flops": 1e5},
+                  {"name": "exit3", "after": "block5", "accuracy": 0.8595, "flops": 1e5}],
+        "calibration": {"score": "max_softmax", "labels": labels.tolist(), "exits": exits},
+    }, "cal.json")
+
+
+def test_policy_rates_and_accuracy_by_hand():
+    card = calibrated_card()
+    cal = card.calibration
+    thr = float(np.quantile(cal.confidence["exit1"], 0.5, method="lower"))
+    policy = policy_from_thresholds(card, 2, {0: thr})
+    leave = cal.confidence["exit1"] >= thr
+    assert policy.exit_rates[0] == pytest.approx(leave.mean())
+    assert policy.exit_rates[1] == 0 and sum(policy.exit_rates) == pytest.approx(1.0)
+    correct = (cal.predicted["exit1"][leave] == cal.labels[leave]).sum() + \
+        (cal.predicted["exit3"][~leave] == cal.labels[~leave]).sum()
+    assert policy.accuracy == pytest.approx(correct / len(cal.labels))
+
+
+def test_expected_energy_follows_exit_rates(paper_network):
+    card = calibrated_card()
+    app = Application("a", card, "cal.json", "device", 1.0, 0.0)
+    thr = float(np.quantile(card.calibration.confidence["exit1"], 0.5, method="lower"))
+    placement = ["device", "device", "edge", "edge", "edge"]
+    dyn = evaluate(app, paper_network, Options(mode="dynamic"), placement, "exit3", {"exit1": thr})
+    full = evaluate(app, paper_network, Options(mode="dynamic"), placement, "exit3", {})
+    r = 1 - dyn.exit_rates["exit1"]
+    # block 1 and exit1's head always run; blocks 2..5, the transfer and exit3's head with probability r
+    node = paper_network.node("device")
+    head = 1e5 / node.ops_per_s * node.power_w
+    block1 = 22620000.0 / node.ops_per_s * node.power_w
+    assert dyn.energy_j == pytest.approx(block1 + head + r * (full.energy_j - block1), rel=1e-9)
+    # the slowest input pays the early head too; the expected latency is lower
+    assert dyn.latency_s > full.latency_s and dyn.expected_latency_s < dyn.latency_s
+    assert [t["probability"] for t in dyn.transfers] == [pytest.approx(r)]
+
+
+@pytest.mark.parametrize("latency, accuracy", [(0.005, 0.7), (0.004, 0.75), (0.01, 0.6), (0.003, 0.5)])
+def test_dynamic_solvers_agree_and_report_thresholds(paper_network, latency, accuracy):
+    card = calibrated_card()
+    app = Application("a", card, "cal.json", "device", latency, accuracy)
+    ctx = contexts(Scenario(paper_network, (app,), Options(mode="dynamic")))[0]
+    assert len(ctx.policies) > 20  # thresholds are searched, not fixed
+    best, exact, found = exhaustive(ctx), milp([ctx])[0], fin(ctx)
+    assert best.evaluation is not None
+    assert exact.evaluation.energy_j == pytest.approx(best.evaluation.energy_j, rel=1e-7)
+    assert found.evaluation.energy_j == pytest.approx(best.evaluation.energy_j, rel=1e-9)
+    ev = found.evaluation
+    assert ev.feasible and ev.accuracy > accuracy
+    static = exhaustive(contexts(Scenario(paper_network, (app,), Options(mode="static")))[0])
+    if static.evaluation is not None:  # disabling every early exit is one of the options
+        assert ev.energy_j <= static.evaluation.energy_j * (1 + 1e-9) or ev.accuracy != static.evaluation.accuracy
+
+
+def test_dynamic_mode_without_calibration_is_bad_input(paper_network, paper_cards):
+    from finplan.errors import FinplanInputError
+    from finplan.partition.problem import check_application
+    app = Application("a", paper_cards["b-alexnet"], "b-alexnet.json", "device", 0.005, 0.5)
+    with pytest.raises(FinplanInputError, match="calibration"):
+        check_application(app, paper_network, Options(mode="dynamic"))
+
+
+def _loads(scenario, results):
+    usage = Usage()
+    for r in results:
+        if r.feasible:
+            usage = usage.plus(r.evaluation)
+    return usage
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_multi_application_capacity_respected_by_every_solver(solver):
+    scenario = load_scenario(MULTI / "scenario.yaml")
+    result = solve(scenario, solver)
+    usage = _loads(scenario, result.apps)
+    net = scenario.network
+    for name, value in usage.node_utilization.items():
+        assert value <= net.node(name).max_utilization * (1 + 1e-9), (solver, name, value)
+    for (a, b), value in usage.link_utilization.items():
+        assert value <= net.link(a, b).max_utilization * (1 + 1e-9), (solver, a, b, value)
+    for r in result.apps:
+        if r.evaluation is not None and r.feasible:
+            assert not r.evaluation.violations
+        elif r.evaluation is not None:  # a baseline's infeasible choice is reported as such
+            assert r.reason
+
+
+def test_multi_example_needs_offloading_and_fin_reports_gap():
+    scenario = load_scenario(MULTI / "scenario.yaml")
+    fin_result, joint = solve(scenario, "fin"), solve(scenario, "milp")
+    assert all(r.feasible for r in joint.apps)
+    # alone, each application would stay on its device; shared utilisation limits push work out
+    assert any(len(set(r.evaluation.placement)) > 1 for r in fin_result.apps)
+    gap = fin_result.extra["joint_optimum"]
+    assert gap["energy_j"] == pytest.approx(joint.energy_j, rel=1e-9)
+    assert gap["gap"] is not None and gap["gap"] >= -1e-9
+    assert fin_result.extra["order"][0] == "digits"  # tightest latency first
+
+
+def test_shared_capacity_forces_a_choice(paper_network, paper_cards):
+    """Two applications that each fit alone but not together on the device."""
+    import dataclasses
+    card = paper_cards["b-lenet"]
+    net_doc = dict(paper_network.doc)
+    net_doc["nodes"] = [dict(n) for n in net_doc["nodes"]]
+    net_doc["nodes"][0]["max_utilization"] = 0.7
+    from finplan.partition.problem import network_from_dict
+    net = network_from_dict(net_doc)
+    t_device = 255400 / 11e9
+    rate = 0.4 / t_device  # 40% of the device each
+    apps = tuple(Application(f"a{i}", card, "b-lenet.json", "device", 0.005, 0.95, rate) for i in range(2))
+    scenario = Scenario(net, apps, Options())
+    for solver in ("fin", "exhaustive", "milp"):
+        result = solve(scenario, solver)
+        usage = _loads(scenario, result.apps)
+        assert usage.node_utilization["device"] <= 0.7 + 1e-9
+        assert all(r.feasible for r in result.apps), solver
+        assert sum(set(r.evaluation.placement) == {"device"} for r in result.apps) <= 1
+    assert dataclasses.is_dataclass(result)
