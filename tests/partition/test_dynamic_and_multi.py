@@ -149,3 +149,20 @@ def test_shared_capacity_forces_a_choice(paper_network, paper_cards):
         assert all(r.feasible for r in result.apps), solver
         assert sum(set(r.evaluation.placement) == {"device"} for r in result.apps) <= 1
     assert dataclasses.is_dataclass(result)
+
+
+def test_dynamic_plan_document_reports_thresholds(paper_network):
+    from finplan.partition.plan import plan_document, validate_plan
+    card = calibrated_card()
+    app = Application("a", card, "cal.json", "device", 0.004, 0.7)
+    scenario = Scenario(paper_network, (app,), Options(mode="dynamic"))
+    result = solve(scenario, "fin")
+    doc = validate_plan(plan_document(scenario, result, reproducible=True))
+    entry = doc["applications"][0]
+    ev = result.apps[0].evaluation
+    assert entry["thresholds"] == ev.thresholds
+    assert [(a["name"], a["threshold"]) for a in entry["active_exits"]] == list(ev.thresholds.items())
+    assert sum(entry["predicted"]["exit_rates"].values()) == pytest.approx(1.0)
+    assert doc["solver"]["parameters"]["threshold_quantiles"] == [0.25, 0.5, 0.75, 0.9]
+    if ev.thresholds:
+        assert entry["predicted"]["expected_latency_s"] < entry["predicted"]["latency_s"]

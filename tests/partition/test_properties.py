@@ -122,3 +122,12 @@ def test_capacity_respected_and_exact_solvers_agree(ctx):
         assert is_close(exact.evaluation.energy_j, best.evaluation.energy_j, 1e-7)
         if found.evaluation is not None:
             assert found.evaluation.energy_j >= best.evaluation.energy_j * (1 - 1e-9)
+
+
+@MILP
+@given(instances(), st.sampled_from([0.01, 0.1, 1.0]))
+def test_lambda_pruning_stays_feasible_and_above_the_optimum(ctx, lam):
+    best, found = exhaustive(ctx), fin(ctx, gamma=200, lam=lam)
+    if found.evaluation is not None:
+        assert found.evaluation.feasible and best.evaluation is not None
+        assert found.evaluation.energy_j >= best.evaluation.energy_j * (1 - 1e-9)
