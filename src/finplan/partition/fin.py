@@ -20,7 +20,7 @@ from finplan.partition.explain import infeasibility_reason, suggest_gamma
 
 # Default latency resolution. On the paper's reference system every gamma from 150 up solves
 # all 87 reference points optimally (the largest failing one is 149, on B-AlexNet at 0.80 /
-# 3 ms; B-ResNet needs 50, B-LeNet 1). 1000 is the paper's own B-AlexNet value and leaves a
+# 3 ms; B-ResNet and B-LeNet are solved by far smaller gammas). 1000 is the paper's own B-AlexNet value and leaves a
 # factor 6.7 of margin; the DP cost is linear in gamma (a few ms on the paper instance).
 DEFAULT_GAMMA = 1000
 DEFAULT_LAMBDA = 0.0
