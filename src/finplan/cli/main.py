@@ -62,7 +62,8 @@ def cli():
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="finplan", standalone_mode=False)
+        # standalone_mode=False hands back the command's return value: an int is its exit code.
+        returned = cli.main(args=argv, prog_name="finplan", standalone_mode=False)
     except FinplanInputError as exc:
         click.echo(f"finplan: error: {exc}", err=True)
         return 2
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("finplan: interrupted", err=True)
         return 130
-    return 0
+    return returned if isinstance(returned, int) else 0
 
 
 def run() -> None:
