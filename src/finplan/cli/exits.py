@@ -103,7 +103,7 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
         raise FinplanInputError(f"{exit_weights!r}: expected {len(model.heads)} non-negative weights (one per exit of "
                                 f"{model_name}), not all zero", field="--exit-weights")
 
-    from finplan.cli._console import progress_bar, stdout
+    from finplan.cli._console import progress_bar, stderr, stdout
 
     with progress_bar(quiet) as report:
         def on_batch(epoch, done, total):
@@ -113,8 +113,9 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
             if not quiet:
                 accuracy = "  ".join(f"{name} {value:.3f}" for name, value in zip(model.exit_names,
                                                                                   epoch_report.eval_accuracy))
-                click.echo(f"epoch {epoch_report.epoch}/{epochs}  loss {epoch_report.loss:.3f}  "
-                           f"calibration accuracy: {accuracy}", err=True)
+                # through rich's console, so the line lands above a live progress bar
+                stderr.print(f"epoch {epoch_report.epoch}/{epochs}  loss {epoch_report.loss:.3f}  "
+                             f"calibration accuracy: {accuracy}", soft_wrap=True)
 
         exits.train(model, train_data, epochs=epochs, seed=seed, exit_weights=weights, batch_size=batch_size, lr=lr,
                     eval_data=calibration, on_batch=on_batch, on_epoch=on_epoch)
