@@ -102,3 +102,36 @@ def test_link_emulation_delays_by_the_link_model(deployments, inputs):
     assert emulated.link_delay_s["device->edge"] == pytest.approx(4 * per_hop)
     assert plain.link_delay_s["device->edge"] == 0.0
     assert np.all(emulated.latency_s >= 2 * per_hop)
+
+
+def test_softmax_headed_exit_uses_max_probability(tmp_path, plan_factory, inputs):
+    """An exit head that already ends in Softmax is scored on its probabilities (as the profiler does)."""
+    import onnx
+    from onnx import helper
+
+    from finplan.contract import Contract, Exit, model_hash, read_contract, write_contract
+    from finplan.deploy.emit import emit
+    from finplan.deploy.manifest import load_manifest
+    from finplan.deploy.policy import max_probability
+    from onnx_builders import tiny_branchy_model
+
+    model = tiny_branchy_model()
+    model.graph.node.append(helper.make_node("Softmax", ["exit1"], ["exit1_prob"], axis=1, name="exit1/Softmax"))
+    model.graph.output.append(helper.make_tensor_value_info("exit1_prob", onnx.TensorProto.FLOAT, ["batch", 3]))
+    contract = read_contract(model)
+    exits = (Exit("exit1", "block1", "exit1_prob"), contract.exits[1])
+    write_contract(model, Contract(contract.input, contract.blocks, exits))
+    path = tmp_path / "softmax-head.onnx"
+    onnx.save(model, path)
+    x = inputs[0]
+    import onnxruntime as ort
+
+    probs, final = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["exit1_prob", "exit2"], {"x": x})
+    confidence, _ = max_probability(probs)
+    threshold = float(np.median(confidence))
+    out = tmp_path / "deploy"
+    emit(plan_factory(["device", "edge", "edge"], model_hash=model_hash(model), thresholds={"exit1": threshold}), path, out)
+    assert load_manifest(out / "device").stages[0].exits[0].policy == "max_probability"
+    m = LocalExecutor(out).run(x, batch_size=16)
+    assert m.exit_names == ["exit1" if c >= threshold else "exit2" for c in confidence]
+    assert verify(out, path, x).passed

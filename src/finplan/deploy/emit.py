@@ -27,7 +27,15 @@ DEPLOYMENT_FILE = "deployment.json"
 PLAN_FILE = "plan.json"
 NETWORK_FILE = "network.json"
 PROFILES_DIR = "profiles"
-POLICY = "max_softmax"
+
+
+def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
+    """``max_probability`` for a head that already ends in Softmax, else ``max_softmax`` (the
+    profiler scores calibration data the same way, so planned and run exit rates agree)."""
+    for node in model.graph.node:
+        if tensor in node.output:
+            return "max_probability" if node.op_type == "Softmax" else "max_softmax"
+    return "max_softmax"
 
 
 @dataclass
@@ -312,7 +320,8 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 if exit_.output not in outputs:
                     outputs.append(exit_.output)
                     roles.append("exit")
-                exit_specs.append({"name": exit_name, "output": exit_.output, "policy": POLICY, "threshold": threshold})
+                exit_specs.append({"name": exit_name, "output": exit_.output, "policy": _policy_of(inferred, exit_.output),
+                                   "threshold": threshold})
             local_index = len(per_node[node])
             part_name = f"part{local_index:02d}_{contract.blocks[first].name}-{contract.blocks[last].name}.onnx"
             try:

@@ -119,44 +119,54 @@ class LocalExecutor:
 
     def run_batch(self, x: np.ndarray) -> BatchOutcome:
         """One batch through the chain; samples leave at their exit, the rest go on together."""
-        self.input_spec.check(x, field="input")
+        # Python lists per sample (numpy only at the end): at batch 1 this loop is the whole
+        # cost of the engine, next to the parts themselves.
+        clock = time.perf_counter
         n = x.shape[0]
         exit_names: list[str | None] = [None] * n
-        predictions = np.full(n, -1, dtype=np.int64)
-        confidences = np.full(n, np.nan)
+        predictions = [-1] * n
+        confidences = [float("nan")] * n
         logits: list[np.ndarray | None] = [None] * n
-        latency = np.full(n, np.nan)
+        latency = [float("nan")] * n
         results = []
-        start = time.perf_counter()
-        if self.deployment.source != self.deployment.entry_node:
-            self._transfer(self.deployment.source, self.deployment.entry_node, int(x.nbytes), n)
-        node, entry, tensor, positions = self.deployment.entry_node, self.input_spec.name, x, np.arange(n)
-        while positions.size:
-            hop_start = time.perf_counter() - start
+        start = clock()
+        deployment = self.deployment
+        if deployment.source != deployment.entry_node:
+            self._transfer(deployment.source, deployment.entry_node, int(x.nbytes), n)
+        node, entry, tensor, positions = deployment.entry_node, self.input_spec.name, x, None  # None: 0..n-1
+        while True:
+            hop_start = clock() - start
             result = self.runtimes[node].process(tensor, entry=entry)
             results.append(result)
             self.node_busy_s[node] += result.busy_s
             self.node_calls[node] += 1
+            blocks, exits = self.block_samples[node], self.exit_samples[node]
             for block, count in result.block_samples.items():
-                self.block_samples[node][block] = self.block_samples[node].get(block, 0) + count
+                blocks[block] = blocks.get(block, 0) + count
             for exit_name, count in result.exit_samples.items():
-                self.exit_samples[node][exit_name] = self.exit_samples[node].get(exit_name, 0) + count
+                exits[exit_name] = exits.get(exit_name, 0) + count
+            result_predictions = result.predictions.tolist()
+            result_confidences = result.confidences.tolist()
+            result_offsets = result.exit_offset_s.tolist()
             for local, name in enumerate(result.exit_names):
                 if name is not None:
-                    sample = int(positions[local])
+                    sample = local if positions is None else positions[local]
                     exit_names[sample] = name
-                    predictions[sample] = result.predictions[local]
-                    confidences[sample] = result.confidences[local]
+                    predictions[sample] = result_predictions[local]
+                    confidences[sample] = result_confidences[local]
                     logits[sample] = result.logits[local]
-                    latency[sample] = hop_start + result.exit_offset_s[local]
+                    latency[sample] = hop_start + result_offsets[local]
             forward = result.forward
             if forward is None:
                 break
             self._transfer(node, forward.node, result.bytes_out, int(forward.indices.size))
-            node, entry, tensor, positions = forward.node, forward.tensor_name, forward.tensor, positions[forward.indices]
-        if any(name is None for name in exit_names):  # cannot happen with a valid manifest; never lose a sample silently
+            indices = forward.indices.tolist()
+            positions = indices if positions is None else [positions[i] for i in indices]
+            node, entry, tensor = forward.node, forward.tensor_name, forward.tensor
+        if None in exit_names:  # cannot happen with a valid manifest; never lose a sample silently
             raise RuntimeError("some samples left the chain without an exit")
-        return BatchOutcome(exit_names, predictions, confidences, logits, latency, results)
+        return BatchOutcome(exit_names, np.asarray(predictions, dtype=np.int64), np.asarray(confidences, dtype=np.float64),
+                            logits, np.asarray(latency, dtype=np.float64), results)
 
     def run(self, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
             progress: Callable[[str, int, int], None] | None = None) -> Measurements:

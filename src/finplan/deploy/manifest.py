@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from finplan.fileio import load_document
 MANIFEST_KIND = "manifest"
 MANIFEST_SCHEMA = "finplan.manifest/1"
 MANIFEST_FILE = "manifest.json"
-POLICIES = ("max_softmax",)
+POLICIES = ("max_softmax", "max_probability")
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,22 @@ class TensorSpec:
     def describe(self) -> str:
         return f"{self.name} [{', '.join(str(d) for d in self.shape)}] {self.dtype}"
 
+    @cached_property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @cached_property
+    def _fixed(self) -> tuple[tuple[int, int], ...]:
+        return tuple((axis, dim) for axis, dim in enumerate(self.shape) if isinstance(dim, int))
+
+    def fits(self, array: np.ndarray) -> bool:
+        shape = array.shape
+        return (array.dtype == self.np_dtype and len(shape) == len(self.shape)
+                and all(shape[axis] == dim for axis, dim in self._fixed))
+
     def check(self, array: np.ndarray, *, file=None, field: str = "input") -> None:
         """Raise FinplanInputError naming shape and dtype when ``array`` does not fit this spec."""
-        shape_ok = array.ndim == len(self.shape) and all(
-            not isinstance(want, int) or want == got for want, got in zip(self.shape, array.shape))
-        if not shape_ok or array.dtype != np.dtype(self.dtype):
+        if not self.fits(array):
             expected = f"shape ({', '.join(str(d) for d in self.shape)}) dtype {self.dtype}"
             raise FinplanInputError(
                 f"tensor {self.name!r} has shape {tuple(array.shape)} dtype {array.dtype}; expected {expected}",

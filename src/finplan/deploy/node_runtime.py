@@ -11,6 +11,7 @@ Stable API (the Ray Serve layer depends on it):
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from finplan.deploy.manifest import Manifest, Stage, TensorSpec, load_manifest, sha256_bytes
-from finplan.deploy.policy import exits_here, max_softmax
+from finplan.deploy.policy import SCORERS, exits_here
 from finplan.errors import FinplanInputError
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
@@ -62,7 +63,11 @@ class NodeResult:
 
 def session_options(threads: int | None):
     """Explicit options, so that timings and results do not depend on onnxruntime's defaults
-    changing between versions: all graph optimisations, sequential execution, one inter-op thread."""
+    changing between versions: all graph optimisations, sequential execution, one inter-op thread.
+
+    Spinning is off: a deployment runs several sessions (one per part, several nodes in one
+    process for the local engine), each with its own intra-op pool; spinning pools starve each
+    other and the next part's run (measured: 2x slower at batch 1 on a loaded 2-core machine)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -70,8 +75,22 @@ def session_options(threads: int | None):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = 0 if threads is None else int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
     return options
+
+
+@dataclass(frozen=True)
+class _StageRun:
+    """What ``process`` needs of one stage, resolved once at load time."""
+    session: object
+    part: str
+    input_name: str
+    output_names: list[str]
+    blocks: tuple[str, ...]
+    exits: tuple[tuple[str, int, float | None, object], ...]  # (exit name, output index, threshold, scorer)
+    next: object
+    next_output_index: int | None
 
 
 class NodeRuntime:
@@ -92,6 +111,7 @@ class NodeRuntime:
         self.threads = threads
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self._sessions = []
+        self._runs: list[_StageRun] = []
         options = session_options(threads)
         for i, stage in enumerate(self.manifest.stages):
             path = self.folder / stage.part
@@ -113,6 +133,11 @@ class NodeRuntime:
                 raise FinplanInputError(f"the part's inputs {got_in} / outputs {sorted(got_out)} differ from the manifest's",
                                         file=self.manifest.path, field=f"stages[{i}]")
             self._sessions.append(session)
+            output_names = [t.name for t in stage.outputs]
+            self._runs.append(_StageRun(
+                session=session, part=stage.part, input_name=stage.inputs[0].name, output_names=output_names,
+                blocks=stage.blocks, exits=tuple((e.name, output_names.index(e.output), e.threshold, SCORERS[e.policy]) for e in stage.exits),
+                next=stage.next, next_output_index=None if stage.next is None else output_names.index(stage.next.tensor)))
         self._entries = {e.tensor: e.stage for e in self.manifest.entries}
         # stage index by input tensor, for hops that stay on this node
         self._stage_by_input = {s.inputs[0].name: i for i, s in enumerate(self.manifest.stages)}
@@ -153,62 +178,76 @@ class NodeRuntime:
         this node) or are returned in ``forward`` for the next node. Downstream parts run only
         on the remaining samples, and not at all when none remain.
         """
+        # Plain Python lists per sample, converted once at the end: at batch 1 numpy's per-call
+        # cost on tiny arrays would otherwise rival the model's own run time.
         self.check_input(tensor, entry=entry)
-        start = time.perf_counter()
+        clock = time.perf_counter
+        start = clock()
         n = tensor.shape[0]
         exit_names: list[str | None] = [None] * n
-        predictions = np.full(n, -1, dtype=np.int64)
-        confidences = np.full(n, np.nan, dtype=np.float64)
+        predictions = [-1] * n
+        confidences = [math.nan] * n
         logits: list[np.ndarray | None] = [None] * n
-        offsets = np.full(n, np.nan, dtype=np.float64)
-        alive = np.arange(n, dtype=np.int64)  # batch positions still running
+        offsets = [math.nan] * n
+        alive = list(range(n))  # batch positions of the samples in ``current``
         current = tensor
         stage_index = self._entries[entry]
         stage_samples: list[tuple[str, int]] = []
         block_samples: dict[str, int] = {}
         exit_samples: dict[str, int] = {}
         forward = None
-        while alive.size:
-            stage = self.manifest.stages[stage_index]
-            outputs = self.run_stage(stage_index, current)
-            stage_samples.append((stage.part, int(alive.size)))
-            for block in stage.blocks:
-                block_samples[block] = block_samples.get(block, 0) + int(alive.size)
-            keep = np.ones(alive.size, dtype=bool)  # positions in ``alive`` that go on
-            for exit_ in stage.exits:
-                exit_samples[exit_.name] = exit_samples.get(exit_.name, 0) + int(keep.sum())
-                head = outputs[exit_.output]
-                confidence, predicted = max_softmax(head)
-                leaving = keep & exits_here(confidence, exit_.threshold)
-                now = time.perf_counter() - start
-                for position in np.flatnonzero(leaving):
-                    sample = int(alive[position])
-                    exit_names[sample] = exit_.name
-                    predictions[sample] = predicted[position]
-                    confidences[sample] = confidence[position]
-                    logits[sample] = head[position].copy()
-                    offsets[sample] = now
-                keep &= ~leaving
-            if not keep.any() or stage.next is None:
-                alive = alive[keep]
+        while alive:
+            run = self._runs[stage_index]
+            values = run.session.run(run.output_names, {run.input_name: current})
+            count = len(alive)
+            stage_samples.append((run.part, count))
+            for block in run.blocks:
+                block_samples[block] = block_samples.get(block, 0) + count
+            staying = range(count)  # positions in ``current`` still undecided
+            for exit_name, output_index, threshold, scorer in run.exits:
+                # the head ran inside the part on every sample of the batch: that is what it cost
+                exit_samples[exit_name] = exit_samples.get(exit_name, 0) + count
+                if not staying:
+                    continue
+                head = values[output_index]
+                confidence, predicted = scorer(head)
+                passed = None if threshold is None else exits_here(confidence, threshold).tolist()
+                confidence_list, predicted_list = confidence.tolist(), predicted.tolist()
+                now = clock() - start
+                undecided = []
+                for local in staying:
+                    if passed is None or passed[local]:
+                        sample = alive[local]
+                        exit_names[sample] = exit_name
+                        predictions[sample] = predicted_list[local]
+                        confidences[sample] = confidence_list[local]
+                        logits[sample] = head[local]
+                        offsets[sample] = now
+                    else:
+                        undecided.append(local)
+                staying = undecided
+            if not staying:
+                alive = []
                 break
-            remaining = outputs[stage.next.tensor]
-            if not keep.all():
-                remaining = remaining[keep]
-            alive = alive[keep]
-            if stage.next.node == self.node:
-                current, stage_index = np.ascontiguousarray(remaining), self._stage_by_input[stage.next.tensor]
+            if run.next is None:  # parse_manifest forbids a last stage without a final exit
+                raise RuntimeError(f"node {self.node!r}: {len(staying)} samples reached the end of the chain without exiting")
+            remaining = values[run.next_output_index]
+            if len(staying) < count:
+                remaining = remaining[list(staying)]  # per-sample split: only these go on
+            alive = [alive[local] for local in staying]
+            if run.next.node == self.node:
+                current, stage_index = np.ascontiguousarray(remaining), self._stage_by_input[run.next.tensor]
                 continue
-            forward = Forward(alive, np.ascontiguousarray(remaining), stage.next.tensor, stage.next.node)
+            forward = Forward(np.asarray(alive, dtype=np.int64), np.ascontiguousarray(remaining), run.next.tensor,
+                              run.next.node)
             break
-        busy_s = time.perf_counter() - start
-        if forward is None and alive.size:  # a manifest without a final exit would lose samples; parse_manifest forbids it
-            raise RuntimeError(f"node {self.node!r}: {alive.size} samples reached the end of the chain without exiting")
+        busy_s = clock() - start
         return NodeResult(
-            node=self.node, batch_size=n, exit_names=exit_names, predictions=predictions, confidences=confidences,
-            logits=logits, exit_offset_s=offsets, forward=forward, busy_s=busy_s, bytes_in=int(tensor.nbytes),
-            bytes_out=0 if forward is None else int(forward.tensor.nbytes), stage_samples=stage_samples,
-            block_samples=block_samples, exit_samples=exit_samples)
+            node=self.node, batch_size=n, exit_names=exit_names, predictions=np.asarray(predictions, dtype=np.int64),
+            confidences=np.asarray(confidences, dtype=np.float64), logits=logits,
+            exit_offset_s=np.asarray(offsets, dtype=np.float64), forward=forward, busy_s=busy_s,
+            bytes_in=int(tensor.nbytes), bytes_out=0 if forward is None else int(forward.tensor.nbytes),
+            stage_samples=stage_samples, block_samples=block_samples, exit_samples=exit_samples)
 
     def __repr__(self) -> str:
         return f"NodeRuntime(node={self.node!r}, stages={len(self.manifest.stages)}, folder={str(self.folder)!r})"

@@ -18,7 +18,7 @@ import numpy as np
 from finplan.contract import load_branchy_model, model_hash
 from finplan.deploy.executor import LocalExecutor
 from finplan.deploy.node_runtime import session_options
-from finplan.deploy.policy import exits_here, max_softmax
+from finplan.deploy.policy import exits_here, score
 from finplan.errors import FinplanInputError
 
 DEFAULT_ATOL = 1e-5
@@ -49,14 +49,15 @@ class VerifyResult:
                 "atol": self.atol, "passed": self.passed}
 
 
-def direct_exits(exit_logits: dict[str, np.ndarray], active: list[tuple[str, float | None]]) -> tuple[list[str], np.ndarray]:
+def direct_exits(exit_logits: dict[str, np.ndarray], active: list[tuple[str, float | None]],
+                 policies: dict[str, str] | None = None) -> tuple[list[str], np.ndarray]:
     """Exit decision per sample from the whole model's exit outputs: the first active exit (in
     chain order) whose max-softmax confidence reaches its threshold; the final exit otherwise."""
     n = next(iter(exit_logits.values())).shape[0]
     names: list[str | None] = [None] * n
     predictions = np.full(n, -1, dtype=np.int64)
     for name, threshold in active:
-        confidence, predicted = max_softmax(exit_logits[name])
+        confidence, predicted = score((policies or {}).get(name, "max_softmax"), exit_logits[name])
         leaving = exits_here(confidence, threshold)
         for i in np.flatnonzero(leaving):
             if names[i] is None:
@@ -78,6 +79,7 @@ def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarr
                                 f"{deployment.model_hash[:19]}... (another model)", file=model_path)
     executor.input_spec.check(x[:1], field="input")
     active = [(e["name"], e["threshold"]) for e in deployment.index["active_exits"]]
+    policies = {e.name: e.policy for runtime in executor.runtimes.values() for s in runtime.stages for e in s.exits}
     outputs = {e.name: e.output for e in contract.exits}
     session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
@@ -94,7 +96,7 @@ def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarr
         for name in exit_names:
             max_diff[name] = max(max_diff[name], float(np.max(np.abs(traced[name] - reference[name]))))
         outcome = executor.run_batch(batch)
-        expected_names, _ = direct_exits(reference, active)
+        expected_names, _ = direct_exits(reference, active, policies)
         for i, name in enumerate(outcome.exit_names):
             counts[name] = counts.get(name, 0) + 1
             at_exit = max(at_exit, float(np.max(np.abs(outcome.logits[i] - reference[name][i]))))

@@ -1,0 +1,292 @@
+"""Starting, joining and leaving Ray, and running the application on it, with timeouts everywhere.
+
+``ServeSession(graph, address=None | "host:port", ...)`` is a context manager:
+
+* without ``address`` it starts a local Ray instance of its own: one Ray node per plan node,
+  labelled ``finplan-node=<name>`` (the same placement as on real machines), all bound to
+  127.0.0.1, with usage statistics, cloud metadata probes and the dashboard off, and its
+  temporary files in a private folder; on exit it stops that instance and removes the folder;
+* with ``address`` it joins an existing cluster (checking first that the address answers, so
+  an unreachable one gives one line instead of Ray's endless retries) and on exit deletes
+  only its own application and disconnects: a cluster finplan did not start is never stopped.
+
+Before deploying it checks that a Ray node carries every plan node (else one line naming
+the label to add), and it gives ``serve.run`` (which has no timeout) a deadline.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from finplan.deploy.ray_serve.graph import AppGraph
+from finplan.errors import FinplanInputError
+
+DEFAULT_START_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def ray_missing_error() -> FinplanInputError:
+    return FinplanInputError("Ray Serve is not installed; install finplan's [ray] extra: pip install 'finplan[ray]'")
+
+
+def require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise ray_missing_error() from None
+
+
+def quiet_environment(workdir: Path | None) -> dict[str, str]:
+    """Environment for Ray processes finplan starts (or the driver, when joining a cluster).
+
+    No traffic may leave the machine: usage statistics off, and their report URL pointed at a
+    closed local port because a cluster still posts once otherwise. With ``workdir`` (a local
+    instance): HOME points at a folder whose ``ray_bootstrap_config.yaml`` says the provider is
+    local (Ray otherwise probes cloud metadata addresses), token authentication is off (it would
+    write ``~/.ray/auth_token``), every address is the loopback (Ray otherwise binds to the
+    host's address) and Ray's temporary files go to ``workdir`` instead of the shared /tmp/ray.
+    """
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+           "RAY_SERVE_PROXY_GRACEFUL_SHUTDOWN_TIMEOUT_S": "0.5"}
+    if workdir is not None:
+        home = workdir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n", encoding="utf-8")
+        env.update({"HOME": str(home), "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                    "RAY_TMPDIR": str(workdir)})
+    return env
+
+
+@contextlib.contextmanager
+def patched_environ(env: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """One clear line when ``address`` (host:port of a Ray head) does not answer."""
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        raise FinplanInputError(f"is {address!r}; give the head's GCS address host:port (Ray Client is not supported)",
+                                field="--address")
+    if not sep or not host or not port.isdigit():
+        raise FinplanInputError(f"is {address!r}; expected HOST:PORT of a Ray head (ray start --head prints it)",
+                                field="--address")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise FinplanInputError(f"no Ray head answers at {address} ({exc.strerror or exc.__class__.__name__}); "
+                                "is `ray start --head` running there and the port open?", field="--address") from None
+
+
+def missing_plan_nodes(graph: AppGraph, ray_nodes: list[dict]) -> list[str]:
+    alive = [n for n in ray_nodes if n.get("Alive", n.get("alive", True))]
+    return [node for node in graph.plan_nodes if not any(graph.placement.carried_by(r, node) for r in alive)]
+
+
+def missing_nodes_error(graph: AppGraph, missing: list[str]) -> FinplanInputError:
+    what = "; ".join(f"plan node {node!r}: on its machine run `{graph.placement.how_to_add(node)}`" for node in missing)
+    return FinplanInputError(f"no Ray node carries {', '.join(repr(m) for m in missing)} ({what})", field="--address")
+
+
+class LocalCluster:
+    """A Ray instance on this machine with one Ray node per plan node (``ray.cluster_utils.Cluster``)."""
+
+    def __init__(self, graph: AppGraph, workdir: Path, *, head_num_cpus: float = 1.0):
+        from ray.cluster_utils import Cluster
+
+        common = {"node_ip_address": "127.0.0.1", "include_dashboard": False, "object_store_memory": 100 * 1024 * 1024}
+        nodes = graph.plan_nodes
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            **common, "num_cpus": head_num_cpus, "temp_dir": str(workdir / "ray"), **graph.placement.local_node_args(nodes[0])})
+        self.nodes = {nodes[0]: self.cluster.head_node}
+        for node in nodes[1:]:
+            self.nodes[node] = self.cluster.add_node(**common, num_cpus=0, **graph.placement.local_node_args(node))
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def remove(self, node: str) -> None:
+        """Take plan node ``node``'s Ray node away (fault tests): its processes are killed."""
+        self.cluster.remove_node(self.nodes.pop(node), allow_graceful=False)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+class ServeSession:
+    """Ray (local or joined) plus the running application; use as a context manager."""
+
+    def __init__(self, graph: AppGraph, *, address: str | None = None, host: str = "127.0.0.1", port: int | None = None,
+                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S, http: bool = True):
+        self.graph = graph
+        self.address = address
+        self.host = host
+        self.port = port
+        self.start_timeout_s = start_timeout_s
+        self.http = http
+        self.workdir: Path | None = None
+        self.local: LocalCluster | None = None
+        self.handle = None
+        self._env = None
+        self._connected = False
+        self._serve_started_here = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "ServeSession":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        require_ray()
+        if self.address is not None:
+            check_reachable(self.address)
+            self._env = patched_environ(quiet_environment(None))
+        else:
+            # short path: Ray's Unix socket paths must stay under about 100 characters
+            self.workdir = Path(tempfile.mkdtemp(prefix="finplan-ray-", dir="/tmp"))
+            self._env = patched_environ(quiet_environment(self.workdir))
+        self._env.__enter__()
+        import ray
+        from ray import serve
+
+        if self.address is None:
+            self.local = LocalCluster(self.graph, self.workdir)
+            address = self.local.address
+        else:
+            address = self.address
+        # never a bare ray.init(): it would silently attach to another process's cluster
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        self._connected = True
+        missing = missing_plan_nodes(self.graph, ray.nodes())
+        if missing:
+            raise missing_nodes_error(self.graph, missing)
+        if self.http:
+            if self.port is None:
+                self.port = free_port(self.host) if self.address is None else 8000
+            serve.start(http_options={"host": self.host, "port": int(self.port),
+                                      "request_timeout_s": self.graph.ingress.timeout_s + 5.0},
+                        proxy_location="HeadOnly")
+        else:
+            serve.start(proxy_location="Disabled")
+        self._serve_started_here = True
+        from finplan.deploy.ray_serve.app import build_application
+
+        app = build_application(self.graph)
+        self.handle = _with_deadline(
+            lambda: serve.run(app, name=self.graph.app_name, route_prefix=self.graph.route_prefix if self.http else None),
+            self.start_timeout_s,
+            f"the application did not become ready within {self.start_timeout_s:.0f} s "
+            "(are the Ray nodes short of memory, or onnxruntime missing on one?)", field="--start-timeout-s",
+            failure="the application failed to start")
+
+    @property
+    def url(self) -> str | None:
+        if not self.http or self.port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.graph.route_prefix}"
+
+    def close(self) -> None:
+        """Delete the application; stop Ray only when this session started it."""
+        try:
+            if self._connected:
+                from ray import serve
+
+                with contextlib.suppress(Exception):
+                    if self.local is not None:
+                        serve.shutdown()
+                    else:
+                        serve.delete(self.graph.app_name)
+                import ray
+
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                self._connected = False
+            if self.local is not None:
+                with contextlib.suppress(Exception):
+                    self.local.shutdown()
+                self.local = None
+        finally:
+            if self._env is not None:
+                self._env.__exit__(None, None, None)
+                self._env = None
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+
+    # ------------------------------------------------------------------ helpers for tests and the runner
+
+    def deployment_handle(self, deployment: str):
+        from ray import serve
+
+        return serve.get_deployment_handle(deployment, app_name=self.graph.app_name)
+
+    def wait_until_serving(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> bool:
+        """True once every deployment of the application is healthy again (after a fault)."""
+        from ray import serve
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                app = serve.status().applications.get(self.graph.app_name)
+                if app is not None and str(app.status).endswith("RUNNING"):
+                    return True
+            time.sleep(poll_s)
+        return False
+
+
+def _with_deadline(function, timeout_s: float, message: str, *, field: str, failure: str = "the call failed"):
+    """Run ``function`` in a daemon thread; raise one clear line if it has not returned in time."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = function()
+        except BaseException as exc:  # carried to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="finplan-ray-call", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise FinplanInputError(message, field=field)
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, FinplanInputError):
+            raise error
+        text = str(error).strip().splitlines()
+        raise FinplanInputError(f"{failure}: {error.__class__.__name__}{': ' + text[0] if text else ''}",
+                                field=field) from None
+    return box.get("value")

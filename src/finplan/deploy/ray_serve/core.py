@@ -1,0 +1,246 @@
+"""What the Serve deployments do, as plain async Python (no ray import), so tests run it without Ray.
+
+``StageCore`` wraps one node's ``NodeRuntime``: run the node's stages on the tensor it got,
+answer for the samples that exited, forward the rest to the next node (through an async
+``call(node, message)`` that the Serve layer backs with a DeploymentHandle) and merge the
+answer. ``IngressCore`` checks a request against the deployment's input (size, dtype,
+shape), hands it to the entry node within the per-request timeout and turns every failure
+into a status and one line naming the problem: nothing is dropped silently.
+
+Failures travel as data (``{"error": {...}}``), not as exceptions, so that a caller never
+receives a Ray traceback and the node that failed is named in the answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from finplan.deploy.manifest import TensorSpec
+from finplan.deploy.ray_serve.wire import (
+    NPY_MEDIA_TYPE, WireError, answer_from_result, decode_tensor, encode_tensor, hop_record, merge_forwarded,
+)
+from finplan.errors import FinplanInputError
+
+Call = Callable[[str, dict], Awaitable[dict]]
+ACCEPTED_MEDIA_TYPES = (NPY_MEDIA_TYPE, "application/octet-stream")
+
+
+@dataclass
+class RequestError(Exception):
+    """A request that gets a 4xx/5xx answer: ``status`` and one line naming the problem."""
+
+    status: int
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def error_answer(status: int, message: str, node: str | None = None) -> dict:
+    return {"error": {"status": int(status), "message": message, "node": node}}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{exc.__class__.__name__}: {line}" if line else exc.__class__.__name__
+
+
+def link_delay_s(link: tuple[float, float] | None, nbytes: int) -> float:
+    if link is None:
+        return 0.0
+    bandwidth_bps, latency_s = link
+    return 8.0 * nbytes / bandwidth_bps + latency_s
+
+
+# ---------------------------------------------------------------------------------- validation
+
+def parse_request(body: bytes, content_type: str | None, spec: TensorSpec, *, max_request_bytes: int) -> np.ndarray:
+    """The input batch in an HTTP body, checked against the deployment's input ``spec``.
+
+    A single sample (the spec's shape without the batch axis) is accepted and given a batch
+    axis of 1. Raises RequestError: 413 (too large), 415 (not .npy), 400 (not a readable
+    array), 422 (wrong dtype or shape, naming both the received and the expected).
+    """
+    if len(body) > max_request_bytes:
+        raise RequestError(413, f"the request holds {len(body)} bytes; the limit is {max_request_bytes}")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media and media not in ACCEPTED_MEDIA_TYPES:
+        raise RequestError(415, f"content type {media!r}; send the input as a .npy array ({NPY_MEDIA_TYPE})")
+    if not body:
+        raise RequestError(400, f"the request is empty; send the input as a .npy array ({NPY_MEDIA_TYPE})")
+    try:
+        array = decode_tensor(body, max_bytes=max_request_bytes)
+    except WireError as exc:
+        raise RequestError(400, str(exc)) from None
+    expected = f"({', '.join(str(d) for d in spec.shape)}) {spec.dtype}"
+    if array.dtype != np.dtype(spec.dtype):
+        raise RequestError(422, f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype} (shape {expected})")
+    if array.ndim == len(spec.shape) - 1:
+        array = array[np.newaxis]
+    shape_ok = array.ndim == len(spec.shape) and all(
+        not isinstance(want, int) or want == got for want, got in zip(spec.shape, array.shape))
+    if not shape_ok:
+        raise RequestError(422, f"input {spec.name!r} has shape {tuple(array.shape)}; expected {expected} "
+                                "(or one sample without the batch axis)")
+    if array.shape[0] == 0:
+        raise RequestError(422, f"input {spec.name!r} holds no sample")
+    return array
+
+
+# ---------------------------------------------------------------------------------- stages
+
+class StageCore:
+    """One plan node: exit or forward, per sample. ``runtime`` is a NodeRuntime (or alike)."""
+
+    def __init__(self, runtime, call: Call, *, links: dict[str, tuple[float, float]] | None = None,
+                 emulate_links: bool = False, default_budget_s: float = 30.0):
+        self.runtime = runtime
+        self.node = runtime.node
+        self.call = call
+        self.links = dict(links or {})
+        self.emulate_links = emulate_links
+        self.default_budget_s = default_budget_s
+
+    async def handle(self, message: dict) -> dict:
+        received = time.perf_counter()
+        budget_s = float(message.get("budget_s") or self.default_budget_s)
+        try:
+            tensor = decode_tensor(message["tensor"])
+            result = self.runtime.process(tensor, entry=message["entry"])
+        except (WireError, FinplanInputError, KeyError) as exc:
+            return error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node)
+        except Exception as exc:  # onnxruntime failures: name the node, keep the replica alive
+            return error_answer(500, f"node {self.node!r} failed: {_first_line(exc)}", self.node)
+        answer = answer_from_result(result)
+        hop = hop_record(result)
+        downstream_hops: list[dict] = []
+        forward = result.forward
+        if forward is not None:
+            delay = link_delay_s(self.links.get(forward.node), result.bytes_out) if self.emulate_links else 0.0
+            if delay:
+                await asyncio.sleep(delay)
+            hop["emulated_delay_s"] = delay
+            remaining = budget_s - (time.perf_counter() - received)
+            if remaining <= 0:
+                return error_answer(504, f"the request ran out of time at node {self.node!r}", self.node)
+            message = {"tensor": encode_tensor(forward.tensor), "entry": forward.tensor_name, "from": self.node,
+                       "budget_s": remaining}
+            called = time.perf_counter()
+            downstream = await call_with_timeout(self.call, forward.node, message, remaining, caller=self.node)
+            round_trip = time.perf_counter() - called
+            if "error" in downstream:
+                return downstream
+            try:
+                merge_forwarded(answer, downstream, forward.indices)
+            except ValueError as exc:
+                return error_answer(502, f"node {forward.node!r}: {exc}", forward.node)
+            downstream_hops = answer["hops"]
+            hop["round_trip_s"] = round_trip
+            callee = downstream_hops[0].get("handled_s") if downstream_hops else None
+            hop["overhead_s"] = None if callee is None else max(round_trip - callee, 0.0)
+        hop["handled_s"] = time.perf_counter() - received
+        answer["hops"] = [hop] + downstream_hops
+        return answer
+
+
+async def call_with_timeout(call: Call, node: str, message: dict, timeout_s: float, *, caller: str) -> dict:
+    """``call(node, message)`` within ``timeout_s``; a failure or a timeout becomes an error answer
+    naming the node (a dead replica or a departed machine gives an error, never a hang)."""
+    try:
+        return await asyncio.wait_for(call(node, message), timeout=max(timeout_s, 1e-3))
+    except asyncio.TimeoutError:
+        return error_answer(504, f"node {node!r} did not answer within {timeout_s:.2f} s "
+                                 f"(its replica may be dead, restarting, or its machine gone)", node)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # Ray raises many kinds (actor died, unavailable, ...): all mean the node failed
+        return error_answer(503, f"node {node!r} is unavailable ({_first_line(exc)})", node)
+
+
+# ---------------------------------------------------------------------------------- ingress
+
+class IngressCore:
+    """Checks requests and hands them to the entry node, within the per-request timeout."""
+
+    def __init__(self, *, source: str, entry_node: str, input_spec: TensorSpec, call: Call, timeout_s: float,
+                 max_request_bytes: int, link: tuple[float, float] | None = None, emulate_links: bool = False,
+                 info: dict | None = None):
+        self.source = source
+        self.entry_node = entry_node
+        self.input_spec = input_spec
+        self.call = call
+        self.timeout_s = float(timeout_s)
+        self.max_request_bytes = int(max_request_bytes)
+        self.link = link
+        self.emulate_links = emulate_links
+        self.info = dict(info or {})
+
+    async def infer(self, x: np.ndarray) -> dict:
+        """The answer for a checked batch ``x``, or an error answer (never an exception)."""
+        received = time.perf_counter()
+        delay = 0.0
+        if self.emulate_links and self.source != self.entry_node:
+            delay = link_delay_s(self.link, int(x.nbytes))
+            await asyncio.sleep(delay)
+        message = {"tensor": encode_tensor(x), "entry": self.input_spec.name, "from": self.source,
+                   "budget_s": self.timeout_s}
+        called = time.perf_counter()
+        answer = await call_with_timeout(self.call, self.entry_node, message, self.timeout_s - delay, caller="ingress")
+        round_trip = time.perf_counter() - called
+        if "error" in answer:
+            return answer
+        missing = sum(1 for name in answer["exit_names"] if name is None)
+        if missing or len(answer["exit_names"]) != int(x.shape[0]):  # never answer with samples silently lost
+            return error_answer(500, f"{missing or 'some'} of {int(x.shape[0])} samples came back without an exit",
+                                self.entry_node)
+        hops = answer.get("hops") or []
+        callee = hops[0].get("handled_s") if hops else None
+        ingress_hop = {
+            "node": self.source, "kind": "ingress", "samples_in": int(x.shape[0]), "busy_s": 0.0,
+            "bytes_in": int(x.nbytes), "bytes_out": int(x.nbytes) if self.source != self.entry_node else 0,
+            "forward_to": self.entry_node, "forward_samples": int(x.shape[0]), "block_samples": {}, "exit_samples": {},
+            "round_trip_s": round_trip, "overhead_s": None if callee is None else max(round_trip - callee, 0.0),
+            "emulated_delay_s": delay, "handled_s": time.perf_counter() - received,
+        }
+        answer["hops"] = [ingress_hop] + hops
+        return answer
+
+    async def handle_http(self, method: str, body: bytes, content_type: str | None, *,
+                          want_logits: bool = False) -> tuple[int, dict]:
+        """(status, JSON document) for one HTTP request; GET describes the application."""
+        if method == "GET":
+            return 200, self.info
+        if method != "POST":
+            return 405, {"error": f"method {method}; POST a .npy array, or GET for the input description"}
+        try:
+            x = parse_request(body, content_type, self.input_spec, max_request_bytes=self.max_request_bytes)
+        except RequestError as exc:
+            return exc.status, {"error": exc.message}
+        started = time.perf_counter()
+        answer = await self.infer(x)
+        if "error" in answer:
+            error = answer["error"]
+            return error["status"], {"error": error["message"], "node": error.get("node")}
+        return 200, http_document(answer, want_logits=want_logits, server_s=time.perf_counter() - started)
+
+
+def http_document(answer: dict, *, want_logits: bool, server_s: float) -> dict:
+    outputs = []
+    for i, name in enumerate(answer["exit_names"]):
+        item = {"exit": name, "prediction": int(answer["predictions"][i]),
+                "confidence": _finite(answer["confidences"][i])}
+        if want_logits:
+            item["logits"] = answer["logits"][i]
+        outputs.append(item)
+    return {"outputs": outputs, "hops": answer["hops"], "server_s": server_s}
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
