@@ -28,13 +28,13 @@ def _bytes(value) -> str:
 
 
 @click.command("profile")
-@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL.onnx")
 @click.option("--block", "blocks", multiple=True, metavar="[NAME=]TENSOR",
               help="Block boundary tensor, in order (for models without a finplan contract).")
 @click.option("--exit", "exits", multiple=True, metavar="NAME=BLOCK:TENSOR", help="Exit head output after a block.")
-@click.option("-o", "--output", "output", metavar="PROFILE.json", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "output", metavar="PROFILE.json",
               help="Write the hardware profile (finplan.profile/1) here.")
-@click.option("--card", "card_path", metavar="CARD.json", type=click.Path(dir_okay=False),
+@click.option("--card", "card_path", metavar="CARD.json",
               help="Also write the model card (finplan.model/1) with the calibration scores; needs --calib.")
 @click.option("--calib", metavar="DATA", help="Calibration data: embedded | digits | fashion-mnist | FILE.npz | FOLDER.")
 @click.option("--limit", type=int, default=1000, show_default=True, help="Calibration samples to use at most.")
@@ -43,7 +43,7 @@ def _bytes(value) -> str:
 @click.option("--power-w", type=float, help="power-model: constant power in watts.")
 @click.option("--idle-w", type=float, help="power-model: idle watts (with --busy-w).")
 @click.option("--busy-w", type=float, help="power-model: extra watts at full CPU utilisation.")
-@click.option("--energy-file", type=click.Path(dir_okay=False), help="external: JSON/CSV of joules per block and exit.")
+@click.option("--energy-file", help="external: JSON/CSV of joules per block and exit.")
 @click.option("--energy-window-s", type=float, default=1.0, show_default=True,
               help="Shortest energy window per part (counters tick every 1-100 ms).")
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all CPUs available).")

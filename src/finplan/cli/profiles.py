@@ -57,7 +57,7 @@ def command():
 
 
 @command.command("show")
-@click.argument("files", nargs=-1, required=True, metavar="PROFILE.json...", type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, metavar="PROFILE.json...")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def show(files, as_json):
     """Show several devices' profiles of the same model side by side (p50 latency, energy per run).
