@@ -169,7 +169,6 @@ class ServeSession:
         self.close()
 
     def start(self) -> None:
-        require_ray()
         if self.address is not None:
             check_reachable(self.address)
             self._env = patched_environ(quiet_environment(None))
@@ -177,8 +176,11 @@ class ServeSession:
             # short path: Ray's Unix socket paths must stay under about 100 characters
             self.workdir = Path(tempfile.mkdtemp(prefix="finplan-ray-", dir="/tmp"))
             self._env = patched_environ(quiet_environment(self.workdir))
-        self._env.__enter__()
+        self._env.__enter__()  # before the first `import ray`: Ray reads some of it at import time
+        require_ray()
         import ray
+        if self.address is None:
+            _loopback_only()
         from ray import serve
 
         if self.address is None:
@@ -265,6 +267,15 @@ class ServeSession:
                     return True
             time.sleep(poll_s)
         return False
+
+
+def _loopback_only() -> None:
+    """Make Ray resolve "this machine" to 127.0.0.1 even when ray was imported before the
+    environment was set (Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import): otherwise
+    the driver dials the host's address while the local instance listens on the loopback."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _with_deadline(function, timeout_s: float, message: str, *, field: str, failure: str = "the call failed"):
