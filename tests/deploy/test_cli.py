@@ -166,3 +166,17 @@ def test_verify_against_another_model(capsys, deployments, tmp_path, inputs):
     onnx.save(tiny_branchy_model(seed=5), other)
     code, out, err = cli(capsys, "verify", deployments["one-static"][0], "--model", other, "--data", inputs[2])
     assert_bad_input(code, out, err, "other.onnx", "another model")
+
+
+def test_plan_with_several_applications_needs_a_name(capsys, plan_factory, tiny, tmp_path):
+    plan = plan_factory()
+    doc = json.loads(plan.read_text())
+    second = json.loads(json.dumps(doc["applications"][0]))
+    second["name"] = "tiny-2"
+    second["placement"] = [{"block": b, "node": "device"} for b in ("block1", "block2", "block3")]
+    doc["applications"].append(second)
+    plan.write_text(json.dumps(doc))
+    code, o, err = cli(capsys, "emit", plan, "--model", tiny[0], "-o", tmp_path / "x")
+    assert_bad_input(code, o, err, "applications", "--application")
+    code, o, _ = cli(capsys, "emit", plan, "--model", tiny[0], "-o", tmp_path / "x", "--application", "tiny-2", "--json")
+    assert code == 0 and [n["node"] for n in json.loads(o)["nodes"]] == ["device"]

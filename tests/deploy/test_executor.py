@@ -135,3 +135,21 @@ def test_softmax_headed_exit_uses_max_probability(tmp_path, plan_factory, inputs
     m = LocalExecutor(out).run(x, batch_size=16)
     assert m.exit_names == ["exit1" if c >= threshold else "exit2" for c in confidence]
     assert verify(out, path, x).passed
+
+
+def test_input_sent_from_a_source_that_runs_no_block(plan_factory, tmp_path, tiny, inputs):
+    """--raw-offload plans: the source only sends the raw input; the transfer is counted and emulated."""
+    import json
+
+    from finplan.deploy.emit import emit
+
+    plan = plan_factory(["edge", "edge", "cloud"])
+    doc = json.loads(plan.read_text())
+    doc["applications"][0]["source"] = "device"
+    plan.write_text(json.dumps(doc))
+    out = tmp_path / "raw"
+    emit(plan, tiny[0], out)
+    assert json.loads((out / "deployment.json").read_text())["nodes"] == ["edge", "cloud"]
+    m = LocalExecutor(out, emulate_links=True).run(inputs[0][:5], batch_size=5)
+    assert m.link_bytes == {"device->edge": 5 * 256, "edge->cloud": 5 * 256}
+    assert m.link_delay_s["device->edge"] == pytest.approx(5 * 256 * 8 / 1e8 + 0.001)
