@@ -36,11 +36,15 @@ def ray_missing_error() -> FinplanInputError:
 
 
 def require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-        from ray import serve  # noqa: F401
-    except ImportError:
-        raise ray_missing_error() from None
+    """One clear line when Ray Serve is missing; looks without importing ray (Ray reads some of
+    the environment at import time, which ``ServeSession`` sets first)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    has_serve = any(Path(location, "serve", "__init__.py").is_file() for location in locations)
+    if not has_serve or importlib.util.find_spec("starlette") is None:
+        raise ray_missing_error()
 
 
 def quiet_environment(workdir: Path | None) -> dict[str, str]:

@@ -27,6 +27,9 @@ from finplan.deploy.ray_serve.wire import (
 from finplan.errors import FinplanInputError
 
 Call = Callable[[str, dict], Awaitable[dict]]
+# Each callee gets this share of its caller's remaining time, so the deepest timeout fires
+# first and the error names the node that did not answer (not the first hop of the chain).
+CALLEE_BUDGET_SHARE = 0.9
 ACCEPTED_MEDIA_TYPES = (NPY_MEDIA_TYPE, "application/octet-stream")
 
 
@@ -130,7 +133,7 @@ class StageCore:
             if remaining <= 0:
                 return error_answer(504, f"the request ran out of time at node {self.node!r}", self.node)
             message = {"tensor": encode_tensor(forward.tensor), "entry": forward.tensor_name, "from": self.node,
-                       "budget_s": remaining}
+                       "budget_s": remaining * CALLEE_BUDGET_SHARE}
             called = time.perf_counter()
             downstream = await call_with_timeout(self.call, forward.node, message, remaining, caller=self.node)
             round_trip = time.perf_counter() - called
@@ -189,7 +192,7 @@ class IngressCore:
             delay = link_delay_s(self.link, int(x.nbytes))
             await asyncio.sleep(delay)
         message = {"tensor": encode_tensor(x), "entry": self.input_spec.name, "from": self.source,
-                   "budget_s": self.timeout_s}
+                   "budget_s": (self.timeout_s - delay) * CALLEE_BUDGET_SHARE}
         called = time.perf_counter()
         answer = await call_with_timeout(self.call, self.entry_node, message, self.timeout_s - delay, caller="ingress")
         round_trip = time.perf_counter() - called

@@ -75,7 +75,7 @@ def decode_tensor(data: bytes, *, max_bytes: int | None = None) -> np.ndarray:
         raise WireError(f"the array announces {nbytes} bytes of data but carries {len(payload)}")
     array = np.frombuffer(payload, dtype=dtype, count=count)
     array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
-    return np.ascontiguousarray(array)  # writable, C order, owns its memory
+    return array.copy(order="C")  # writable, C order, owns its memory (frombuffer is a read-only view)
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,0 +1,206 @@
+"""Default suite (no Ray started): the application graph, the tensor encoding, request
+validation, and the exit-or-forward core chained in-process against the local executor."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from finplan.deploy.executor import LocalExecutor
+from finplan.deploy.manifest import TensorSpec
+from finplan.deploy.node_runtime import NodeRuntime
+from finplan.deploy.ray_serve.core import IngressCore, RequestError, StageCore, parse_request
+from finplan.deploy.ray_serve.graph import LABEL_KEY, build_graph, parse_replicas
+from finplan.deploy.ray_serve.runner import RunCollector, engine_overhead_rows
+from finplan.deploy.ray_serve.wire import WireError, decode_tensor, encode_tensor
+from finplan.errors import FinplanInputError
+
+SPEC = TensorSpec("x", ("batch", 1, 8, 8), "float32")
+
+
+# ------------------------------------------------------------------ graph
+
+def test_graph_has_one_deployment_per_node_pinned_by_label_with_routes(ray_deployments):
+    graph = build_graph(ray_deployments["three-dynamic"], replicas={"edge": 3})
+    assert set(graph.stages) == {"device", "edge", "cloud"}
+    assert graph.chain == ("device", "edge", "cloud") and not graph.cyclic
+    for node, stage in graph.stages.items():
+        assert stage.actor_options["label_selector"] == {LABEL_KEY: node}
+        assert stage.actor_options["num_cpus"] < 1  # a whole CPU per replica stalls serve.run on small machines
+    assert graph.stages["device"].routes == {"edge": "node-edge"}
+    assert graph.stages["edge"].routes == {"cloud": "node-cloud"}
+    assert graph.stages["cloud"].routes == {}
+    assert graph.stages["edge"].num_replicas == 3 and graph.stages["cloud"].num_replicas == 1
+    assert graph.ingress.node == "device" and graph.ingress.entry_deployment == "node-device"
+    assert graph.ingress.actor_options["label_selector"] == {LABEL_KEY: "device"}
+    assert graph.ingress.input_spec.shape == ("batch", 1, 8, 8)
+    json.dumps(graph.describe())  # the GET answer must be JSON
+
+
+def test_graph_by_resource_and_revisiting_chain(ray_deployments):
+    graph = build_graph(ray_deployments["revisit-dynamic"], placement="resource")
+    assert graph.chain == ("device", "edge", "device") and graph.cyclic
+    assert graph.stages["edge"].routes == {"device": "node-device"}
+    assert graph.stages["device"].routes == {"edge": "node-edge"}
+    assert graph.stages["edge"].actor_options["resources"] == {"finplan-node:edge": pytest.approx(0.001)}
+    assert "label_selector" not in graph.stages["edge"].actor_options
+    one = build_graph(ray_deployments["one-static"])
+    assert list(one.stages) == ["device"] and one.stages["device"].routes == {}
+
+
+@pytest.mark.parametrize("items,message", [(["edge"], "NODE=N"), (["edge=0"], "N >= 1"), (["moon=2"], "moon")])
+def test_bad_replicas_are_one_clear_line(ray_deployments, items, message):
+    with pytest.raises(FinplanInputError, match=message):
+        build_graph(ray_deployments["three-dynamic"], replicas=parse_replicas(items))
+
+
+def test_missing_node_names_the_label_to_add(ray_deployments):
+    from finplan.deploy.ray_serve.cluster import missing_nodes_error, missing_plan_nodes
+
+    graph = build_graph(ray_deployments["three-dynamic"])
+    ray_nodes = [{"Alive": True, "Labels": {LABEL_KEY: "device"}}, {"Alive": False, "Labels": {LABEL_KEY: "edge"}},
+                 {"Alive": True, "Labels": {LABEL_KEY: "cloud"}}]
+    missing = missing_plan_nodes(graph, ray_nodes)
+    assert missing == ["edge"]
+    assert "--labels finplan-node=edge" in str(missing_nodes_error(graph, missing))
+
+
+def test_unreachable_address_is_one_line():
+    from finplan.deploy.ray_serve.cluster import check_reachable, free_port
+
+    with pytest.raises(FinplanInputError, match="no Ray head answers"):
+        check_reachable(f"127.0.0.1:{free_port()}", timeout_s=1.0)
+    with pytest.raises(FinplanInputError, match="HOST:PORT"):
+        check_reachable("nonsense")
+
+
+# ------------------------------------------------------------------ wire
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "uint8", "float16"])
+def test_tensor_round_trip_keeps_values_dtype_shape(dtype):
+    array = (np.arange(2 * 3 * 5).reshape(2, 3, 5) * 3 % 7).astype(dtype)
+    back = decode_tensor(encode_tensor(array))
+    assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
+    assert back.flags.writeable and back.flags.c_contiguous
+    fortran = np.asfortranarray(array)
+    assert np.array_equal(decode_tensor(encode_tensor(fortran)), array)
+    np.save(buffer := io.BytesIO(), fortran)  # numpy's own Fortran-ordered .npy is read right too
+    assert np.array_equal(decode_tensor(buffer.getvalue()), array)
+
+
+def test_decoding_refuses_pickles_truncation_and_oversize():
+    objects = np.array([{"a": 1}], dtype=object)
+    buffer = io.BytesIO()
+    np.save(buffer, objects, allow_pickle=True)
+    with pytest.raises(WireError, match="objects"):
+        decode_tensor(buffer.getvalue())
+    with pytest.raises(WireError):
+        encode_tensor(objects)
+    with pytest.raises(WireError, match="not a .npy"):
+        decode_tensor(pickle.dumps(np.zeros(3)))
+    data = encode_tensor(np.zeros((4, 4), np.float32))
+    with pytest.raises(WireError, match="carries"):
+        decode_tensor(data[:-5])
+    with pytest.raises(WireError, match="limit"):
+        decode_tensor(data, max_bytes=32)
+
+
+# ------------------------------------------------------------------ validation
+
+def test_request_validation_names_the_problem():
+    good = np.zeros((2, 1, 8, 8), np.float32)
+    assert parse_request(encode_tensor(good), "application/x-npy", SPEC, max_request_bytes=10_000).shape == (2, 1, 8, 8)
+    assert parse_request(encode_tensor(good[0]), None, SPEC, max_request_bytes=10_000).shape == (1, 1, 8, 8)
+    cases = [
+        (encode_tensor(good.astype(np.float64)), None, 422, "dtype float64; expected float32"),
+        (encode_tensor(np.zeros((2, 1, 7, 8), np.float32)), None, 422, r"shape \(2, 1, 7, 8\)"),
+        (encode_tensor(np.zeros((0, 1, 8, 8), np.float32)), None, 422, "no sample"),
+        (encode_tensor(good), "application/json", 415, "content type"),
+        (b"", None, 400, "empty"),
+        (b"not an array", None, 400, "not a .npy"),
+        (encode_tensor(np.zeros((64, 1, 8, 8), np.float32)), None, 413, "limit is 10000"),
+    ]
+    for body, content_type, status, message in cases:
+        with pytest.raises(RequestError, match=message) as info:
+            parse_request(body, content_type, SPEC, max_request_bytes=10_000)
+        assert info.value.status == status
+
+
+# ------------------------------------------------------------------ core chained in-process
+
+def _in_process_ingress(folder, *, timeout_s=5.0, fail=None, hang=None):
+    """Stages and ingress chained by plain awaits: what Serve does, minus Ray."""
+    from finplan.deploy.deployment import load_deployment
+
+    deployment = load_deployment(folder)
+    stages = {}
+
+    async def call(node, message):
+        if node == fail:
+            raise RuntimeError("ActorDiedError: the actor died unexpectedly")
+        if node == hang:
+            await asyncio.sleep(3600)
+        return await stages[node].handle(message)
+
+    for node in deployment.nodes:
+        stages[node] = StageCore(NodeRuntime(deployment.node_folder(node)), call)
+    graph = build_graph(folder, timeout_s=timeout_s)
+    return IngressCore(source=graph.ingress.node, entry_node=graph.ingress.entry_node, input_spec=graph.ingress.input_spec,
+                       call=call, timeout_s=timeout_s, max_request_bytes=graph.ingress.max_request_bytes,
+                       info=graph.describe())
+
+
+@pytest.mark.parametrize("layout", ["three-dynamic", "revisit-dynamic", "one-static"])
+def test_chained_core_answers_equal_the_local_executor(ray_deployments, tiny_inputs, layout):
+    x, _ = tiny_inputs
+    folder = ray_deployments[layout]
+    expected = LocalExecutor(folder).run_batch(x)
+    ingress = _in_process_ingress(folder)
+    answer = asyncio.run(ingress.infer(x))
+    assert "error" not in answer
+    assert answer["exit_names"] == expected.exit_names
+    assert answer["predictions"] == [int(p) for p in expected.predictions]
+    np.testing.assert_allclose(answer["confidences"], expected.confidences, rtol=0, atol=1e-12)
+    if layout == "three-dynamic":
+        assert {"exit1", "exit2"} == set(answer["exit_names"])  # both paths exercised
+    # every process() call is one hop record, and the collector turns them into the executor's counts
+    executor = LocalExecutor(folder)
+    m = executor.run(x, batch_size=len(x))
+    collector = RunCollector(executor.deployment, len(x))
+    collector.add(np.arange(len(x)), answer, 0.01)
+    assert collector.link_bytes == m.link_bytes and collector.link_samples == m.link_samples
+    assert collector.block_samples == m.block_samples and collector.exit_samples == m.exit_samples
+    assert collector.node_calls == m.node_calls
+    rows = engine_overhead_rows(collector.engine_overhead_s())
+    hops = {row["hop"] for row in rows}
+    assert "ingress->device" in hops
+    if layout == "three-dynamic":
+        assert {"device->edge", "edge->cloud"} <= hops
+        assert all(row["link_model_s"] is not None for row in rows if not row["hop"].startswith("ingress"))
+
+
+def test_http_path_statuses(ray_deployments, tiny_inputs):
+    x, _ = tiny_inputs
+    ingress = _in_process_ingress(ray_deployments["three-dynamic"])
+    status, doc = asyncio.run(ingress.handle_http("POST", encode_tensor(x[:3]), "application/x-npy", want_logits=True))
+    assert status == 200 and len(doc["outputs"]) == 3 and len(doc["outputs"][0]["logits"]) == 3
+    json.dumps(doc, allow_nan=False)
+    status, doc = asyncio.run(ingress.handle_http("POST", encode_tensor(x[:3].astype(np.float64)), None))
+    assert status == 422 and "float64" in doc["error"]
+    status, doc = asyncio.run(ingress.handle_http("GET", b"", None))
+    assert status == 200 and doc["input"]["shape"] == ["batch", 1, 8, 8]
+    assert asyncio.run(ingress.handle_http("DELETE", b"", None))[0] == 405
+
+
+def test_dead_or_silent_node_gives_an_error_naming_it_within_the_timeout(ray_deployments, tiny_inputs):
+    x, _ = tiny_inputs
+    folder = ray_deployments["three-static"]  # every input reaches cloud
+    status, doc = asyncio.run(_in_process_ingress(folder, fail="cloud").handle_http("POST", encode_tensor(x[:2]), None))
+    assert status == 503 and doc["node"] == "cloud" and "ActorDiedError" in doc["error"]
+    status, doc = asyncio.run(_in_process_ingress(folder, hang="edge", timeout_s=0.3)
+                              .handle_http("POST", encode_tensor(x[:2]), None))
+    assert status == 504 and doc["node"] == "edge"
