@@ -121,13 +121,21 @@ class LocalCluster:
     def __init__(self, graph: AppGraph, workdir: Path, *, head_num_cpus: float = 1.0):
         from ray.cluster_utils import Cluster
 
-        common = {"node_ip_address": "127.0.0.1", "include_dashboard": False, "object_store_memory": 100 * 1024 * 1024}
+        self.placement = graph.placement
+        self.common = {"node_ip_address": "127.0.0.1", "include_dashboard": False,
+                       "object_store_memory": 100 * 1024 * 1024}
         nodes = graph.plan_nodes
         self.cluster = Cluster(initialize_head=True, head_node_args={
-            **common, "num_cpus": head_num_cpus, "temp_dir": str(workdir / "ray"), **graph.placement.local_node_args(nodes[0])})
+            **self.common, "num_cpus": head_num_cpus, "temp_dir": str(workdir / "ray"),
+            **graph.placement.local_node_args(nodes[0])})
         self.nodes = {nodes[0]: self.cluster.head_node}
         for node in nodes[1:]:
-            self.nodes[node] = self.cluster.add_node(**common, num_cpus=0, **graph.placement.local_node_args(node))
+            self.add(node)
+
+    def add(self, node: str):
+        """Start a Ray node standing in for plan node ``node`` (also to bring one back after a fault)."""
+        self.nodes[node] = self.cluster.add_node(**self.common, num_cpus=0, **self.placement.local_node_args(node))
+        return self.nodes[node]
 
     @property
     def address(self) -> str:
