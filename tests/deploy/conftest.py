@@ -15,23 +15,11 @@ for path in (HERE, HERE.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from helpers import network_doc, plan_doc, synthetic_inputs, write_json  # noqa: E402
+from helpers import LAYOUTS, plan_doc, synthetic_inputs, write_json  # noqa: E402
 from onnx_builders import tiny_branchy_model  # noqa: E402
 
 from finplan.contract import model_hash  # noqa: E402
 from finplan.deploy.emit import emit  # noqa: E402
-
-# name -> (placement, early exits active?)
-LAYOUTS = {
-    "one-static": (["device"] * 3, False),
-    "one-dynamic": (["device"] * 3, True),
-    "two-static": (["device", "edge", "edge"], False),
-    "two-dynamic": (["device", "device", "edge"], True),
-    "three-static": (["device", "edge", "cloud"], False),
-    "three-dynamic": (["device", "edge", "cloud"], True),
-    "revisit-dynamic": (["device", "edge", "device"], True),
-}
-
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
@@ -94,5 +82,3 @@ def plan_factory(workdir, tiny):
 
     return make
 
-
-__all__ = ["network_doc"]

@@ -87,3 +87,27 @@ def synthetic_inputs(n: int, *, seed: int = 0, size: int = 8) -> tuple[np.ndarra
     x = rng.standard_normal((n, 1, size, size)).astype(np.float32)
     y = rng.integers(0, 3, size=n).astype(np.int64)
     return x, y
+
+
+# name -> (placement, early exits active?)
+LAYOUTS = {
+    "one-static": (["device"] * 3, False),
+    "one-dynamic": (["device"] * 3, True),
+    "two-static": (["device", "edge", "edge"], False),
+    "two-dynamic": (["device", "device", "edge"], True),
+    "three-static": (["device", "edge", "cloud"], False),
+    "three-dynamic": (["device", "edge", "cloud"], True),
+    "revisit-dynamic": (["device", "edge", "device"], True),
+}
+
+
+def fake_profile(model_hash):
+    part = lambda name, **extra: {"name": name, "flops": 1000, "output_bytes": 256, "params_bytes": 100, **extra,
+                                  "latency_s": {"n": 5, "mean": 1e-4, "p50": 1e-4, "p90": 1e-4, "p99": 1e-4, "stdev": 0},
+                                  "energy_j": {"value": 2e-3, "method": "power-model", "measured": False}}
+    return {"schema": "finplan.profile/1", "model": {"name": "tiny", "hash": model_hash},
+            "device": {"name": "this", "cpu": "x", "cores": 2, "execution_provider": "CPU", "onnxruntime_version": "1"},
+            "session_options": {}, "flops_convention": "mac=2",
+            "blocks": [part(f"block{i}") for i in (1, 2, 3)],
+            "exits": [part("exit1", after="block1"), part("exit2", after="block3")],
+            "energy": {"method": "power-model", "measured": False}}

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import LAYOUTS
+from helpers import LAYOUTS, fake_profile
 from finplan.deploy.emit import emit
 from finplan.deploy.manifest import load_manifest, sha256_file
 from finplan.errors import FinplanInputError
@@ -79,25 +79,13 @@ def test_profiles_are_copied_and_paths_rewritten(workdir, tiny, plan_factory):
     from helpers import network_doc
 
     profile = workdir / "fake.profile.json"
-    profile.write_text(json.dumps(_fake_profile(tiny[1])))
+    profile.write_text(json.dumps(fake_profile(tiny[1])))
     plan = plan_factory(["device"] * 3, network=network_doc(profile=str(profile)))
     out = workdir / "with-profile.deploy"
     emit(plan, tiny[0], out)
     network = json.loads((out / "network.json").read_text())
     ref = network["nodes"][0]["profile"]
     assert not ref.startswith("/") and (out / ref).read_bytes() == profile.read_bytes()
-
-
-def _fake_profile(model_hash):
-    part = lambda name, **extra: {"name": name, "flops": 1000, "output_bytes": 256, "params_bytes": 100, **extra,
-                                  "latency_s": {"n": 5, "mean": 1e-4, "p50": 1e-4, "p90": 1e-4, "p99": 1e-4, "stdev": 0},
-                                  "energy_j": {"value": 2e-3, "method": "power-model", "measured": False}}
-    return {"schema": "finplan.profile/1", "model": {"name": "tiny", "hash": model_hash},
-            "device": {"name": "this", "cpu": "x", "cores": 2, "execution_provider": "CPU", "onnxruntime_version": "1"},
-            "session_options": {}, "flops_convention": "mac=2",
-            "blocks": [part(f"block{i}") for i in (1, 2, 3)],
-            "exits": [part("exit1", after="block1"), part("exit2", after="block3")],
-            "energy": {"method": "power-model", "measured": False}}
 
 
 def test_emit_refuses_and_leaves_nothing(workdir, tiny, plan_factory):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import LAYOUTS
+from helpers import LAYOUTS
 from finplan.deploy.executor import LocalExecutor
 from finplan.deploy.node_runtime import NodeRuntime
 from finplan.deploy.policy import max_softmax

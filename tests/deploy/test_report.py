@@ -59,11 +59,10 @@ def test_exit_rate_warning_uses_points(report, deployments):
 
 
 def test_energy_derived_from_profile_counts(workdir, tiny, plan_factory, inputs):
-    from helpers import network_doc
-    from test_emit import _fake_profile
+    from helpers import fake_profile, network_doc
 
     profile = workdir / "report.profile.json"
-    profile.write_text(json.dumps(_fake_profile(tiny[1])))
+    profile.write_text(json.dumps(fake_profile(tiny[1])))
     out = workdir / "report-profile.deploy"
     emit(plan_factory(["device"] * 3, network=network_doc(profile=str(profile))), tiny[0], out)
     m = run_local(out, inputs[0][:10], inputs[1][:10])
