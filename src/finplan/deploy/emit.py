@@ -19,7 +19,7 @@ import onnx
 from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes
 from finplan.errors import FinplanInputError
-from finplan.fileio import atomic_write_json, load_document, parse_text, to_json_text
+from finplan.fileio import atomic_write_json, load_document, parse_text
 from finplan.onnx_parts import BATCH_DIM, GraphIndex, PartError, extract_part, infer_shapes, tensor_dtype, tensor_shape
 
 DEPLOYMENT_SCHEMA = "finplan.deployment/1"
@@ -27,15 +27,6 @@ DEPLOYMENT_FILE = "deployment.json"
 PLAN_FILE = "plan.json"
 NETWORK_FILE = "network.json"
 PROFILES_DIR = "profiles"
-
-
-def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
-    """``max_probability`` for a head that already ends in Softmax, else ``max_softmax`` (the
-    profiler scores calibration data the same way, so planned and run exit rates agree)."""
-    for node in model.graph.node:
-        if tensor in node.output:
-            return "max_probability" if node.op_type == "Softmax" else "max_softmax"
-    return "max_softmax"
 
 
 @dataclass
@@ -175,6 +166,16 @@ def _spec(inferred: onnx.ModelProto, name: str) -> dict:
     shape = tensor_shape(inferred, name)
     shape = [BATCH_DIM] + [d if isinstance(d, int) else str(d) for d in shape[1:]]
     return {"name": name, "shape": shape, "dtype": str(tensor_dtype(inferred, name))}
+
+
+def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
+    """``max_probability`` for a head that already ends in Softmax, else ``max_softmax`` (the
+    profiler scores calibration data the same way, so planned and run exit rates agree)."""
+    for node in model.graph.node:
+        if tensor in node.output:
+            return "max_probability" if node.op_type == "Softmax" else "max_softmax"
+    return "max_softmax"
+
 
 
 def _set_part_metadata(part: onnx.ModelProto, contract: Contract, stage: StagePlan, *, node: str, index: int,
@@ -403,4 +404,4 @@ def _swap_into_place(tmp: Path, out: Path, force: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["emit", "EmitResult", "plan_stages", "DEPLOYMENT_FILE", "PLAN_FILE", "NETWORK_FILE", "to_json_text"]
+__all__ = ["emit", "EmitResult", "plan_stages", "DEPLOYMENT_FILE", "PLAN_FILE", "NETWORK_FILE"]
