@@ -126,6 +126,8 @@ def flops_to_exit(block_flops: dict[str, float], exit_flops: dict[str, float], e
 
 def card_section(scores: ExitScores, table: list[dict], source: str) -> dict:
     """The model card's ``calibration`` entry (see model.schema.json)."""
+    # Confidence stays at full precision: the planner puts thresholds on observed scores and the
+    # runtime compares its own float64 softmax with them, so a rounded score could flip a decision.
     def rounded(values: np.ndarray) -> list[float]:
         return [float(v) for v in np.round(values, SCORE_DECIMALS)]
 
@@ -138,7 +140,7 @@ def card_section(scores: ExitScores, table: list[dict], source: str) -> dict:
     if scores.labels is not None:
         section["labels"] = [int(v) for v in scores.labels]
     section["exits"] = [
-        {"name": name, "confidence": rounded(scores.confidence[i]), "entropy": rounded(scores.entropy[i]),
+        {"name": name, "confidence": [float(v) for v in scores.confidence[i]], "entropy": rounded(scores.entropy[i]),
          "predicted": [int(v) for v in scores.predicted[i]]}
         for i, name in enumerate(scores.names)
     ]
