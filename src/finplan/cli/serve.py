@@ -105,7 +105,7 @@ def _print_graph(graph) -> None:
         where = ", ".join(f"{k}={v}" for k, v in (options.get("label_selector") or options.get("resources") or {}).items())
         table.add_row(name, node, where, str(count), ", ".join(routes.values()) or "-")
     stdout.print(table)
-    stdout.print(f"input: {graph.ingress.input_spec.describe()}; chain: {' -> '.join(graph.chain)}")
+    stdout.print(escape(f"input: {graph.ingress.input_spec.describe()}; chain: {' -> '.join(graph.chain)}"))
 
 
 def engine_overhead_table(report: dict) -> Table | None:

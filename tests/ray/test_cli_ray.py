@@ -1,0 +1,50 @@
+"""``finplan serve`` / ``finplan infer`` argument handling and one-line errors (no Ray started)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from finplan.cli.main import main
+
+
+def test_serve_dry_run_describes_the_application(ray_deployments, capsys):
+    assert main(["serve", str(ray_deployments["three-dynamic"]), "--dry-run", "--json", "--replicas", "edge=2"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_name = {d["name"]: d for d in doc["deployments"]}
+    assert set(by_name) == {"ingress", "node-device", "node-edge", "node-cloud"}
+    assert by_name["node-edge"]["replicas"] == 2
+    assert by_name["node-cloud"]["ray_actor_options"]["label_selector"] == {"finplan-node": "cloud"}
+    assert doc["chain"] == ["device", "edge", "cloud"]
+
+
+def test_serve_without_ray_says_to_install_the_extra(ray_deployments, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["serve", str(ray_deployments["three-dynamic"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "finplan[ray]" in err
+
+
+def test_bad_replicas_and_unreachable_places_are_one_line(ray_deployments, capsys):
+    from finplan.deploy.ray_serve.cluster import free_port
+
+    assert main(["serve", str(ray_deployments["three-dynamic"]), "--dry-run", "--replicas", "moon=2"]) == 2
+    assert "moon" in capsys.readouterr().err
+    port = free_port()
+    assert main(["serve", str(ray_deployments["three-dynamic"]), "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Ray head answers" in err
+    assert main(["infer", f"http://127.0.0.1:{port}/tiny", "--data", "embedded"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no finplan service answers" in err
+
+
+def test_engine_overhead_table_puts_the_link_model_beside_the_measurement(capsys):
+    from finplan.cli.serve import print_engine_overhead
+
+    print_engine_overhead({"engine_overhead_s": {"hop[device->edge].engine_s": 0.003, "hop[device->edge].engine_p50_s": 0.0029,
+                                                 "hop[device->edge].link_model_s": 0.0062}})
+    out = capsys.readouterr().out
+    assert "device->edge" in out and "3.000 ms" in out and "6.200 ms" in out and "not device latency" in out
+    print_engine_overhead({"engine_overhead_s": {}})
+    assert capsys.readouterr().out == ""
