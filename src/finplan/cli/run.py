@@ -86,5 +86,9 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
     for note in notes:
         stdout.print(f"  note: {escape(note)}")
+    if engine == "ray":
+        from finplan.cli.serve import print_engine_overhead
+
+        print_engine_overhead(result)
     for warning in result["warnings"]:  # one line each, so that logs can be grepped
         click.echo(f"warning: {warning}", err=True)

@@ -12,6 +12,7 @@ from typing import Callable
 
 ENGINES: dict[str, str] = {
     "local": "finplan.deploy.executor:run_local",
+    "ray": "finplan.deploy.ray_serve.runner:run_on_ray",
 }
 
 

@@ -16,6 +16,7 @@ the label to add), and it gives ``serve.run`` (which has no timeout) a deadline.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -195,6 +196,8 @@ class ServeSession:
             _loopback_only()
         from ray import serve
 
+        # Serve's INFO lines ("Started Serve...", "Application ... is ready") are not finplan's output.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         if self.address is None:
             self.local = LocalCluster(self.graph, self.workdir)
             address = self.local.address
