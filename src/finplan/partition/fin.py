@@ -3,40 +3,163 @@
 Singhal, Wu, Malandrino, Levorato, Chiasserini, "Resource-aware Deployment of Dynamic DNNs
 over Multi-tiered Interconnected Systems", IEEE INFOCOM 2024 (arXiv 2404.08060); see
 PAPER.md section 3 for the construction as finplan builds it.
+
+Two representations of one graph layer (all the vertices (b, ., .) of block b), with
+bit-identical DP results (same energies, parents and tie-breaking):
+
+- sparse: per node, the surviving replicas as a list of (q, energy, parent node, parent q)
+  sorted by q. After dominated-replica pruning a (block, node) keeps only its Pareto
+  frontier of (units, energy), usually a handful of replicas, so one DP step costs
+  O(|links| F) Python operations for frontier size F, independently of gamma;
+- dense: energy[node, q] over all gamma + 1 units (inf = no vertex); one DP step is a few
+  vectorised numpy operations over |links| x (gamma + 1) candidates.
+
+``build_graph(method="auto")`` picks, layer by layer, the one its cost model predicts to be
+cheaper from the previous layer's frontier sizes (see ``_prefer_sparse``).
 """
 from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from finplan.errors import FinplanInputError
 from finplan.partition.context import AppContext, AppResult, better
-from finplan.partition.costs import Chain, is_close
+from finplan.partition.costs import Chain, CostTable, is_close
 from finplan.partition.evaluate import Usage
 from finplan.partition.explain import infeasibility_reason, suggest_gamma
 
 # Default latency resolution. On the paper's reference system every gamma from 150 to 2600 (all scanned) solves
 # all 87 reference points optimally (the largest failing one is 149, on B-AlexNet at 0.80 /
 # 3 ms; B-ResNet and B-LeNet are solved by far smaller gammas). 1000 is the paper's own B-AlexNet value and leaves a
-# factor 6.7 of margin; the DP cost is linear in gamma (a few ms on the paper instance).
+# factor 6.7 of margin; the dense DP cost is linear in gamma, the sparse one (the default on such instances) is not.
 DEFAULT_GAMMA = 1000
 DEFAULT_LAMBDA = 0.0
 # Terminal states re-checked with the exact model before giving up on a chain.
 MAX_EXACT_CHECKS = 64
+METHODS = ("auto", "sparse", "dense")
+
+# Cost model of one DP step (seconds; fitted on random instances of 5-200 nodes and gamma
+# 10-2000 on a 2-core x86 VM with CPython 3.11 / numpy 2.4; only their ratios matter).
+# Sparse: per node, per usable link and per replica scanned (Python). Dense: a fixed
+# overhead per step, per (link, unit) candidate and per (node, unit) vertex (numpy).
+SPARSE_PER_NODE = 0.2e-6
+SPARSE_PER_LINK = 0.12e-6
+SPARSE_PER_REPLICA = 0.12e-6
+DENSE_PER_STEP = 100e-6
+DENSE_PER_CANDIDATE = 13e-9
+DENSE_PER_VERTEX = 25e-9
+# Candidates (links x (gamma + 1)) a dense step materialises at once (bounds its memory).
+DENSE_CHUNK = 1 << 21
 
 
-@dataclass
+@dataclass(eq=False)
+class _Topology:
+    """The links of a cost table (the diagonal "stay on the node" included), sorted by head
+    node then tail node: links into node m are ``start[m]:start[m + 1]``."""
+    n_nodes: int
+    tail: np.ndarray
+    head: np.ndarray
+    tails: list
+    heads: list
+    start: list
+    ranges: list
+    stay: np.ndarray
+    s_per_bit: np.ndarray
+    latency_s: np.ndarray
+    j_per_bit: np.ndarray
+    out_degree: list
+    max_out_degree: int
+
+
+_TOPOLOGY: "weakref.WeakKeyDictionary[CostTable, _Topology]" = weakref.WeakKeyDictionary()
+
+
+def _topology(table: CostTable) -> _Topology:
+    """The link lists of ``table``, derived once per cost table (like the table itself)."""
+    topo = _TOPOLOGY.get(table)
+    if topo is None:
+        n_nodes = len(table.nodes)
+        head, tail = np.nonzero(table.has_link.T)
+        start = np.searchsorted(head, np.arange(n_nodes + 1)).tolist()
+        stay = head == tail
+        spb = table.link_s_per_bit[tail, head]
+        spb[stay] = 0.0
+        degree = np.bincount(tail, minlength=n_nodes)
+        topo = _Topology(n_nodes, tail, head, tail.tolist(), head.tolist(), start,
+                         list(zip(start[:-1], start[1:])), stay, spb,
+                         np.where(stay, 0.0, table.link_latency_s[tail, head]),
+                         np.where(stay, 0.0, table.link_j_per_bit[tail, head]),
+                         degree.tolist(), int(degree.max()))
+        _TOPOLOGY[table] = topo
+    return topo
+
+
+@dataclass(eq=False)
+class _SparseLayer:
+    """fronts[m]: the replicas (q, energy, parent node, parent q) of (block, m), by q."""
+    fronts: list
+
+
+@dataclass(eq=False)
+class _DenseLayer:
+    """energy[m, q] (inf = no vertex), parent[m, q] (predecessor node, -1 = none)."""
+    energy: np.ndarray
+    parent: np.ndarray
+
+
+@dataclass(eq=False)
+class _Hops:
+    """Units and energies of every hop into blocks lo.. of one chain, per link (rows b - lo)."""
+    lo: int
+    units: np.ndarray  # int64; gamma + 1 = unusable (no link, or beyond the latency budget)
+    units_list: list
+    energy: np.ndarray
+    energy_list: list
+
+
+@dataclass(eq=False)
 class LayeredGraph:
-    """The pruned FIN graph of one chain: per block, energy[node, q] (inf = no vertex),
-    predecessor node and the units of each (n -> m) hop."""
+    """The pruned FIN graph of one chain: one layer per block (sparse or dense, see the
+    module docstring), the hop units/energies, and what is needed to read paths off it."""
     chain: Chain
-    energy: list[np.ndarray]
-    parent: list[np.ndarray]
-    units: list[np.ndarray]
-    hop_energy: list[np.ndarray]
+    gamma: int
+    source: int
+    topology: _Topology
+    layers: list
+    first_units: dict  # node -> units of the source -> node hop of block 1 (usable ones)
+    first_energy: dict
+    hops: list  # per block b >= 1: (units list, energy list) per link, after masks and bans
+
+    def units(self, b: int) -> np.ndarray:
+        """(N, N) units of the hops into block b (gamma + 1 where unusable)."""
+        n = self.topology.n_nodes
+        out = np.full((n, n), self.gamma + 1, dtype=np.int64)
+        if b == 0:
+            for m, u in self.first_units.items():
+                out[self.source, m] = u
+        else:
+            out[self.topology.tail, self.topology.head] = self.hops[b][0]
+        return out
+
+    def hop_energy(self, b: int) -> np.ndarray:
+        n = self.topology.n_nodes
+        out = np.zeros((n, n))
+        if b == 0:
+            for m, e in self.first_energy.items():
+                out[self.source, m] = e
+        else:
+            out[self.topology.tail, self.topology.head] = self.hops[b][1]
+        return out
+
+    def energy(self, b: int) -> np.ndarray:
+        """(N, gamma + 1) energies of block b's vertices (inf = no vertex)."""
+        layer = self.layers[b]
+        return layer.energy if isinstance(layer, _DenseLayer) else _to_dense(layer, self.topology.n_nodes,
+                                                                              self.gamma).energy
 
 
 def _prune(energy: np.ndarray, lam: float) -> None:
@@ -56,84 +179,311 @@ def _prune(energy: np.ndarray, lam: float) -> None:
                 row[q] = np.inf
 
 
+def _prune_front(best: dict, lam: float) -> list:
+    """``_prune`` of one (block, node) given as {q: replica}: the same rule, in order of q."""
+    out = []
+    kept = math.inf
+    if lam <= 0:
+        for q in sorted(best):
+            rep = best[q]
+            if rep[1] < kept:
+                kept = rep[1]
+                out.append(rep)
+        return out
+    factor = 1.0 + lam
+    for q in sorted(best):
+        rep = best[q]
+        if rep[1] * factor < kept:
+            kept = rep[1]
+            out.append(rep)
+    return out
+
+
+def _to_dense(layer: _SparseLayer, n_nodes: int, gamma: int) -> _DenseLayer:
+    energy = np.full((n_nodes, gamma + 1), np.inf)
+    parent = np.full((n_nodes, gamma + 1), -1, dtype=np.int32)
+    for m, front in enumerate(layer.fronts):
+        for q, e, pn, _pq in front:
+            energy[m, q] = e
+            parent[m, q] = pn
+    return _DenseLayer(energy, parent)
+
+
+def _to_sparse(layer: _DenseLayer, units: list, topo: _Topology) -> _SparseLayer:
+    """Replicas of a dense layer; ``units`` (per link, into this layer) gives the parent's q."""
+    fronts = [[] for _ in range(topo.n_nodes)]
+    ms_, qs = np.nonzero(np.isfinite(layer.energy))
+    if ms_.size:
+        es = layer.energy[ms_, qs].tolist()
+        ps = layer.parent[ms_, qs].tolist()
+        for m, q, e, pn in zip(ms_.tolist(), qs.tolist(), es, ps):
+            fronts[m].append((q, e, pn, q - _link_units(topo, units, pn, m)))
+    return _SparseLayer(fronts)
+
+
+def _link_units(topo: _Topology, units: list, n: int, m: int) -> int:
+    lo, hi = topo.start[m], topo.start[m + 1]
+    return units[lo + topo.tails[lo:hi].index(n)]
+
+
+def _chain_hops(topo: _Topology, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
+    """Units ceil(gamma (t_tx + t_comp) / max_latency) and energies E_tx + E_comp of every
+    (n -> m) hop into blocks lo .. k-1, vectorised over blocks and links. Element by element
+    these are the same floating-point operations as the per-layer matrices of the dense
+    construction (transfer 8 bytes s/bit + latency, 0 to stay; then + compute)."""
+    out_bytes = chain.out_bytes[lo - 1:]
+    head = topo.head
+    # staying costs nothing: s_per_bit, latency_s and j_per_bit are 0 there (finite bytes)
+    hop_t = (8.0 * out_bytes)[:, None] * topo.s_per_bit + topo.latency_s
+    hop_t += chain.comp_time_s[lo:, head]
+    # fmin: NaN (never expected) and anything beyond gamma become gamma + 1, "unusable"
+    units = np.fmin(np.ceil(hop_t * gamma / limit), gamma + 1).astype(np.int64)
+    energy = (chain.trans_prob[lo - 1:] * 8.0 * out_bytes)[:, None] * topo.j_per_bit
+    energy += chain.comp_energy_j[lo:, head]
+    return _Hops(lo, units, units.tolist(), energy, energy.tolist())
+
+
+def _layer_hops(ctx, chain, hops: _Hops, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: _Topology,
+                gamma: int):
+    """Units (with gamma + 1 for links closed by capacity, bans or a head node that may not
+    run block b) and energies of the hops into block b, per link, as lists."""
+    units = hops.units_list[b - hops.lo]
+    energy = hops.energy_list[b - hops.lo]
+    closed = None
+    if ctx.app.rate_hz is not None:  # otherwise ctx.link_ok is the plain link matrix
+        ok = ctx.link_ok(chain.out_bytes[b - 1], chain.trans_prob[b - 1], usage)[topo.tail, topo.head]
+        if not ok.all():
+            closed = set(np.flatnonzero(~ok).tolist())
+    if not row_all_ok:
+        bad = set(np.flatnonzero(~ok_row).tolist())
+        closed = closed or set()
+        for m in bad:
+            closed.update(range(topo.start[m], topo.start[m + 1]))
+    for bb, n, m in link_bans:
+        if bb == b:
+            lo, hi = topo.start[m], topo.start[m + 1]
+            if n in topo.tails[lo:hi]:
+                closed = closed or set()
+                closed.add(lo + topo.tails[lo:hi].index(n))
+    if closed:
+        units = list(units)
+        for i in closed:
+            units[i] = gamma + 1
+    return units, energy
+
+
+def _first_layer(ctx: AppContext, chain: Chain, gamma: int, ok, usage, link_bans):
+    """Block 1's vertices: (source -> m) hops, one replica per node."""
+    table = ctx.table
+    limit = ctx.app.max_latency_s
+    src = ctx.source
+    n_nodes = len(table.nodes)
+    links0 = ctx.link_ok(chain.input_bytes, 1.0, usage)
+    first = [src] if ctx.options.first_block_at_source else range(n_nodes)
+    fronts = [[] for _ in range(n_nodes)]
+    units, energies = {}, {}
+    for m in first:
+        if not ok[0, m] or not links0[src, m] or (0, src, m) in link_bans:
+            continue
+        t = table.transfer_time_s(src, m, chain.input_bytes) + chain.comp_time_s[0, m]
+        u = int(math.ceil(t * gamma / limit))
+        e = float(table.transfer_energy_j(src, m, chain.input_bytes) + chain.comp_energy_j[0, m])
+        if u <= gamma:
+            units[m], energies[m] = u, e
+            fronts[m].append((u, e, src, -1))
+    return _SparseLayer(fronts), units, energies
+
+
+def _sparse_step(prev: _SparseLayer, units: list, energy: list, topo: _Topology, gamma: int,
+                 lam: float) -> _SparseLayer:
+    """One DP step on frontiers: per head node m, per tail n in increasing order, per replica
+    of n, the candidate (q + u, e + E_hop) replaces a stored one only when strictly cheaper
+    (ties: lowest predecessor), then the (block, m) replicas are pruned."""
+    fronts_in = prev.fronts
+    tails = topo.tails
+    fronts = []
+    for lo, hi in topo.ranges:
+        best: dict = {}
+        for i in range(lo, hi):
+            front = fronts_in[tails[i]]
+            if front and units[i] <= gamma:
+                u = units[i]
+                room = gamma - u
+                he = energy[i]
+                n = tails[i]
+                for q, e, _pn, _pq in front:
+                    if q > room:
+                        break
+                    c = e + he
+                    qq = q + u
+                    old = best.get(qq)
+                    if old is None or c < old[1]:
+                        best[qq] = (qq, c, n, q)
+        if len(best) > 1:
+            fronts.append(_prune_front(best, lam))
+        else:
+            fronts.append(list(best.values()))  # one replica is always kept
+    return _SparseLayer(fronts)
+
+
+def _dense_step(prev: _DenseLayer, units: list, hops: _Hops, b: int, topo: _Topology,
+                gamma: int, lam: float) -> _DenseLayer:
+    """One DP step on dense arrays, vectorised over links and units: per (m, q) the minimum
+    over links n -> m of energy[n, q - u] + E_hop, its parent the lowest n reaching it
+    (the same values and ties as relaxing the links one by one in increasing n)."""
+    n_nodes, g = topo.n_nodes, gamma
+    u_all = np.asarray(units, dtype=np.int64)
+    alive = np.isfinite(prev.energy).any(axis=1)
+    usable = np.flatnonzero((u_all <= g) & alive[topo.tail])
+    new = np.full((n_nodes, g + 1), np.inf)
+    par = np.full((n_nodes, g + 1), -1, dtype=np.int32)
+    if usable.size:
+        he_all = hops.energy[b - hops.lo]
+        pad = np.full((n_nodes, 2 * g + 2), np.inf)
+        pad[:, g + 1:] = prev.energy
+        qs = np.arange(g + 1)
+        heads = topo.head[usable]
+        # whole groups of links into one head node per chunk, about DENSE_CHUNK candidates each
+        groups = np.flatnonzero(np.r_[True, heads[1:] != heads[:-1]]).tolist() + [usable.size]
+        per = max(1, DENSE_CHUNK // (g + 1))
+        chunks = [0]
+        for s in groups[1:-1]:
+            if s - chunks[-1] >= per:
+                chunks.append(s)
+        chunks.append(usable.size)
+        for lo, hi in zip(chunks[:-1], chunks[1:]):
+            sel = usable[lo:hi]
+            tail = topo.tail[sel]
+            head = topo.head[sel]
+            cols = (g + 1) + qs[None, :] - u_all[sel][:, None]
+            cand = pad[tail[:, None], cols] + he_all[sel][:, None]
+            bounds = np.flatnonzero(np.r_[True, head[1:] != head[:-1]])
+            mins = np.minimum.reduceat(cand, bounds, axis=0)
+            group = np.repeat(np.arange(bounds.size), np.diff(np.r_[bounds, sel.size]))
+            first = np.minimum.reduceat(np.where(cand == mins[group], tail[:, None], n_nodes), bounds, axis=0)
+            rows = head[bounds]
+            new[rows] = mins
+            par[rows] = np.where(np.isfinite(mins), first, -1)
+    _prune(new, lam)
+    return _DenseLayer(new, par)
+
+
+def _prefer_sparse(prev, topo: _Topology, gamma: int) -> bool:
+    """Cost model: is the next DP step cheaper on frontiers than on dense arrays (counting the
+    conversion of the previous layer when it is in the other representation)?"""
+    n_nodes = topo.n_nodes
+    dense = DENSE_PER_STEP + DENSE_PER_VERTEX * n_nodes * (gamma + 1)
+    if isinstance(prev, _SparseLayer):
+        sizes = list(map(len, prev.fronts))
+        total = sum(sizes)
+        # quick answer: every replica scanned over the busiest node's links is still cheaper
+        if (SPARSE_PER_NODE * n_nodes + SPARSE_PER_LINK * len(topo.tails)
+                + SPARSE_PER_REPLICA * topo.max_out_degree * total <= dense):
+            return True
+        dense += SPARSE_PER_REPLICA * total + DENSE_PER_VERTEX * n_nodes * (gamma + 1)  # to dense
+    else:
+        sizes = np.isfinite(prev.energy).sum(axis=1).tolist()
+        total = sum(sizes)
+    deg = topo.out_degree
+    links = replicas = 0
+    for n, size in enumerate(sizes):
+        if size:
+            links += deg[n]
+            replicas += deg[n] * size
+    sparse = SPARSE_PER_NODE * n_nodes + SPARSE_PER_LINK * links + SPARSE_PER_REPLICA * replicas
+    dense += DENSE_PER_CANDIDATE * links * (gamma + 1)
+    if isinstance(prev, _DenseLayer):
+        sparse += 2 * SPARSE_PER_REPLICA * total  # to sparse
+    return sparse <= dense
+
+
+def _layer_key(chain: Chain, ok: np.ndarray, b: int) -> tuple:
+    """Everything block b's layer depends on besides the earlier layers and the call's
+    constants (gamma, lambda, usage, bans): policies sharing a chain prefix share layers."""
+    key = (ok[b].tobytes(), chain.comp_time_s[b].tobytes(), chain.comp_energy_j[b].tobytes())
+    if b:
+        key += (float(chain.out_bytes[b - 1]), float(chain.trans_prob[b - 1]))
+    return key
+
+
 def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usage: Usage | None = None,
-                node_ok: np.ndarray | None = None, link_bans: frozenset = frozenset()) -> LayeredGraph:
+                node_ok: np.ndarray | None = None, link_bans: frozenset = frozenset(), method: str = "auto",
+                shared: dict | None = None) -> LayeredGraph:
     """Build the feasible inference graph of one chain and run the DP over it.
 
     Problem: vertices (b, n, q) = block b ran on node n with q of gamma latency units used;
     hop (b, n, q) -> (b+1, m, q + ceil(gamma (t_tx + t_comp) / max_latency)) costs
     E_tx + E_comp; vertices with q > gamma are never created. One pass over the layered
-    DAG keeps, per vertex, the minimum-energy path (ties: lowest predecessor index).
-    Complexity: O(B |links| gamma) time, O(B N gamma) memory.
+    DAG keeps, per vertex, the minimum-energy path (ties: lowest predecessor index), then
+    prunes the replicas of each (block, node) (``_prune``).
+    Parameters: ``node_ok`` (blocks x nodes) the (block, node) pairs allowed (default: those
+    fitting ``usage``); ``link_bans`` (block, n, m) hops into a block that are forbidden;
+    ``method`` "sparse" (Pareto frontiers), "dense" (arrays over all units) or "auto" (per
+    layer, the cheaper by the cost model of ``_prefer_sparse``): all three give the same
+    graph bit for bit; ``shared``: a dict reused across calls of one solve, where chains with
+    a common prefix (same blocks, costs and allowed nodes) share the prefix's layers.
+    Returns a LayeredGraph. Raises FinplanInputError for an unknown method.
+    Complexity: dense O(B |links| gamma) time, O(B N gamma) memory; sparse O(B |links| F)
+    time and O(B N F) memory for frontier size F <= gamma + 1 (after pruning, F is the number
+    of Pareto-optimal (units, energy) replicas of a (block, node), usually a handful).
+    Reference: PAPER.md section 3 (stage 3); Singhal et al., IEEE INFOCOM 2024.
     """
-    table = ctx.table
-    n_nodes = len(table.nodes)
-    limit = ctx.app.max_latency_s
-    src = ctx.source
+    if method not in METHODS:
+        raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")
+    topo = _topology(ctx.table)
     ok = ctx.allowed(chain, usage) if node_ok is None else node_ok
-    g = gamma
-    energy = np.full((n_nodes, g + 1), np.inf)
-    parent0 = np.full((n_nodes, g + 1), -1, dtype=np.int32)
-    units0 = np.zeros((n_nodes, n_nodes), dtype=np.int64)
-    hop0 = np.zeros((n_nodes, n_nodes))
-    links0 = ctx.link_ok(chain.input_bytes, 1.0, usage)
-    first = [src] if ctx.options.first_block_at_source else range(n_nodes)
-    for m in first:
-        if not ok[0, m] or not links0[src, m] or (0, src, m) in link_bans:
-            continue
-        t = table.transfer_time_s(src, m, chain.input_bytes) + chain.comp_time_s[0, m]
-        u = int(math.ceil(t * g / limit))
-        e = table.transfer_energy_j(src, m, chain.input_bytes) + chain.comp_energy_j[0, m]
-        units0[src, m], hop0[src, m] = u, e
-        if u <= g:
-            energy[m, u] = e
-            parent0[m, u] = src
-    _prune(energy, lam)
-    layers, parents, units, hops = [energy], [parent0], [units0], [hop0]
-    for b in range(1, chain.n_blocks):
-        nbytes, prob = chain.out_bytes[b - 1], chain.trans_prob[b - 1]
-        links = ctx.link_ok(nbytes, prob, usage)
-        with np.errstate(invalid="ignore"):  # 0 bytes x inf (no link) is masked below
-            tx_t = 8.0 * nbytes * table.link_s_per_bit + table.link_latency_s
-        np.fill_diagonal(tx_t, 0.0)
-        tx_e = prob * 8.0 * nbytes * table.link_j_per_bit
-        np.fill_diagonal(tx_e, 0.0)
-        hop_t = tx_t + chain.comp_time_s[b][None, :]
-        with np.errstate(invalid="ignore"):
-            u_mat = np.ceil(np.where(links, hop_t, np.inf) * g / limit)
-        u_mat = np.where(np.isfinite(u_mat), u_mat, g + 1).astype(np.int64)
-        hop_e = tx_e + chain.comp_energy_j[b][None, :]
-        new = np.full((n_nodes, g + 1), np.inf)
-        par = np.full((n_nodes, g + 1), -1, dtype=np.int32)
-        alive = np.isfinite(energy).any(axis=1)
-        for m in range(n_nodes):
-            if not ok[b, m]:
+    k = chain.n_blocks
+    key = None
+    if shared is not None:
+        key = _layer_key(chain, ok, 0)
+    hit = shared.get(key) if shared is not None else None
+    if hit is None:
+        layer0, first_units, first_energy = _first_layer(ctx, chain, gamma, ok, usage, link_bans)
+        hit = (layer0, (first_units, first_energy))
+        if shared is not None:
+            shared[key] = hit
+    layers, hop_lists = [hit[0]], [None]
+    first_units, first_energy = hit[1]
+    hops = rows_ok = None
+    for b in range(1, k):
+        if shared is not None:
+            key = (key, _layer_key(chain, ok, b))
+            hit = shared.get(key)
+            if hit is not None:
+                layers.append(hit[0])
+                hop_lists.append(hit[1])
                 continue
-            for n in np.flatnonzero(alive & links[:, m]):
-                if (b, int(n), m) in link_bans:
-                    continue
-                u = int(u_mat[n, m])
-                if u > g:
-                    continue
-                cand = energy[n, : g + 1 - u] + hop_e[n, m]
-                slot = new[m, u:]
-                improve = cand < slot
-                slot[improve] = cand[improve]
-                par[m, u:][improve] = n
-        _prune(new, lam)
-        energy = new
-        layers.append(new)
-        parents.append(par)
-        units.append(u_mat)
-        hops.append(hop_e)
-    return LayeredGraph(chain, layers, parents, units, hops)
+        if hops is None:
+            hops = _chain_hops(topo, chain, gamma, ctx.app.max_latency_s, b)
+        if rows_ok is None:
+            rows_ok = ok.all(axis=1).tolist()
+        units, energy = _layer_hops(ctx, chain, hops, b, ok[b], rows_ok[b], usage, link_bans, topo, gamma)
+        prev = layers[-1]
+        if method == "sparse" or (method == "auto" and _prefer_sparse(prev, topo, gamma)):
+            if isinstance(prev, _DenseLayer):
+                prev = _to_sparse(prev, hop_lists[-1][0], topo)
+            layer = _sparse_step(prev, units, energy, topo, gamma, lam)
+        else:
+            if isinstance(prev, _SparseLayer):
+                prev = _to_dense(prev, topo.n_nodes, gamma)
+            layer = _dense_step(prev, units, hops, b, topo, gamma, lam)
+        layers.append(layer)
+        hop_lists.append((units, energy))
+        if shared is not None:
+            shared[key] = (layer, (units, energy))
+    return LayeredGraph(chain, gamma, ctx.source, topo, layers, first_units, first_energy, hop_lists)
 
 
 def _path(graph: LayeredGraph, m: int, q: int) -> list[int]:
     nodes = [m]
-    for b in range(len(graph.energy) - 1, 0, -1):
-        n = int(graph.parent[b][m, q])
-        q -= int(graph.units[b][n, m])
+    topo = graph.topology
+    for b in range(len(graph.layers) - 1, 0, -1):
+        layer = graph.layers[b]
+        if isinstance(layer, _SparseLayer):
+            n, q = next((pn, pq) for qq, _e, pn, pq in layer.fronts[m] if qq == q)
+        else:
+            n = int(layer.parent[m, q])
+            q -= _link_units(topo, graph.hops[b][0], n, m)
         m = n
         nodes.append(m)
     nodes.reverse()
@@ -141,22 +491,28 @@ def _path(graph: LayeredGraph, m: int, q: int) -> list[int]:
 
 
 def _terminals(graph: LayeredGraph):
-    last = graph.energy[-1]
-    ms_, qs = np.nonzero(np.isfinite(last))
-    order = np.lexsort((ms_, qs, last[ms_, qs]))
-    return [(float(last[ms_[i], qs[i]]), int(qs[i]), int(ms_[i])) for i in order]
+    """Terminal vertices (energy, q, node) in order of energy, then q, then node."""
+    last = graph.layers[-1]
+    if isinstance(last, _SparseLayer):
+        return sorted((e, q, m) for m, front in enumerate(last.fronts) for q, e, _pn, _pq in front)
+    energy = last.energy
+    ms_, qs = np.nonzero(np.isfinite(energy))
+    order = np.lexsort((ms_, qs, energy[ms_, qs]))
+    return [(float(energy[ms_[i], qs[i]]), int(qs[i]), int(ms_[i])) for i in order]
 
 
 def _solve_policies(ctx: AppContext, gamma: int, lam: float, usage: Usage | None, bans: frozenset,
-                    link_bans: frozenset):
+                    link_bans: frozenset, method: str = "auto"):
     best, best_eval = None, None
-    for i in ctx.accurate():
+    accurate = ctx.accurate()
+    shared = {} if len(accurate) > 1 else None
+    for i in accurate:
         chain = ctx.chain(i)
         ok = ctx.allowed(chain, usage)
         for b, n in bans:
             if b < chain.n_blocks:
                 ok[b, n] = False
-        graph = build_graph(ctx, chain, gamma, lam, usage, ok, link_bans)
+        graph = build_graph(ctx, chain, gamma, lam, usage, ok, link_bans, method, shared)
         for energy, q, m in _terminals(graph)[:MAX_EXACT_CHECKS]:
             if best is not None and energy > best[0] and not is_close(energy, best[0]):
                 break  # terminals come in energy order: nothing later can win
@@ -176,7 +532,8 @@ def _latency_ok(ev) -> bool:
                    for v in ev.violations)
 
 
-def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA, usage: Usage | None = None) -> AppResult:
+def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA, usage: Usage | None = None,
+        method: str = "auto") -> AppResult:
     """Minimum-energy placement and exit (and thresholds, dynamic mode) of one application.
 
     Problem: choose a final exit (dynamic mode: an exit policy from the threshold grid) meeting
@@ -184,22 +541,26 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
     minimising expected energy subject to latency < max_latency_s (<= when not strict) and
     the residual node/link capacity in ``usage``.
 
-    Parameters: ``gamma`` latency units (int > 0); ``lam`` proximity pruning (>= 0).
+    Parameters: ``gamma`` latency units (int > 0); ``lam`` proximity pruning (>= 0);
+    ``method`` the graph representation (``build_graph``; the answer does not depend on it).
     Returns an AppResult whose evaluation, when present, is feasible under the exact model.
     When FIN finds nothing although a feasible placement exists (coarse gamma), the reason
     says so and suggests a gamma. Cumulative capacity (several blocks on one node) is
     checked exactly; a violating answer triggers a ban of the heaviest (block, node) or
     link hop on the violated resource and a re-solve (heuristic; the MILP is exact).
-    Raises FinplanInputError for gamma <= 0 or lambda < 0.
-    Complexity: O(P B |links| gamma) for P exit policies.
+    Raises FinplanInputError for gamma <= 0, lambda < 0 or an unknown method.
+    Complexity: O(P B |links| min(F, gamma)) for P exit policies and frontier size F (see
+    ``build_graph``); policies sharing a chain prefix (static exits) share its layers.
     Reference: Singhal et al., IEEE INFOCOM 2024, "Resource-aware Deployment of Dynamic DNNs
     over Multi-tiered Interconnected Systems".
     """
     check_parameters(gamma, lam)
+    if method not in METHODS:
+        raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")
     bans: set = set()
     link_bans: set = set()
     for _attempt in range(4 * ctx.table.block_time_s.size + 4):
-        _best, ev = _solve_policies(ctx, gamma, lam, usage, frozenset(bans), frozenset(link_bans))
+        _best, ev = _solve_policies(ctx, gamma, lam, usage, frozenset(bans), frozenset(link_bans), method)
         if ev is None:
             break
         if ev.feasible:
@@ -273,7 +634,8 @@ def feasible_inference_graph(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: f
         label = card.exits[ctx.policies[i].final_exit].name
         if ctx.policies[i].active:
             label += "|" + ",".join(f"{card.exits[j].name}>={t:.4g}" for j, t in ctx.policies[i].active)
-        for b, layer in enumerate(graph.energy):
+        energies = [graph.energy(b) for b in range(len(graph.layers))]
+        for layer in energies:
             count += int(np.isfinite(layer).sum())
             if count > max_vertices:
                 raise FinplanInputError(f"the graph has more than {max_vertices} vertices; use a smaller --gamma "
@@ -282,20 +644,21 @@ def feasible_inference_graph(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: f
         def vid(b, m, q):
             return f"{label}:{card.blocks[b].name}@{names[m]}#{q}"
 
-        for b, layer in enumerate(graph.energy):
+        for b, layer in enumerate(energies):
+            units, hop_energy = graph.units(b), graph.hop_energy(b)
             for m, q in zip(*np.nonzero(np.isfinite(layer))):
                 out.add_node(vid(b, m, q), kind="vertex", policy=label, block=card.blocks[b].name, node=names[m],
                              q=int(q), energy_j=float(layer[m, q]))
                 if b == 0:
-                    out.add_edge("source", vid(b, m, q), energy_j=float(graph.hop_energy[0][ctx.source, m]), units=int(q))
+                    out.add_edge("source", vid(b, m, q), energy_j=float(hop_energy[ctx.source, m]), units=int(q))
                 else:
-                    prev = graph.energy[b - 1]
+                    prev = energies[b - 1]
                     for n in range(len(names)):
-                        u = int(graph.units[b][n, m])
+                        u = int(units[n, m])
                         if u <= q and np.isfinite(prev[n, q - u]) and u <= gamma:
                             out.add_edge(vid(b - 1, n, q - u), vid(b, m, q),
-                                         energy_j=float(graph.hop_energy[b][n, m]), units=u)
-                if b == len(graph.energy) - 1:
+                                         energy_j=float(hop_energy[n, m]), units=u)
+                if b == len(energies) - 1:
                     out.add_edge(vid(b, m, q), "sink", energy_j=0.0, units=0)
     return out
 
