@@ -63,7 +63,15 @@ def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mod
                               parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options)
 
 
-def _compare(scenario, gamma, lam, reproducible):
+def _time_limit(value):
+    if value is None:
+        return None
+    from finplan.partition.problem import parse_duration_s
+
+    return parse_duration_s(value, field="--time-limit")
+
+
+def _compare(scenario, gamma, lam, reproducible, time_limit_s=None):
     """Every solver on the scenario: rows for the comparison table (and the plan file)."""
     from finplan.partition.solve import SOLVERS, solve
 
@@ -71,7 +79,7 @@ def _compare(scenario, gamma, lam, reproducible):
     results = {}
     for name in SOLVERS:
         try:
-            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False)
+            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False, time_limit_s=time_limit_s)
         except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
             results[name] = exc
     fin = results["fin"]
@@ -143,6 +151,8 @@ def _print_compare(rows):
               help="fin, the exact optimum (exhaustive, milp) or a baseline.")
 @click.option("--gamma", default=None, help="FIN latency units (integer > 0).  [default: 1000]")
 @click.option("--lambda", "lam", default="0", show_default=True, help="FIN proximity pruning (>= 0; 0 prunes nothing).")
+@click.option("--time-limit", "time_limit", default=None,
+              help="Stop the MILP after this long (e.g. 30s, 500ms); its best plan is then marked not proven optimal.")
 @click.option("--compare", is_flag=True, help="Also run the optimum and every baseline; print one table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document on stdout.")
 @click.option("--export-graph", type=click.Path(dir_okay=False), help="Write FIN's feasible inference graph (GraphML).")
@@ -157,7 +167,7 @@ def _print_compare(rows):
 @click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="Shortcut: exit mode [static].")
 @click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
 @click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
-def command(scenario, output, solver, gamma, lam, compare, as_json, export_graph, fail_infeasible, reproducible,
+def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, export_graph, fail_infeasible, reproducible,
             model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
     """Place each application's blocks on the network, minimising energy.
 
@@ -178,16 +188,17 @@ def command(scenario, output, solver, gamma, lam, compare, as_json, export_graph
 
     gamma = _gamma(gamma) or DEFAULT_GAMMA
     lam = _lambda(lam)
+    time_limit_s = _time_limit(time_limit)
     for path in (output, export_graph):
         if path:
             require_writable(path)
     scen = _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict)
-    result = solve(scen, solver, gamma=gamma, lam=lam)
+    result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s)
     add_binding(scen, result, gamma)
     doc = plan_document(scen, result, reproducible=reproducible)
     rows = None
     if compare:
-        rows = _compare(scen, gamma, lam, reproducible)
+        rows = _compare(scen, gamma, lam, reproducible, time_limit_s)
         doc["comparison"] = rows
     validate_plan(doc)
     graphs = []

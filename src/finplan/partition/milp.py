@@ -1,8 +1,11 @@
 """The exact optimum as a mixed-integer linear program (HiGHS), for one or several applications."""
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,6 +14,29 @@ from finplan.partition.evaluate import Usage
 from finplan.partition.explain import infeasibility_reason
 
 MAX_RETIGHTEN = 5
+NO_INCUMBENT = "MILP time limit reached before any feasible plan was found"
+# HiGHS statuses that stop the search early; a feasible incumbent is then returned, unproven.
+_STOPPED = {"kTimeLimit": "time limit", "kSolutionLimit": "solution limit", "kIterationLimit": "iteration limit",
+            "kInterrupt": "interrupted", "kHighsInterrupt": "interrupted", "kMemoryLimit": "memory limit"}
+
+
+@dataclass
+class _Outcome:
+    """How one HiGHS run ended: proven optimal, stopped early (why, energy gap, incumbent or
+    not), or neither (infeasible model or an error)."""
+    proven: bool = True
+    stopped: str | None = None
+    gap: float | None = None
+    incumbent: bool = True
+    run_s: float = 0.0
+    more_served: bool = False  # the dual bound does not rule out serving more applications
+
+    def note(self) -> str | None:
+        if self.stopped is None or not self.incumbent:
+            return None
+        gap = "unknown" if self.gap is None else f"{100 * self.gap:.3g}%"
+        more = " (the bound does not rule out serving more applications)" if self.more_served else ""
+        return f"not proven optimal ({self.stopped}), MIP gap {gap}{more}"
 
 
 def _new_highs():
@@ -55,7 +81,8 @@ class _Model:
         return len(self.rows) - 1
 
 
-def milp(ctxs: list[AppContext], usage: Usage | None = None) -> list[AppResult]:
+def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float | None = None,
+         info: dict | None = None) -> list[AppResult]:
     """Minimum total energy of several applications jointly, exactly (HiGHS branch and bound).
 
     Problem: for every application, one exit policy and one node per deployed block (a path
@@ -64,16 +91,35 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None) -> list[AppResult]:
     (sum rate x expected busy time <= max_utilization), link utilisation and memory_bytes.
     Applications that cannot all be served: the model serves as many as possible, then
     minimises energy (unserved ones get a reason).
+    Parameters: ``time_limit_s`` (> 0, or None: no limit) bounds HiGHS's wall time (model
+    building excluded), summed over the re-tightening runs. When it stops the search with a feasible incumbent, that plan
+    is returned, each result noting "not proven optimal (time limit), MIP gap X%" (X: the
+    incumbent's objective minus HiGHS's dual bound, over the incumbent's energy; when the
+    bound allows serving more applications, the gap counts that too, is huge, and the note
+    says so); with no
+    incumbent, every application is unserved with the reason ``NO_INCUMBENT``. ``info``, when
+    given, receives proven_optimal (bool), stopped (None or why) and mip_gap (fraction or None).
     Returns one AppResult per application (evaluations re-checked with the exact model;
     latency rows are re-tightened when HiGHS's tolerance lets a hair-thin violation through).
+    Raises ValueError for a time limit that is not a positive number.
     Complexity: NP-hard in general; size O(sum over apps of P B |links|) binaries.
     """
+    if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
+                                     or not math.isfinite(time_limit_s) or time_limit_s <= 0):
+        raise ValueError(f"time_limit_s is {time_limit_s!r}; expected a number > 0 or None")
     usage = usage or Usage()
     tighten = {}
-    for _ in range(MAX_RETIGHTEN):
-        chosen = _solve(ctxs, usage, tighten)
-        results, retry = [], False
-        running = Usage(dict(usage.node_utilization), dict(usage.node_memory_bytes), dict(usage.link_utilization))
+    spent = 0.0
+    outcome = _Outcome()
+    chosen: list = [None] * len(ctxs)
+    evaluations: list = [None] * len(ctxs)
+    for attempt in range(MAX_RETIGHTEN):
+        left = None if time_limit_s is None else time_limit_s - spent
+        if left is not None and left <= 0 and attempt > 0:
+            break  # keep the previous run's plan (its violations are reported below)
+        chosen, outcome = _solve(ctxs, usage, tighten, left)
+        spent += outcome.run_s
+        retry = False
         evaluations = []
         for a, ctx in enumerate(ctxs):
             if chosen[a] is None:
@@ -87,22 +133,35 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None) -> list[AppResult]:
                 tighten[(a, policy_index)] = tighten.get((a, policy_index), 1.0) * (1 - 1e-7)
         if not retry:
             break
+    if info is not None:
+        info.update(proven_optimal=outcome.proven, stopped=outcome.stopped, mip_gap=outcome.gap)
+    results = []
+    running = Usage(dict(usage.node_utilization), dict(usage.node_memory_bytes), dict(usage.link_utilization))
+    note = outcome.note()
     for a, ctx in enumerate(ctxs):
         ev = evaluations[a]
         if ev is None:
-            _kind, reason = infeasibility_reason(ctx, running)
-            if _kind == "capacity" and len(ctxs) > 1:
-                reason = "the applications cannot all fit the shared node and link capacity; this one was left out"
-            results.append(AppResult(ctx.app, None, reason))
+            if outcome.stopped is not None and not outcome.incumbent:
+                reason = NO_INCUMBENT if outcome.stopped == "time limit" else \
+                    f"the MILP stopped ({outcome.stopped}) before any feasible plan was found"
+            else:
+                _kind, reason = infeasibility_reason(ctx, running)
+                if outcome.stopped is not None:
+                    reason = (f"the MILP's best plan within its {outcome.stopped} leaves this application out "
+                              f"(not proven necessary); {reason}")
+                elif _kind == "capacity" and len(ctxs) > 1:
+                    reason = "the applications cannot all fit the shared node and link capacity; this one was left out"
+            results.append(AppResult(ctx.app, None, reason, [note] if note else []))
             continue
         ev = ctx.evaluate(chosen[a][0], chosen[a][1], running)
         running = running.plus(ev)
-        results.append(AppResult(ctx.app, ev) if ev.feasible else
-                        AppResult(ctx.app, None, "; ".join(ev.violations)))
+        results.append(AppResult(ctx.app, ev, notes=[note] if note else []) if ev.feasible else
+                        AppResult(ctx.app, None, "; ".join(ev.violations), [note] if note else []))
     return results
 
 
-def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict):
+def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: float | None = None):
+    """Build and run the joint model: (per application (policy, nodes) or None, _Outcome)."""
     import highspy
 
     model = _Model()
@@ -201,16 +260,37 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict):
     n_vars = len(model.cost)
     chosen: list = [None] * len(ctxs)
     if n_vars == len(ctxs):
-        return chosen
+        return chosen, _Outcome()
     highs.addVars(n_vars, np.zeros(n_vars), np.ones(n_vars))
     idx = np.arange(n_vars, dtype=np.int32)
     highs.changeColsIntegrality(n_vars, idx, np.array([highspy.HighsVarType.kInteger] * n_vars))
     highs.changeColsCost(n_vars, idx, np.array(model.cost))
     for lower, upper, cols, vals in model.rows:
         highs.addRow(lower, upper, len(cols), np.array(cols, dtype=np.int32), np.array(vals))
+    if time_limit_s is not None:
+        highs.setOptionValue("time_limit", max(float(time_limit_s), 1e-6))
+    start = time.perf_counter()
     highs.run()
-    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return chosen
+    run_s = time.perf_counter() - start
+    status = highs.getModelStatus()
+    outcome = _Outcome(run_s=run_s)
+    if status != highspy.HighsModelStatus.kOptimal:
+        stopped = _STOPPED.get(getattr(status, "name", str(status)).split(".")[-1])
+        if stopped is None:
+            return chosen, _Outcome(proven=False, run_s=run_s)
+        info = highs.getInfo()
+        feasible = int(highspy.SolutionStatus.kSolutionStatusFeasible)
+        if int(info.primal_solution_status) != feasible or not math.isfinite(info.objective_function_value):
+            return chosen, _Outcome(proven=False, stopped=stopped, incumbent=False, run_s=run_s)
+        x = np.array(highs.getSolution().col_value)
+        served = sum(1 for v in served_vars if x[v] > 0.5)
+        energy = info.objective_function_value + 10.0 * big * served
+        bound = info.mip_dual_bound
+        gap = (float(max(0.0, info.objective_function_value - bound) / energy)
+               if energy > 0 and math.isfinite(bound) else None)
+        # served applications weigh 10 big each, all energies together less than big
+        outcome = _Outcome(proven=False, stopped=stopped, gap=gap, run_s=run_s,
+                           more_served=not math.isfinite(bound) or info.objective_function_value - bound > big)
     x = np.array(highs.getSolution().col_value)
     for a, app_decode in enumerate(decode):
         for p, layer_vars in app_decode:
@@ -223,4 +303,4 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict):
                 nodes.append(nxt[0][1])
             chosen[a] = (p, nodes)
             break
-    return chosen
+    return chosen, outcome

@@ -1,6 +1,7 @@
 """One entry point for every solver, for one or several applications."""
 from __future__ import annotations
 
+import math
 import time
 
 from finplan.errors import FinplanInputError
@@ -19,18 +20,26 @@ JOINT_GAP_SIZE = 200_000
 
 
 def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA,
-          quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = True) -> SolveResult:
+          quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = True,
+          time_limit_s: float | None = None) -> SolveResult:
     """Plan every application of ``scenario`` with ``solver`` (one of SOLVERS).
 
     fin, exhaustive and the baselines plan applications one by one on residual capacity
     (see multi.py); milp plans them jointly. With several applications, fin also reports
     the gap to the joint MILP optimum when the instance is small enough (``extra``).
-    Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, or an instance
-    too large for exhaustive.
+    ``time_limit_s`` (> 0, default None: no limit) bounds every MILP run (the milp solver and
+    fin's joint-gap reference); a run stopped by it returns its best plan, noted "not proven
+    optimal (time limit), MIP gap X%" (``extra["proven_optimal"]`` False, ``extra["mip_gap"]``),
+    or no plan with the reason "MILP time limit reached before any feasible plan was found".
+    Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, a time limit that
+    is not a positive number, or an instance too large for exhaustive.
     """
     if solver not in SOLVERS:
         raise FinplanInputError(f"is {solver!r}; expected one of {', '.join(SOLVERS)}", field="--solver")
     check_parameters(gamma, lam)
+    if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
+                                     or not math.isfinite(time_limit_s) or time_limit_s <= 0):
+        raise FinplanInputError(f"is {time_limit_s!r}; expected a duration > 0 such as 30s", field="--time-limit")
     ctxs = contexts(scenario, quantiles)
     parameters: dict = {}
     if scenario.options.mode == "dynamic":
@@ -38,8 +47,13 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
     extra: dict = {}
     start = time.perf_counter()
     if solver == "milp":
-        results = milp(ctxs)
+        info: dict = {}
+        results = milp(ctxs, time_limit_s=time_limit_s, info=info)
         parameters["joint"] = True
+        if time_limit_s is not None:
+            parameters["time_limit_s"] = float(time_limit_s)
+        if not info.get("proven_optimal", True):
+            extra.update(proven_optimal=False, stopped=info["stopped"], mip_gap=info["mip_gap"])
     else:
         if solver == "fin":
             parameters.update(gamma=int(gamma), **{"lambda": float(lam)})
@@ -54,7 +68,8 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             extra.update(info)
     elapsed = time.perf_counter() - start
     if solver == "fin" and len(ctxs) > 1 and joint_gap and _size(ctxs) <= JOINT_GAP_SIZE:
-        joint = milp(ctxs)
+        joint_info: dict = {}
+        joint = milp(ctxs, time_limit_s=time_limit_s, info=joint_info)
         served = sum(r.feasible for r in joint)
         energy = sum(r.evaluation.energy_j for r in joint if r.feasible)
         mine = sum(r.evaluation.energy_j for r in results if r.feasible)
@@ -64,6 +79,9 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             "gap": (None if served != mine_served or energy <= 0 else
                     (0.0 if is_close(mine, energy) else (mine - energy) / energy)),
         }
+        if not joint_info.get("proven_optimal", True):
+            extra["joint_optimum"].update(proven_optimal=False, stopped=joint_info["stopped"],
+                                          mip_gap=joint_info["mip_gap"])
     return SolveResult(solver, parameters, results, elapsed, extra)
 
 
