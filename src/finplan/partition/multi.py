@@ -22,11 +22,14 @@ def planning_order(ctxs: list[AppContext]) -> list[int]:
                                                    -(ctxs[a].app.rate_hz or 0.0), ctxs[a].app.name))
 
 
-def _run(ctxs, order, solve_one) -> tuple[list[AppResult | None], int, float]:
+def _run(ctxs, order, solve_one, solo: dict | None = None) -> tuple[list[AppResult | None], int, float]:
     usage = Usage()
     results: list[AppResult | None] = [None] * len(ctxs)
-    for a in order:
-        result = solve_one(ctxs[a], usage)
+    for position, a in enumerate(order):
+        if position == 0 and solo is not None and a in solo:
+            result = solo[a]  # nothing planned yet: the solo answer
+        else:
+            result = solve_one(ctxs[a], usage)
         results[a] = result
         if result.feasible:
             usage = usage.plus(result.evaluation)
@@ -40,28 +43,36 @@ def plan_sequentially(ctxs: list[AppContext], solve_one: Callable[[AppContext, U
     """Plan applications one at a time on the residual capacity.
 
     Returns (results in scenario order, info) where info records the order used and the
-    re-planning attempts.
+    re-planning attempts. ``solve_one`` must be deterministic (its answer depends only on the
+    application and the residual capacity): solo answers are cached.
+    Complexity: (1 + F) passes of A calls of ``solve_one`` for A applications of which F do
+    not fit next to the others but fit alone, plus at most A solo calls.
     """
     order = planning_order(ctxs)
+    solo: dict[int, AppResult] = {}
     results, served, energy = _run(ctxs, order, solve_one)
+    solo[order[0]] = results[order[0]]
     tried = [order]
     if fallback and len(ctxs) > 1:
-        failing = [a for a in order if not results[a].feasible and _could_fit_alone(ctxs[a], solve_one)]
+        failing = [a for a in order if not results[a].feasible and _could_fit_alone(ctxs, a, solve_one, solo)]
         for a in failing:
             new_order = [a] + [b for b in order if b != a]
             if new_order in tried:
                 continue
             tried.append(new_order)
-            cand, c_served, c_energy = _run(ctxs, new_order, solve_one)
+            cand, c_served, c_energy = _run(ctxs, new_order, solve_one, solo)
             if c_served > served or (c_served == served and c_energy < energy and not is_close(c_energy, energy)):
                 results, served, energy, order = cand, c_served, c_energy, new_order
     for a, r in enumerate(results):
-        if not r.feasible and r.evaluation is None and len(ctxs) > 1 and _could_fit_alone(ctxs[a], solve_one):
+        if not r.feasible and r.evaluation is None and len(ctxs) > 1 and _could_fit_alone(ctxs, a, solve_one, solo):
             r.reason = (f"{r.reason}; alone it would fit, but not next to the other applications"
                         if r.reason else "it does not fit next to the other applications")
     names = [ctxs[a].app.name for a in order]
     return results, {"order": names, "orders_tried": len(tried)}
 
 
-def _could_fit_alone(ctx: AppContext, solve_one) -> bool:
-    return solve_one(ctx, Usage()).feasible
+def _could_fit_alone(ctxs: list[AppContext], a: int, solve_one, solo: dict) -> bool:
+    """Whether application ``a`` fits with nothing else planned (cached in ``solo``)."""
+    if a not in solo:
+        solo[a] = solve_one(ctxs[a], Usage())
+    return solo[a].feasible
