@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_OUT, MODELS, ROOT, md_table, write_text  # noqa: E402
 
 DOC = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 FIG = "benchmarks/results"  # links are relative to the repository root (the README's folder)
 
 
@@ -245,8 +247,26 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
             "(at most one [nodes x gamma] layer per block; the sparse Pareto layers are far smaller). Profiler run time and repeatability, and the runtime "
             "overhead of split execution, are measured by `benchmarks/profile_repeatability.py` and "
             "`benchmarks/runtime_overhead.py`.\n")
-    write_text(doc, "\n".join(lines))
+    text = "\n".join(lines)
+    write_text(doc, text)
+    if doc == DOC:
+        splice_into_readme(text)
     return doc
+
+
+def splice_into_readme(text: str, readme: Path = README) -> bool:
+    """Replace the README's results section (between the START and END markers) with ``text``,
+    so the README always shows the latest run. Returns False when the markers are absent."""
+    if not readme.is_file():
+        return False
+    current = readme.read_text()
+    if START not in current or END not in current:
+        return False
+    body = text.split("\n", 1)[1] if text.startswith("<!--") else text  # drop the generator comment
+    head, rest = current.split(START, 1)
+    _, tail = rest.split(END, 1)
+    write_text(readme, f"{head}{START}\n{body.strip()}\n{END}{tail}")
+    return True
 
 
 if __name__ == "__main__":
