@@ -9,7 +9,7 @@ import onnx
 from onnx_builders import tiny_branchy_model
 
 # Importing a module that is None in sys.modules raises ImportError, as if it were not installed.
-HIDE = "import sys; sys.modules['torch'] = None; sys.modules['ray'] = None; "
+HIDE = "import sys; sys.modules['torch'] = None; sys.modules['ray'] = None; sys.modules['matplotlib'] = None; "
 
 
 def _run(code: str, *args: str):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 
+from finplan.errors import FinplanInputError
+
 TIER_ORDER = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 1, "cloud": 2}
 
 
@@ -15,8 +17,14 @@ def human_bytes(n: float) -> str:
 
 
 def plan_png(doc: dict) -> bytes:
-    """Render ``doc`` (finplan.plan/1) as PNG bytes; one panel per application."""
-    import matplotlib
+    """Render ``doc`` (finplan.plan/1) as PNG bytes; one panel per application.
+
+    Raises FinplanInputError when matplotlib (the ``[plot]`` extra) is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise FinplanInputError("drawing needs matplotlib: pip install 'finplan[plot]'", field="--png") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
