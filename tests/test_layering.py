@@ -11,7 +11,8 @@ from pathlib import Path
 import finplan
 
 ROOT = Path(finplan.__file__).parent
-BASE = {"errors", "fileio", "contract", "onnx_parts", "data", "hardware_profiles", "schemas", "embedded"}
+BASE = {"errors", "fileio", "contract", "onnx_parts", "data", "hardware_profiles", "schemas", "embedded",
+        "exit_policy"}
 ALLOWED = {
     "partition": {"errors", "fileio", "hardware_profiles", "partition"},
     "profiler": BASE | {"profiler"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -59,14 +60,30 @@ class Measurements:
         }
 
 
-@dataclass
 class BatchOutcome:
-    exit_names: list[str]
-    predictions: np.ndarray
-    confidences: np.ndarray
-    logits: list[np.ndarray]
-    latency_s: np.ndarray
-    results: list[NodeResult]   # every process() call, in order (for tests and tracing)
+    """One batch's answers, per sample. Kept as Python lists (``prediction_list``,
+    ``confidence_list``, ``latency_list``); the numpy arrays are built on first access."""
+
+    def __init__(self, exit_names: list[str], prediction_list: list[int], confidence_list: list[float],
+                 logits: list[np.ndarray], latency_list: list[float], results: list[NodeResult]):
+        self.exit_names = exit_names
+        self.prediction_list = prediction_list
+        self.confidence_list = confidence_list
+        self.logits = logits
+        self.latency_list = latency_list  # end-to-end per sample: batch start to its exit decision
+        self.results = results            # every process() call, in order (for tests and tracing)
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        return np.asarray(self.prediction_list, dtype=np.int64)
+
+    @cached_property
+    def confidences(self) -> np.ndarray:
+        return np.asarray(self.confidence_list, dtype=np.float64)
+
+    @cached_property
+    def latency_s(self) -> np.ndarray:
+        return np.asarray(self.latency_list, dtype=np.float64)
 
 
 class LocalExecutor:
@@ -86,6 +103,7 @@ class LocalExecutor:
             self.runtimes[node] = runtime
         entry = self.runtimes[self.deployment.entry_node]
         self.input_spec = entry.input_spec
+        self._entry_name = self.input_spec.name
         # check every hop now, so a broken folder fails before any input runs
         for node, runtime in self.runtimes.items():
             for i, stage in enumerate(runtime.stages):
@@ -119,54 +137,60 @@ class LocalExecutor:
 
     def run_batch(self, x: np.ndarray) -> BatchOutcome:
         """One batch through the chain; samples leave at their exit, the rest go on together."""
-        # Python lists per sample (numpy only at the end): at batch 1 this loop is the whole
+        # Python lists per sample (numpy only when asked): at batch 1 this loop is the whole
         # cost of the engine, next to the parts themselves.
         clock = time.perf_counter
-        n = x.shape[0]
-        exit_names: list[str | None] = [None] * n
-        predictions = [-1] * n
-        confidences = [float("nan")] * n
-        logits: list[np.ndarray | None] = [None] * n
-        latency = [float("nan")] * n
-        results = []
         start = clock()
         deployment = self.deployment
         if deployment.source != deployment.entry_node:
-            self._transfer(deployment.source, deployment.entry_node, int(x.nbytes), n)
-        node, entry, tensor, positions = deployment.entry_node, self.input_spec.name, x, None  # None: 0..n-1
+            self._transfer(deployment.source, deployment.entry_node, int(x.nbytes), x.shape[0])
+        node = deployment.entry_node
+        hop_start = clock() - start
+        result = self.runtimes[node].process(x, entry=self._entry_name)
+        self._count(node, result)
+        latency = [hop_start + offset for offset in result.offset_list]
+        if result.forward is None:  # every sample answered by the first node (e.g. all blocks on one node)
+            return BatchOutcome(result.exit_names, result.prediction_list, result.confidence_list, result.logits,
+                                latency, [result])
+        n = x.shape[0]
+        exit_names: list[str | None] = list(result.exit_names)
+        predictions = list(result.prediction_list)
+        confidences = list(result.confidence_list)
+        logits: list[np.ndarray | None] = list(result.logits)
+        results = [result]
+        positions = None  # None: 0..n-1
         while True:
-            hop_start = clock() - start
-            result = self.runtimes[node].process(tensor, entry=entry)
-            results.append(result)
-            self.node_busy_s[node] += result.busy_s
-            self.node_calls[node] += 1
-            blocks, exits = self.block_samples[node], self.exit_samples[node]
-            for block, count in result.block_samples.items():
-                blocks[block] = blocks.get(block, 0) + count
-            for exit_name, count in result.exit_samples.items():
-                exits[exit_name] = exits.get(exit_name, 0) + count
-            result_predictions = result.predictions.tolist()
-            result_confidences = result.confidences.tolist()
-            result_offsets = result.exit_offset_s.tolist()
-            for local, name in enumerate(result.exit_names):
-                if name is not None:
-                    sample = local if positions is None else positions[local]
-                    exit_names[sample] = name
-                    predictions[sample] = result_predictions[local]
-                    confidences[sample] = result_confidences[local]
-                    logits[sample] = result.logits[local]
-                    latency[sample] = hop_start + result_offsets[local]
             forward = result.forward
             if forward is None:
                 break
             self._transfer(node, forward.node, result.bytes_out, int(forward.indices.size))
             indices = forward.indices.tolist()
             positions = indices if positions is None else [positions[i] for i in indices]
-            node, entry, tensor = forward.node, forward.tensor_name, forward.tensor
+            node = forward.node
+            hop_start = clock() - start
+            result = self.runtimes[node].process(forward.tensor, entry=forward.tensor_name)
+            results.append(result)
+            self._count(node, result)
+            for local, name in enumerate(result.exit_names):
+                if name is not None:
+                    sample = positions[local]
+                    exit_names[sample] = name
+                    predictions[sample] = result.prediction_list[local]
+                    confidences[sample] = result.confidence_list[local]
+                    logits[sample] = result.logits[local]
+                    latency[sample] = hop_start + result.offset_list[local]
         if None in exit_names:  # cannot happen with a valid manifest; never lose a sample silently
-            raise RuntimeError("some samples left the chain without an exit")
-        return BatchOutcome(exit_names, np.asarray(predictions, dtype=np.int64), np.asarray(confidences, dtype=np.float64),
-                            logits, np.asarray(latency, dtype=np.float64), results)
+            raise RuntimeError(f"{exit_names.count(None)} of {n} samples left the chain without an exit")
+        return BatchOutcome(exit_names, predictions, confidences, logits, latency, results)
+
+    def _count(self, node: str, result: NodeResult) -> None:
+        self.node_busy_s[node] += result.busy_s
+        self.node_calls[node] += 1
+        blocks, exits = self.block_samples[node], self.exit_samples[node]
+        for block, count in result.block_samples.items():
+            blocks[block] = blocks.get(block, 0) + count
+        for exit_name, count in result.exit_samples.items():
+            exits[exit_name] = exits.get(exit_name, 0) + count
 
     def run(self, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
             progress: Callable[[str, int, int], None] | None = None) -> Measurements:
@@ -180,20 +204,18 @@ class LocalExecutor:
         for begin in range(0, n, batch_size):
             outcome = self.run_batch(np.ascontiguousarray(x[begin:begin + batch_size]))
             exit_names += outcome.exit_names
-            predictions.append(outcome.predictions)
-            confidences.append(outcome.confidences)
-            latency.append(outcome.latency_s)
+            predictions += outcome.prediction_list
+            confidences += outcome.confidence_list
+            latency += outcome.latency_list
             if progress is not None:
                 progress("running", min(begin + batch_size, n), n)
         wall = time.perf_counter() - wall_start
-        empty = np.zeros(0)
         return Measurements(
             engine="local", application=self.deployment.name, n_samples=n, batch_size=batch_size,
             emulate_links=self.emulate_links, exit_names=exit_names,
-            predictions=np.concatenate(predictions) if predictions else empty.astype(np.int64),
-            confidences=np.concatenate(confidences) if confidences else empty,
+            predictions=np.asarray(predictions, dtype=np.int64), confidences=np.asarray(confidences, dtype=np.float64),
             labels=None if labels is None else np.asarray(labels, dtype=np.int64),
-            latency_s=np.concatenate(latency) if latency else empty,
+            latency_s=np.asarray(latency, dtype=np.float64),
             node_busy_s=dict(self.node_busy_s), node_calls=dict(self.node_calls),
             block_samples={k: dict(v) for k, v in self.block_samples.items()},
             exit_samples={k: dict(v) for k, v in self.exit_samples.items()},

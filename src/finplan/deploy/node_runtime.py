@@ -11,16 +11,16 @@ Stable API (the Ray Serve layer depends on it):
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from finplan.deploy.manifest import Manifest, Stage, TensorSpec, load_manifest, sha256_bytes
-from finplan.deploy.policy import SCORERS, exits_here
 from finplan.errors import FinplanInputError
+from finplan.exit_policy import StageRunner, run_chain
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
@@ -34,31 +34,58 @@ class Forward:
     node: str
 
 
-@dataclass
 class NodeResult:
     """What one ``process`` call did, per sample of its batch.
 
     For sample i: ``exit_names[i]`` is the exit it took here, or None when it was forwarded;
     then ``predictions[i]`` is -1, ``confidences[i]`` NaN and ``logits[i]`` None.
+    The per-sample numbers are kept as Python lists (``prediction_list``, ``confidence_list``,
+    ``offset_list``); the numpy views (``predictions``, ``confidences``, ``exit_offset_s``) are
+    built on first access, so the executor's hot path at batch 1 builds no tiny arrays.
     """
-    node: str
-    batch_size: int
-    exit_names: list[str | None]
-    predictions: np.ndarray         # int64 [N]
-    confidences: np.ndarray         # float64 [N]
-    logits: list[np.ndarray | None]
-    exit_offset_s: np.ndarray       # float64 [N]: seconds from the start of process to the sample's exit decision (NaN if forwarded)
-    forward: Forward | None
-    busy_s: float                   # wall time spent in this call (parts and exit heads)
-    bytes_in: int                   # bytes of the tensor received
-    bytes_out: int                  # bytes of the forwarded tensor (0 when nothing is forwarded)
-    stage_samples: list[tuple[str, int]] = field(default_factory=list)  # (part, samples it ran on), in order
-    block_samples: dict[str, int] = field(default_factory=dict)         # block -> samples it ran on
-    exit_samples: dict[str, int] = field(default_factory=dict)          # exit head -> samples it ran on
+
+    def __init__(self, *, node: str, batch_size: int, exit_names: list[str | None], prediction_list: list[int],
+                 confidence_list: list[float], logits: list[np.ndarray | None], offset_list: list[float],
+                 forward: Forward | None, busy_s: float, bytes_in: int, bytes_out: int,
+                 stage_samples: list[tuple[str, int]] | None = None, block_samples: dict[str, int] | None = None,
+                 exit_samples: dict[str, int] | None = None):
+        self.node = node
+        self.batch_size = batch_size
+        self.exit_names = exit_names
+        self.prediction_list = prediction_list
+        self.confidence_list = confidence_list
+        self.logits = logits
+        self.offset_list = offset_list  # seconds from the start of process to the sample's exit decision (NaN if forwarded)
+        self.forward = forward
+        self.busy_s = busy_s             # wall time spent in this call (parts and exit heads)
+        self.bytes_in = bytes_in         # bytes of the tensor received
+        self.bytes_out = bytes_out       # bytes of the forwarded tensor (0 when nothing is forwarded)
+        self.stage_samples = stage_samples if stage_samples is not None else []  # (part, samples it ran on), in order
+        self.block_samples = block_samples if block_samples is not None else {}  # block -> samples it ran on
+        self.exit_samples = exit_samples if exit_samples is not None else {}     # exit head -> samples it ran on
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        """int64 [N]"""
+        return np.asarray(self.prediction_list, dtype=np.int64)
+
+    @cached_property
+    def confidences(self) -> np.ndarray:
+        """float64 [N]"""
+        return np.asarray(self.confidence_list, dtype=np.float64)
+
+    @cached_property
+    def exit_offset_s(self) -> np.ndarray:
+        """float64 [N]: seconds from the start of process to the sample's exit decision (NaN if forwarded)"""
+        return np.asarray(self.offset_list, dtype=np.float64)
 
     @property
     def exited(self) -> np.ndarray:
         return np.array([name is not None for name in self.exit_names], dtype=bool)
+
+    def __repr__(self) -> str:
+        return (f"NodeResult(node={self.node!r}, batch_size={self.batch_size}, exit_names={self.exit_names!r}, "
+                f"forward={self.forward!r}, busy_s={self.busy_s!r})")
 
 
 def session_options(threads: int | None):
@@ -80,19 +107,6 @@ def session_options(threads: int | None):
     return options
 
 
-@dataclass(frozen=True)
-class _StageRun:
-    """What ``process`` needs of one stage, resolved once at load time."""
-    session: object
-    part: str
-    input_name: str
-    output_names: list[str]
-    blocks: tuple[str, ...]
-    exits: tuple[tuple[str, int, float | None, object], ...]  # (exit name, output index, threshold, scorer)
-    next: object
-    next_output_index: int | None
-
-
 class NodeRuntime:
     """One node of a deployment folder, ready to run.
 
@@ -111,8 +125,9 @@ class NodeRuntime:
         self.threads = threads
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self._sessions = []
-        self._runs: list[_StageRun] = []
+        self._runs: list[StageRunner] = []
         options = session_options(threads)
+        stage_by_input = {s.inputs[0].name: i for i, s in enumerate(self.manifest.stages)}
         for i, stage in enumerate(self.manifest.stages):
             path = self.folder / stage.part
             field = f"stages[{i}].part"
@@ -134,13 +149,18 @@ class NodeRuntime:
                                         file=self.manifest.path, field=f"stages[{i}]")
             self._sessions.append(session)
             output_names = [t.name for t in stage.outputs]
-            self._runs.append(_StageRun(
-                session=session, part=stage.part, input_name=stage.inputs[0].name, output_names=output_names,
-                blocks=stage.blocks, exits=tuple((e.name, output_names.index(e.output), e.threshold, SCORERS[e.policy]) for e in stage.exits),
-                next=stage.next, next_output_index=None if stage.next is None else output_names.index(stage.next.tensor)))
+            heads = [(e.name, output_names.index(e.output), e.threshold, e.policy) for e in stage.exits]
+            nxt = stage.next
+            self._runs.append(StageRunner(
+                session, stage.inputs[0].name, output_names, heads,
+                next_output=None if nxt is None else output_names.index(nxt.tensor),
+                next_stage=stage_by_input[nxt.tensor] if nxt is not None and nxt.node == self.node else None))
         self._entries = {e.tensor: e.stage for e in self.manifest.entries}
         # stage index by input tensor, for hops that stay on this node
-        self._stage_by_input = {s.inputs[0].name: i for i, s in enumerate(self.manifest.stages)}
+        self._stage_by_input = stage_by_input
+        # per stage: its part, blocks and exit names, for the per-call counts
+        self._stage_info = [(s.part, s.blocks, tuple(e.name for e in s.exits)) for s in self.manifest.stages]
+        self._accepted: dict[str, tuple] = {}  # entry -> (shape, dtype) last checked, so a stream is checked once
 
     # ------------------------------------------------------------------ introspection
 
@@ -178,75 +198,34 @@ class NodeRuntime:
         this node) or are returned in ``forward`` for the next node. Downstream parts run only
         on the remaining samples, and not at all when none remain.
         """
-        # Plain Python lists per sample, converted once at the end: at batch 1 numpy's per-call
-        # cost on tiny arrays would otherwise rival the model's own run time.
-        self.check_input(tensor, entry=entry)
+        # The input is checked in full once per (entry, shape, dtype): a stream of same-shaped
+        # batches pays one tuple comparison per call.
+        if type(tensor) is not np.ndarray or self._accepted.get(entry) != (tensor.shape, tensor.dtype):
+            self.check_input(tensor, entry=entry)
+            self._accepted[entry] = (tensor.shape, tensor.dtype)
         clock = time.perf_counter
         start = clock()
-        n = tensor.shape[0]
-        exit_names: list[str | None] = [None] * n
-        predictions = [-1] * n
-        confidences = [math.nan] * n
-        logits: list[np.ndarray | None] = [None] * n
-        offsets = [math.nan] * n
-        alive = list(range(n))  # batch positions of the samples in ``current``
-        current = tensor
-        stage_index = self._entries[entry]
-        stage_samples: list[tuple[str, int]] = []
+        out = run_chain(self._runs, self._entries[entry], tensor, start, clock)
+        busy_s = clock() - start
+        info = self._stage_info
+        stage_samples = []
         block_samples: dict[str, int] = {}
         exit_samples: dict[str, int] = {}
-        forward = None
-        while alive:
-            run = self._runs[stage_index]
-            values = run.session.run(run.output_names, {run.input_name: current})
-            count = len(alive)
-            stage_samples.append((run.part, count))
-            for block in run.blocks:
+        for index, count in out.stage_samples:
+            part, blocks, exits = info[index]
+            stage_samples.append((part, count))
+            for block in blocks:
                 block_samples[block] = block_samples.get(block, 0) + count
-            staying = range(count)  # positions in ``current`` still undecided
-            for exit_name, output_index, threshold, scorer in run.exits:
-                # the head ran inside the part on every sample of the batch: that is what it cost
+            for exit_name in exits:  # the head ran inside the part on every sample of the batch
                 exit_samples[exit_name] = exit_samples.get(exit_name, 0) + count
-                if not staying:
-                    continue
-                head = values[output_index]
-                confidence, predicted = scorer(head)
-                passed = None if threshold is None else exits_here(confidence, threshold).tolist()
-                confidence_list, predicted_list = confidence.tolist(), predicted.tolist()
-                now = clock() - start
-                undecided = []
-                for local in staying:
-                    if passed is None or passed[local]:
-                        sample = alive[local]
-                        exit_names[sample] = exit_name
-                        predictions[sample] = predicted_list[local]
-                        confidences[sample] = confidence_list[local]
-                        logits[sample] = head[local]
-                        offsets[sample] = now
-                    else:
-                        undecided.append(local)
-                staying = undecided
-            if not staying:
-                alive = []
-                break
-            if run.next is None:  # parse_manifest forbids a last stage without a final exit
-                raise RuntimeError(f"node {self.node!r}: {len(staying)} samples reached the end of the chain without exiting")
-            remaining = values[run.next_output_index]
-            if len(staying) < count:
-                remaining = remaining[list(staying)]  # per-sample split: only these go on
-            alive = [alive[local] for local in staying]
-            if run.next.node == self.node:
-                current, stage_index = np.ascontiguousarray(remaining), self._stage_by_input[run.next.tensor]
-                continue
-            forward = Forward(np.asarray(alive, dtype=np.int64), np.ascontiguousarray(remaining), run.next.tensor,
-                              run.next.node)
-            break
-        busy_s = clock() - start
+        forward = None
+        if out.alive:
+            nxt = self.manifest.stages[out.last].next
+            forward = Forward(np.asarray(out.alive, dtype=np.int64), out.remaining, nxt.tensor, nxt.node)
         return NodeResult(
-            node=self.node, batch_size=n, exit_names=exit_names, predictions=np.asarray(predictions, dtype=np.int64),
-            confidences=np.asarray(confidences, dtype=np.float64), logits=logits,
-            exit_offset_s=np.asarray(offsets, dtype=np.float64), forward=forward, busy_s=busy_s,
-            bytes_in=int(tensor.nbytes), bytes_out=0 if forward is None else int(forward.tensor.nbytes),
+            node=self.node, batch_size=tensor.shape[0], exit_names=out.exits, prediction_list=out.predictions,
+            confidence_list=out.confidences, logits=out.logits, offset_list=out.offsets, forward=forward,
+            busy_s=busy_s, bytes_in=int(tensor.nbytes), bytes_out=0 if forward is None else int(forward.tensor.nbytes),
             stage_samples=stage_samples, block_samples=block_samples, exit_samples=exit_samples)
 
     def __repr__(self) -> str:

@@ -1,0 +1,217 @@
+"""Exit policies and one runtime stage, shared by the runtime (deploy) and the profiler.
+
+Why here, below both: the runtime decides with these scorers, and the profiler measures what
+one runtime stage costs (``stage_overhead_s``) by running this very code on a probe part, so
+the plan's per-stage cost is the cost of the code that runs. Neither package imports the
+other (DESIGN.md, tests/test_layering.py).
+
+Scoring: one scorer per policy, used by the runtime, the verifier and the tests' direct
+computation, so every place decides the same way (``confidence >= threshold``; ties exit).
+The formulas are the profiler's (finplan.profiler.calibration.softmax_scores), bit for bit, so
+the exit rates the planner predicts from calibration scores are the ones the runtime produces.
+The single-row variants are the same floating-point operations on one row (cheaper at
+batch 1); ``max_softmax_reported`` is not: it is for a final exit, whose confidence is only
+reported, never compared with a threshold.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, predicted class) per sample of ``logits [N, classes]``.
+
+    Computed in float64 with the max subtracted, so large logits cannot overflow and the
+    decision does not depend on float32 rounding of the normaliser.
+    """
+    flat = np.array(logits, dtype=np.float64).reshape(logits.shape[0], -1)  # a copy, changed in place below
+    predicted = flat.argmax(axis=1).astype(np.int64)
+    flat -= flat.max(axis=1, keepdims=True)
+    np.exp(flat, out=flat)
+    # the largest term is exp(0) = 1 exactly, so max/sum is 1/sum
+    return 1.0 / flat.sum(axis=1), predicted
+
+
+def max_probability(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, predicted class) for an exit head that already ends in Softmax: its largest
+    probability (negatives clipped, rows renormalised), as the profiler scores such exits."""
+    values = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(probabilities.shape[0], -1), 0.0, None)
+    values = values / np.maximum(values.sum(axis=1, keepdims=True), 1e-300)
+    return values.max(axis=1), values.argmax(axis=1).astype(np.int64)
+
+
+def max_softmax_one(logits: np.ndarray) -> tuple[float, int]:
+    """``max_softmax`` of a batch of one sample, as Python numbers: the same float64 operations
+    on the one row (float32 -> float64 is exact, so the float32 argmax is the float64 one)."""
+    flat = logits.astype(np.float64).ravel()
+    flat -= flat.max()
+    np.exp(flat, out=flat)
+    return 1.0 / float(flat.sum()), int(logits.argmax())
+
+
+def max_probability_one(probabilities: np.ndarray) -> tuple[float, int]:
+    confidence, predicted = max_probability(probabilities)
+    return float(confidence[0]), int(predicted[0])
+
+
+def max_softmax_reported(logits: np.ndarray) -> tuple[float, int]:
+    """Max-softmax confidence and class of one sample in plain Python, for a final exit whose
+    confidence is only reported (every sample leaves there). Within a few ulps of
+    ``max_softmax`` (libm's exp and a sequential sum instead of numpy's); falls back to it
+    when the row is not finite."""
+    row = logits.ravel().tolist()
+    top = max(row)
+    total = 0.0
+    for value in row:
+        total += math.exp(value - top)
+    if not math.isfinite(total) or total != total or top != top:
+        confidence, predicted = max_softmax(logits.reshape(1, -1))
+        return float(confidence[0]), int(predicted[0])
+    return 1.0 / total, row.index(top)
+
+
+SCORERS = {"max_softmax": max_softmax, "max_probability": max_probability}
+# batch of one: bit-identical to SCORERS (for decisions)
+SCORERS_ONE = {"max_softmax": max_softmax_one, "max_probability": max_probability_one}
+# batch of one at a final exit (reported only)
+REPORTERS_ONE = {"max_softmax": max_softmax_reported, "max_probability": max_probability_one}
+
+
+def score(policy: str, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, predicted class) of an exit head's outputs under ``policy``."""
+    return SCORERS[policy](outputs)
+
+
+def exits_here(confidence: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Boolean mask of the samples that leave: all of them at the final exit (threshold None)."""
+    if threshold is None:
+        return np.ones(confidence.shape[0], dtype=bool)
+    return confidence >= threshold
+
+
+# ---------------------------------------------------------------------- one runtime stage
+
+class StageRunner:
+    """One stage as the runtime runs it: one session call (output names resolved once), then
+    its exit heads in order. ``heads``: (exit name, output index, threshold or None, policy);
+    ``next_output``: the output handed on (None when the stage ends with the final exit);
+    ``next_stage``: the stage that follows on the same node (None: the tensor leaves)."""
+
+    __slots__ = ("run", "input_name", "output_names", "heads", "next_output", "next_stage")
+
+    def __init__(self, session, input_name: str, output_names: Sequence[str],
+                 heads: Sequence[tuple[str, int, float | None, str]], next_output: int | None,
+                 next_stage: int | None):
+        self.run = session.run
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.heads = tuple((e, i, t, SCORERS[p], SCORERS_ONE[p], REPORTERS_ONE[p]) for e, i, t, p in heads)
+        self.next_output = next_output
+        self.next_stage = next_stage
+
+
+class ChainOutcome:
+    """What ``run_chain`` did: per sample of the batch, the exit taken (None: not here),
+    predicted class, confidence, logits row and seconds from ``start`` to its decision; the
+    stages run with how many samples each; and the samples that go on (``alive``, positions in
+    the batch), their tensor and the stage that produced it (``last``)."""
+
+    __slots__ = ("exits", "predictions", "confidences", "logits", "offsets", "stage_samples", "alive",
+                 "remaining", "last")
+
+    def __init__(self, exits, predictions, confidences, logits, offsets, stage_samples, alive, remaining, last):
+        self.exits = exits
+        self.predictions = predictions
+        self.confidences = confidences
+        self.logits = logits
+        self.offsets = offsets
+        self.stage_samples = stage_samples
+        self.alive = alive
+        self.remaining = remaining
+        self.last = last
+
+
+def run_chain(stages: Sequence[StageRunner], first: int, tensor: np.ndarray, start: float,
+              clock: Callable[[], float] = time.perf_counter) -> ChainOutcome:
+    """Run ``stages`` from ``first`` on ``tensor`` while they stay on this node, exiting samples
+    at the first head that is confident (the final head takes all). Samples that exit leave the
+    batch; the rest go on together, and downstream stages run only on them."""
+    n = tensor.shape[0]
+    if n == 1:
+        return _run_one(stages, first, tensor, start, clock)
+    exits: list = [None] * n
+    predictions = [-1] * n
+    confidences = [math.nan] * n
+    logits: list = [None] * n
+    offsets = [math.nan] * n
+    stage_samples: list[tuple[int, int]] = []
+    alive = list(range(n))  # batch positions of the samples in ``current``
+    current, index = tensor, first
+    while True:
+        stage = stages[index]
+        values = stage.run(stage.output_names, {stage.input_name: current})
+        count = len(alive)
+        stage_samples.append((index, count))
+        staying = range(count)  # positions in ``current`` still undecided
+        for exit_name, output_index, threshold, scorer, _one, _reported in stage.heads:
+            if not staying:
+                break
+            head = values[output_index]
+            confidence, predicted = scorer(head)
+            passed = None if threshold is None else (confidence >= threshold).tolist()
+            confidence_list, predicted_list = confidence.tolist(), predicted.tolist()
+            now = clock() - start
+            undecided = []
+            for local in staying:
+                if passed is None or passed[local]:
+                    sample = alive[local]
+                    exits[sample] = exit_name
+                    predictions[sample] = predicted_list[local]
+                    confidences[sample] = confidence_list[local]
+                    logits[sample] = head[local]
+                    offsets[sample] = now
+                else:
+                    undecided.append(local)
+            staying = undecided
+        if not staying:
+            return ChainOutcome(exits, predictions, confidences, logits, offsets, stage_samples, [], None, index)
+        if stage.next_output is None:  # a valid manifest has no last stage without a final exit
+            raise RuntimeError(f"{len(staying)} samples reached the end of the chain without exiting")
+        remaining = values[stage.next_output]
+        if len(staying) < count:
+            remaining = np.ascontiguousarray(remaining[list(staying)])  # per-sample split: only these go on
+        alive = [alive[local] for local in staying]
+        if stage.next_stage is None:
+            return ChainOutcome(exits, predictions, confidences, logits, offsets, stage_samples, alive, remaining,
+                                index)
+        current, index = remaining, stage.next_stage
+
+
+def _run_one(stages, index, tensor, start, clock) -> ChainOutcome:
+    """``run_chain`` for one sample: no per-sample lists to filter, scalar scores."""
+    stage_samples = []
+    current = tensor
+    while True:
+        stage = stages[index]
+        values = stage.run(stage.output_names, {stage.input_name: current})
+        stage_samples.append((index, 1))
+        for exit_name, output_index, threshold, _scorer, one, reported in stage.heads:
+            head = values[output_index]
+            if threshold is None:
+                confidence, predicted = reported(head)
+            else:
+                confidence, predicted = one(head)
+                if not confidence >= threshold:
+                    continue
+            return ChainOutcome([exit_name], [predicted], [confidence], [head[0]], [clock() - start],
+                                stage_samples, [], None, index)
+        if stage.next_output is None:
+            raise RuntimeError("1 sample reached the end of the chain without exiting")
+        current = values[stage.next_output]
+        if stage.next_stage is None:
+            return ChainOutcome([None], [-1], [math.nan], [None], [math.nan], stage_samples, [0], current, index)
+        index = stage.next_stage
