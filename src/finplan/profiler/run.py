@@ -17,6 +17,7 @@ import onnx
 
 from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.errors import FinplanInputError
+from finplan.exit_policy import StageRunner, run_chain
 from finplan.hardware_profiles import card_from_profile, validate_card, validate_profile
 from finplan.onnx_parts import (Part, bytes_per_sample, extract_part, infer_shapes, params_bytes, split_branchy,
                                 tensor_dtype, tensor_shape)
@@ -31,6 +32,8 @@ DEFAULT_BUDGET_S = 15.0  # latency repetitions; the whole embedded-model profile
 DEFAULT_LIMIT = 1000  # calibration samples
 WHOLE = "whole_model"
 OVERHEAD = "(call overhead)"  # timed alongside the parts, reported in whole_model
+STAGE_PROBE = "(runtime stage)"  # the runtime's stage code on a fused part: stage_overhead_s
+STAGE_OVERHEAD_METHOD = "runtime-stage-probe"
 
 Progress = Callable[[str, int, int], None]
 
@@ -84,6 +87,7 @@ class ProfileJob:
     data: object | None  # finplan.data.Dataset
     selection: Selection
     exit_probabilities: list[bool]
+    stage_probe: "StageProbe | None" = None
 
     # ------------------------------------------------------------------ measuring
 
@@ -101,8 +105,10 @@ class ProfileJob:
 
         runners = {name: _runner(self.sessions[name], feed) for name, feed in feeds.items()}
         probe_session, probe_feed = _overhead_probe(self.config)
-        timing = time_round_robin({**runners, OVERHEAD: _runner(probe_session, probe_feed)},
-                                  budget_s=self.options.budget_s, seed=self.options.seed, progress=progress)
+        timed = {**runners, OVERHEAD: _runner(probe_session, probe_feed)}
+        if self.stage_probe is not None:
+            timed[STAGE_PROBE] = self.stage_probe.runner(self.timing_input)
+        timing = time_round_robin(timed, budget_s=self.options.budget_s, seed=self.options.seed, progress=progress)
 
         meter = self.selection.meter
         energies = {}
@@ -226,6 +232,7 @@ class ProfileJob:
             whole["energy_j"] = energies[WHOLE].to_dict()
         meter = self.selection.meter
         energy = meter.describe()
+        stage_overhead = self._stage_overhead(timing)
         return {
             "schema": "finplan.profile/1",
             "model": {"name": _model_name(self.path), "hash": model_hash(self.model), "file": self.path.name},
@@ -236,11 +243,78 @@ class ProfileJob:
             "blocks": [part_doc(p) for p in self.blocks],
             "exits": [part_doc(p) for p in self.exits],
             "whole_model": whole,
+            **({"stage_overhead_s": stage_overhead} if stage_overhead is not None else {}),
             "energy": energy,
             "timing": {**timing.to_dict(), "input": self.timing_input_source, "warmup_runs": 3,
                        "energy_min_window_s": self.options.min_window_s if meter.needs_window else None},
             "finplan_version": _version(),
         }
+
+
+    def _stage_overhead(self, timing) -> dict | None:
+        """The fixed cost of one runtime stage beyond its parts' own compute: the median of the
+        runtime's stage code (finplan.exit_policy.run_chain: one session call on a fused part,
+        exit scoring, per-sample bookkeeping) minus the sum of the medians of the parts it fuses,
+        all timed in the same interleaved rounds. Clipped at 0 (fusing parts saves calls too)."""
+        probe = self.stage_probe
+        if probe is None:
+            return None
+        stage_p50 = timing.times[STAGE_PROBE].summary().p50
+        parts_p50 = sum(timing.times[name].summary().p50 for name in probe.parts)
+        raw = stage_p50 - parts_p50
+        return {
+            "value": max(raw, 0.0),
+            "method": STAGE_OVERHEAD_METHOD,
+            "measured": True,
+            "probe_parts": list(probe.parts),
+            "stage_p50_s": stage_p50,
+            "parts_p50_sum_s": parts_p50,
+            "difference_s": raw,
+            "runs": len(timing.times[STAGE_PROBE].wall_s),
+            "description": ("median of finplan's runtime stage code (one onnxruntime call on the parts fused into "
+                            "one, with output names resolved once, the exit head scored and decided as the runtime "
+                            "does, per-sample bookkeeping) minus the sum of the parts' medians timed with IO binding "
+                            "in the same interleaved rounds; clipped at 0"),
+        }
+
+
+@dataclass
+class StageProbe:
+    """A stage as finplan's runtime would emit it (the first blocks and the first exit head
+    fused into one part), run through the runtime's own stage code."""
+    session: object
+    input_name: str
+    output_names: list[str]
+    exit_name: str
+    policy: str
+    parts: tuple[str, ...]  # the profiled parts it fuses (blocks, then the exit)
+
+    def runner(self, x: np.ndarray) -> Callable[[], object]:
+        # threshold 0: every sample leaves, after the same scoring and decision as an active exit
+        stages = [StageRunner(self.session, self.input_name, self.output_names,
+                              [(self.exit_name, len(self.output_names) - 1, 0.0, self.policy)],
+                              next_output=0, next_stage=None)]
+        tensor = np.ascontiguousarray(x)
+        clock = time.perf_counter
+
+        def run():
+            run_chain(stages, 0, tensor, clock(), clock)
+        return run
+
+
+def _stage_probe(inferred: onnx.ModelProto, contract: Contract, config: SessionConfig, probabilities: list[bool],
+                 path: Path) -> StageProbe | None:
+    """The probe of ``stage_overhead_s``: input -> (first exit's block output, first exit's output)."""
+    if not contract.exits:
+        return None
+    exit_ = contract.exits[0]
+    last = contract.block_index(exit_.after)
+    block_out = contract.blocks[last].output
+    part = extract_part(inferred, [contract.input], [block_out, exit_.output], name="stage_probe")
+    session = make_session(part, config, what="the runtime-stage probe", file=path)
+    parts = tuple(b.name for b in contract.blocks[:last + 1]) + (exit_.name,)
+    return StageProbe(session, contract.input, [block_out, exit_.output], exit_.name,
+                      "max_probability" if probabilities[0] else "max_softmax", parts)
 
 
 def _version() -> str:
@@ -375,9 +449,16 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         rng = np.random.default_rng(options.seed)
         timing_input = rng.standard_normal((batch, *input_shape[1:])).astype(np.float32)
         source = f"synthetic standard normal, seed {options.seed}"
+    probabilities = [_is_softmax_output(model, e.output) for e in contract.exits]
+    try:
+        probe = _stage_probe(inferred, contract, config, probabilities, path)
+    except FinplanInputError:
+        raise
+    except Exception:  # a graph whose fused first stage cannot be cut out: no probe, no stage overhead
+        probe = None
     return ProfileJob(path, options, model, contract, blocks, exits, static, sessions, calib_session, config,
                       tuple(input_shape[1:]), bytes_per_sample(inferred, contract.input), timing_input, source,
-                      data, selection, [_is_softmax_output(model, e.output) for e in contract.exits])
+                      data, selection, probabilities, probe)
 
 
 def _load_calibration(options: ProfileOptions, input_shape: tuple[int, ...], contract: Contract,

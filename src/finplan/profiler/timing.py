@@ -45,7 +45,10 @@ class SessionConfig:
     execution_provider: str = "CPUExecutionProvider"
     graph_optimization_level: str = "ORT_ENABLE_ALL"
     execution_mode: str = "ORT_SEQUENTIAL"
-    allow_spinning: bool = True  # onnxruntime's default; spinning threads burn CPU (and energy) between ops
+    # Off, as finplan's runtime runs its parts (finplan.deploy.node_runtime.session_options): the
+    # profile must time the parts the way they will run. onnxruntime's default (on) makes a part
+    # faster when it runs alone back to back, and slower when several sessions share the cores.
+    allow_spinning: bool = False
 
     @classmethod
     def default(cls, threads: int | None = None, provider: str = "CPUExecutionProvider") -> "SessionConfig":
