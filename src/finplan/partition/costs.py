@@ -9,6 +9,14 @@ threshold, so block b runs with probability r_b and the expected energy is
 ``sum r_b (block + exit heads) + sum r_{b+1} transfer(b)``. The latency bound holds for
 the slowest input (the one reaching the final exit, paying every active head on its way).
 
+Runtime stages: a stage is a run of consecutive blocks on one node, cut at every active exit
+(and the final one) and at every node change; the runtime pays a fixed ``stage_overhead_s``
+of the stage's node once per stage (one session call, exit scoring, bookkeeping), beyond the
+blocks' and heads' own times. So it is added once per block that carries exit heads, and once
+per node change after a block that carries none; in the expected busy time it is weighted by
+the probability the stage runs. It is a time, not an energy (the profiles' energies are per
+part). It is 0 on analytic nodes, so the paper's model is unchanged there.
+
 Not modelled (on purpose, as in the paper): returning the result to the source, queueing
 at nodes or links, and idle power.
 """
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from finplan.partition.problem import ModelCard, Network, node_block_costs
+from finplan.partition.problem import ModelCard, Network, node_block_costs, node_stage_overhead_s
 
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
 
@@ -47,6 +55,7 @@ class CostTable:
     memory_bytes: np.ndarray  # inf where unlimited
     max_utilization: np.ndarray
     link_max_utilization: np.ndarray
+    stage_overhead_s: np.ndarray  # per node: the fixed cost of one runtime stage there (0 on analytic nodes)
 
     def transfer_time_s(self, n: int, m: int, nbytes: float) -> float:
         if n == m:
@@ -62,9 +71,11 @@ def cost_table(card: ModelCard, network: Network) -> CostTable:
     n_nodes = len(network.nodes)
     bt = np.zeros((len(card.blocks), n_nodes))
     be, et, ee = np.zeros_like(bt), np.zeros((len(card.exits), n_nodes)), np.zeros((len(card.exits), n_nodes))
+    stage = np.zeros(n_nodes)
     for j, node in enumerate(network.nodes):
         t, e, xt, xe = node_block_costs(node, card, network.path)
         bt[:, j], be[:, j], et[:, j], ee[:, j] = t, e, xt, xe
+        stage[j] = node_stage_overhead_s(node, card)
     has = np.eye(n_nodes, dtype=bool)
     spb = np.full((n_nodes, n_nodes), np.inf)
     lat = np.zeros((n_nodes, n_nodes))
@@ -89,7 +100,7 @@ def cost_table(card: ModelCard, network: Network) -> CostTable:
         has_link=has, link_s_per_bit=spb, link_latency_s=lat, link_j_per_bit=jpb, bandwidth_bps=bw,
         memory_bytes=np.array([np.inf if n.memory_bytes is None else n.memory_bytes for n in network.nodes]),
         max_utilization=np.array([n.max_utilization for n in network.nodes]),
-        link_max_utilization=lutil,
+        link_max_utilization=lutil, stage_overhead_s=stage,
     )
 
 
@@ -211,9 +222,12 @@ def policies_for(card: ModelCard, mode: str, quantiles=DEFAULT_QUANTILES) -> lis
 class Chain:
     """One exit policy laid out along the blocks it deploys (arrays [block, node]).
 
-    comp_time_s: worst-case time on the slowest input's path (block + active heads after it);
+    comp_time_s: worst-case time on the slowest input's path (block + active heads after it,
+    + the node's stage overhead when heads end a stage there);
     comp_energy_j / busy_s: expected per input (weighted by r_b);
-    out_bytes[b], trans_prob[b]: what is sent after block b and how often (r_{b+1}).
+    out_bytes[b], trans_prob[b]: what is sent after block b and how often (r_{b+1});
+    cut_time_s[b, n] / cut_busy_s[b, n]: the stage overhead paid on node n when the chain leaves
+    n right after block b (a node change that does not follow exit heads), worst case / expected.
     """
     policy: ExitPolicy
     n_blocks: int
@@ -226,6 +240,8 @@ class Chain:
     out_bytes: np.ndarray
     trans_prob: np.ndarray
     input_bytes: float
+    cut_time_s: np.ndarray
+    cut_busy_s: np.ndarray
 
 
 def block_probabilities(table: CostTable, policy: ExitPolicy) -> np.ndarray:
@@ -251,8 +267,15 @@ def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
             time[b] += table.exit_time_s[h]
             energy[b] += table.exit_energy_j[h]
             mem[b] += table.exit_params_bytes[h]
+        if hs:  # the exit heads end a runtime stage on this block's node
+            time[b] += table.stage_overhead_s
+    cut = np.zeros((k - 1, len(table.nodes)))
+    for b in range(k - 1):
+        if not heads[b]:  # leaving the node here ends a stage there
+            cut[b] = table.stage_overhead_s
     return Chain(policy, k, prob, time, energy * prob[:, None], time * prob[:, None], mem,
-                 tuple(tuple(h) for h in heads), table.output_bytes[:k - 1].copy(), prob[1:].copy(), table.input_bytes)
+                 tuple(tuple(h) for h in heads), table.output_bytes[:k - 1].copy(), prob[1:].copy(), table.input_bytes,
+                 cut, cut * prob[:k - 1, None])
 
 
 def is_close(a: float, b: float, rel: float = 1e-12) -> bool:

@@ -173,12 +173,18 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
             en += table.exit_energy_j[h, n]
             node_load["exits"].append(card.exits[h].name)
             node_load["params_bytes"] += card.exits[h].params_bytes
+        if heads[b]:  # exit heads end a runtime stage: its fixed cost, once
+            t += table.stage_overhead_s[n]
         compute_energy += prob[b] * en
         node_load["energy_j"] += prob[b] * en
         node_load["busy_s"] += prob[b] * t
         clock += t
         reach_time.append(clock)
         if b + 1 < k and x[b + 1] != n:
+            if not heads[b]:  # a node change ends a stage too (unless exit heads just ended one)
+                cut = table.stage_overhead_s[n]
+                node_load["busy_s"] += prob[b] * cut
+                clock += cut
             clock += send(n, x[b + 1], card.blocks[b].output_bytes, prob[b + 1], card.blocks[b].name)
     latency = clock
 

@@ -87,6 +87,7 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
                     valid &= table.has_link[a, c]
                     moved = a != c
                     nbytes, prob = chain.out_bytes[b], chain.trans_prob[b]
+                    lat += np.where(moved, chain.cut_time_s[b, a], 0.0)  # leaving a node ends a stage there
                     with np.errstate(invalid="ignore"):
                         lat += np.where(moved, 8.0 * nbytes * table.link_s_per_bit[a, c] + table.link_latency_s[a, c], 0.0)
                     energy += np.where(moved, prob * 8.0 * nbytes * table.link_j_per_bit[a, c], 0.0)
@@ -99,7 +100,11 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
                 if np.isfinite(mem_left[j]):
                     valid &= (on * chain.mem_bytes[None, :]).sum(axis=1) <= mem_left[j] * (1 + 1e-12)
                 if rate is not None:
-                    valid &= rate * (on * chain.busy_s[:, j][None, :]).sum(axis=1) <= util_left[j] * (1 + 1e-12)
+                    busy = (on * chain.busy_s[:, j][None, :]).sum(axis=1)
+                    if k > 1 and chain.cut_busy_s[:, j].any():
+                        leaves = on[:, :-1] & (x[:, 1:] != j)
+                        busy = busy + (leaves * chain.cut_busy_s[:, j][None, :]).sum(axis=1)
+                    valid &= rate * busy <= util_left[j] * (1 + 1e-12)
             if rate is not None and link_use:
                 load = {}
                 for a, c, moved, prob, nbytes in link_use.values():

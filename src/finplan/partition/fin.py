@@ -236,6 +236,11 @@ def _chain_hops(topo: _Topology, chain: Chain, gamma: int, limit: float, lo: int
     # staying costs nothing: s_per_bit, latency_s and j_per_bit are 0 there (finite bytes)
     hop_t = (8.0 * out_bytes)[:, None] * topo.s_per_bit + topo.latency_s
     hop_t += chain.comp_time_s[lo:, head]
+    # leaving a node ends a runtime stage there (chain.cut_time_s is 0 after exit heads, and
+    # everywhere on analytic nodes)
+    cut = chain.cut_time_s[lo - 1:, topo.tail]
+    if cut.any():
+        hop_t += np.where(topo.stay[None, :], 0.0, cut)
     # fmin: NaN (never expected) and anything beyond gamma become gamma + 1, "unusable"
     units = np.fmin(np.ceil(hop_t * gamma / limit), gamma + 1).astype(np.int64)
     energy = (chain.trans_prob[lo - 1:] * 8.0 * out_bytes)[:, None] * topo.j_per_bit
@@ -402,7 +407,7 @@ def _layer_key(chain: Chain, ok: np.ndarray, b: int) -> tuple:
     constants (gamma, lambda, usage, bans): policies sharing a chain prefix share layers."""
     key = (ok[b].tobytes(), chain.comp_time_s[b].tobytes(), chain.comp_energy_j[b].tobytes())
     if b:
-        key += (float(chain.out_bytes[b - 1]), float(chain.trans_prob[b - 1]))
+        key += (float(chain.out_bytes[b - 1]), float(chain.trans_prob[b - 1]), chain.cut_time_s[b - 1].tobytes())
     return key
 
 

@@ -211,6 +211,8 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
                         if not table.has_link[n, m]:
                             continue
                         t = table.transfer_time_s(n, m, nbytes) + chain.comp_time_s[b, m]
+                        if n != m:  # leaving n ends a runtime stage there (0 after exit heads)
+                            t += chain.cut_time_s[b - 1, n]
                         e = prob * table.transfer_energy_j(n, m, nbytes) + chain.comp_energy_j[b, m]
                         v = model.var(e)
                         big += e
@@ -218,6 +220,8 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
                         lat_terms[v] = t / ctx.app.max_latency_s
                         if n != m and rate is not None:
                             link_util.setdefault((n, m), {})[v] = rate * prob * 8.0 * nbytes * table.link_s_per_bit[n, m]
+                            if chain.cut_busy_s[b - 1, n]:
+                                node_util[n][v] = node_util[n].get(v, 0.0) + rate * chain.cut_busy_s[b - 1, n]
                 layer_vars.append(hops)
             # flow conservation: what arrives at (b, n) leaves it towards block b+1
             for b in range(k - 1):
@@ -236,7 +240,7 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
             for b, hops in enumerate(layer_vars):
                 for (_, m), v in hops.items():
                     if rate is not None:
-                        node_util[m][v] = rate * chain.busy_s[b, m]
+                        node_util[m][v] = node_util[m].get(v, 0.0) + rate * chain.busy_s[b, m]
                     if np.isfinite(table.memory_bytes[m]):
                         node_mem[m][v] = chain.mem_bytes[b]
             app_decode.append((p, layer_vars))

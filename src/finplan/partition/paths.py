@@ -42,6 +42,7 @@ def layered_shortest(ctx: AppContext, chain: Chain, weight: str, usage: Usage | 
         with np.errstate(invalid="ignore"):  # 0 bytes x inf (no link) is masked below
             tx_t = 8.0 * nbytes * table.link_s_per_bit + table.link_latency_s
         tx_e = prob * 8.0 * nbytes * table.link_j_per_bit
+        tx_t = tx_t + chain.cut_time_s[b - 1][:, None]  # leaving a node ends a runtime stage there
         np.fill_diagonal(tx_t, 0.0)
         np.fill_diagonal(tx_e, 0.0)
         ct = time[:, None] + tx_t + chain.comp_time_s[b][None, :]

@@ -75,6 +75,7 @@ class Node:
     memory_bytes: float | None
     max_utilization: float
     doc: dict  # as written, with profile paths resolved
+    stage_overhead_s: float | None = None  # given by hand (e.g. an engine's per-hop cost); None: from the profile
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,14 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
         if memory is not None:
             memory = finite_number(memory, file=file, field=f"{where}.memory_bytes", positive=True)
         util = finite_number(nd.get("max_utilization", 1.0), file=file, field=f"{where}.max_utilization", positive=True)
+        stage_overhead = nd.get("stage_overhead_s")
+        if stage_overhead is not None:
+            stage_overhead = finite_number(stage_overhead, file=file, field=f"{where}.stage_overhead_s", nonnegative=True)
         resolved = dict(nd)
         if profiles:
             resolved["profile"] = [p for p, _ in profiles] if isinstance(raw_profiles, list) else profiles[0][0]
         resolved_nodes.append(resolved)
-        nodes.append(Node(name, tier, ops, power, tuple(profiles), memory, util, resolved))
+        nodes.append(Node(name, tier, ops, power, tuple(profiles), memory, util, resolved, stage_overhead))
     links_doc = doc.get("links", [])
     if not isinstance(links_doc, list):
         raise FinplanInputError("expected a list of links", file=file, field="links")
@@ -353,6 +357,34 @@ def check_application(app: Application, network: Network, options: Options, *, f
 PROFILE_LATENCY_STATISTIC = "p50"
 
 
+def _matching_profile(node: Node, card: ModelCard) -> tuple[str, dict] | None:
+    for ppath, pdoc in node.profiles:
+        if card.hash is not None and pdoc["model"]["hash"] == card.hash:
+            return ppath, pdoc
+        if card.hash is None and pdoc["model"]["name"] == card.name:
+            return ppath, pdoc
+    return None
+
+
+def node_stage_overhead_s(node: Node, card: ModelCard) -> float:
+    """Seconds one runtime stage costs on ``node`` beyond its parts' own compute.
+
+    A stage is a run of consecutive blocks on one node, cut at every active exit and every node
+    change; the runtime pays this once per stage (one session call, the exit scoring, its
+    bookkeeping). From the node's ``stage_overhead_s`` when given by hand (e.g. an engine's
+    per-hop cost), else from the matching profile's measured ``stage_overhead_s.value``, else 0
+    (analytic nodes: the paper's model has no per-stage cost).
+    """
+    if node.stage_overhead_s is not None:
+        return float(node.stage_overhead_s)
+    profile = _matching_profile(node, card)
+    if profile is not None:
+        measured = profile[1].get("stage_overhead_s")
+        if isinstance(measured, dict) and measured.get("value") is not None:
+            return float(measured["value"])
+    return 0.0
+
+
 def node_block_costs(node: Node, card: ModelCard, network_path: str | None = None):
     """Per-block and per-exit (time_s, energy_j) of ``card`` on ``node``.
 
@@ -360,14 +392,7 @@ def node_block_costs(node: Node, card: ModelCard, network_path: str | None = Non
     otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time).
     Returns (block_time, block_energy, exit_time, exit_energy) as lists.
     """
-    profile = None
-    for ppath, pdoc in node.profiles:
-        if card.hash is not None and pdoc["model"]["hash"] == card.hash:
-            profile = (ppath, pdoc)
-            break
-        if card.hash is None and pdoc["model"]["name"] == card.name:
-            profile = (ppath, pdoc)
-            break
+    profile = _matching_profile(node, card)
     if profile is None and node.profiles and node.ops_per_s is None:
         ppath, pdoc = node.profiles[0]
         if card.hash is not None:
