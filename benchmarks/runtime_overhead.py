@@ -142,6 +142,8 @@ def main() -> None:
             "exit_rate_difference_points": {k: 100 * (rows[f"exit_rate[{k}]"]["difference"] or 0.0)
                                             for k in report["exit_rates"]},
             "targets": "latency within 10%, exit rates within 2 points",
+            # the per-stage runtime cost the planner added once per stage (measured by the profiler)
+            "stage_overhead_s": (profile_doc.get("stage_overhead_s") or {}).get("value"),
             "profile_block_latency_s": {b["name"]: {"mean": b["latency_s"]["mean"], "p50": b["latency_s"]["p50"]}
                                         for b in profile_doc["blocks"] + profile_doc["exits"]},
         },
@@ -156,6 +158,8 @@ def main() -> None:
           f"{o['repeats']} repeats: executor {o['executor_batch1_s_median'] * 1e6:.1f} us, whole-model session "
           f"{o['whole_model_session_s_median'] * 1e6:.1f} us per input; ratio {o['ratio_median']:.3f} (target <= 1.05)")
     print(f"[closed loop] plan: final {c['plan']['final_exit']}, thresholds {c['plan']['thresholds']}")
+    if c["stage_overhead_s"] is not None:
+        print(f"  profiled stage overhead (added once per runtime stage): {c['stage_overhead_s'] * 1e6:.1f} us")
     print(f"  mean latency: predicted {c['plan']['expected_latency_s'] * 1e6:.1f} us, measured "
           f"{c['measured_mean_latency_s'] * 1e6:.1f} us ({100 * c['latency_relative_error']:+.1f}%, target 10%)")
     print("  measured mean latency per exit: " + ", ".join(
