@@ -115,3 +115,27 @@ def test_unknown_method_is_refused(paper_network, paper_cards):
     ctx = paper_ctx(paper_network, paper_cards["b-alexnet"], 0.005, 0.80)
     with pytest.raises(FinplanInputError):
         F.fin(ctx, method="fast")
+
+
+@SAME
+@given(instances(capacity=True), st.sampled_from([1, 7, 1000]), st.integers(0, 2**32 - 1))
+def test_small_hops_are_the_numpy_hops_bit_for_bit(ctx, gamma, seed):
+    """The plain-Python hop computation (small instances) and the numpy one give the same
+    units and energies, with and without per-stage overhead on cuts."""
+    import dataclasses
+
+    rng = np.random.default_rng(seed)
+    topo = ctx.table.links
+    for i in ctx.accurate():
+        chain = ctx.chain(i)
+        if chain.n_blocks < 2:
+            continue
+        with_cuts = dataclasses.replace(chain, cut_time_s=rng.uniform(0, 1e-3, chain.cut_time_s.shape)
+                                        * (rng.random(chain.cut_time_s.shape) < 0.5))
+        for c in (chain, with_cuts):
+            for lo in range(1, c.n_blocks):
+                small = F._chain_hops_small(topo, c, gamma, ctx.app.max_latency_s, lo)
+                big = F._chain_hops_numpy(topo, c, gamma, ctx.app.max_latency_s, lo)
+                assert small.units_list == big.units_list
+                assert small.energy_list == big.energy_list
+                assert np.array_equal(small.energy, big.energy)

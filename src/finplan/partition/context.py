@@ -45,10 +45,12 @@ class AppContext:
     def allowed(self, chain: Chain, usage: Usage | None):
         """Per-element capacity screen: (block, node) pairs and per-layer links that fit alone
         in the residual capacity. Cumulative sums are checked on the exact evaluation."""
-        usage = usage or Usage()
         names = self.network.names
         rate = self.app.rate_hz
         node_ok = np.ones((chain.n_blocks, len(names)), dtype=bool)
+        if rate is None and not self.table.memory_limited and (usage is None or not usage.node_memory_bytes):
+            return node_ok  # nothing to screen: the common single-application case, kept cheap
+        usage = usage or Usage()
         resid_mem = np.array([self.table.memory_bytes[j] - usage.node_memory_bytes.get(n, 0.0)
                               for j, n in enumerate(names)])
         node_ok &= chain.mem_bytes[:, None] <= resid_mem[None, :] * (1 + 1e-12)

@@ -34,6 +34,42 @@ DEFAULT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
 
 
 @dataclass(frozen=True, eq=False)
+class LinkLists:
+    """The links of a network as flat lists, the diagonal ("stay on the node", free and
+    instant) included, sorted by head node then tail node: the links into node m are
+    ``start[m]:start[m + 1]``. Built once with the cost table, for the solvers that relax
+    links one by one (FIN); arrays for vectorised steps, lists for Python loops."""
+    n_nodes: int
+    tail: np.ndarray
+    head: np.ndarray
+    tails: list
+    heads: list
+    start: list
+    ranges: list
+    stay: np.ndarray
+    s_per_bit: np.ndarray
+    latency_s: np.ndarray
+    j_per_bit: np.ndarray
+    out_degree: list
+    max_out_degree: int
+
+
+def link_lists(has_link: np.ndarray, s_per_bit: np.ndarray, latency_s: np.ndarray,
+               j_per_bit: np.ndarray) -> LinkLists:
+    """``LinkLists`` of the (N, N) link matrices (staying costs 0 s/bit, 0 s and 0 J/bit)."""
+    n_nodes = len(has_link)
+    head, tail = np.nonzero(has_link.T)
+    start = np.searchsorted(head, np.arange(n_nodes + 1)).tolist()
+    stay = head == tail
+    spb = s_per_bit[tail, head]
+    spb[stay] = 0.0
+    degree = np.bincount(tail, minlength=n_nodes)
+    return LinkLists(n_nodes, tail, head, tail.tolist(), head.tolist(), start, list(zip(start[:-1], start[1:])),
+                     stay, spb, np.where(stay, 0.0, latency_s[tail, head]), np.where(stay, 0.0, j_per_bit[tail, head]),
+                     degree.tolist(), int(degree.max()))
+
+
+@dataclass(frozen=True, eq=False)
 class CostTable:
     """Costs of one model card on every node of one network (arrays indexed [block, node])."""
     nodes: tuple[str, ...]
@@ -56,6 +92,12 @@ class CostTable:
     max_utilization: np.ndarray
     link_max_utilization: np.ndarray
     stage_overhead_s: np.ndarray  # per node: the fixed cost of one runtime stage there (0 on analytic nodes)
+    links: LinkLists
+
+    @property
+    def memory_limited(self) -> bool:
+        """Whether any node has a memory_bytes limit."""
+        return bool(np.isfinite(self.memory_bytes).any())
 
     def transfer_time_s(self, n: int, m: int, nbytes: float) -> float:
         if n == m:
@@ -100,7 +142,7 @@ def cost_table(card: ModelCard, network: Network) -> CostTable:
         has_link=has, link_s_per_bit=spb, link_latency_s=lat, link_j_per_bit=jpb, bandwidth_bps=bw,
         memory_bytes=np.array([np.inf if n.memory_bytes is None else n.memory_bytes for n in network.nodes]),
         max_utilization=np.array([n.max_utilization for n in network.nodes]),
-        link_max_utilization=lutil, stage_overhead_s=stage,
+        link_max_utilization=lutil, stage_overhead_s=stage, links=link_lists(has, spb, lat, jpb),
     )
 
 
@@ -247,9 +289,11 @@ class Chain:
 def block_probabilities(table: CostTable, policy: ExitPolicy) -> np.ndarray:
     k = int(table.exit_after[policy.final_exit]) + 1
     prob = np.ones(k)
-    for i, _ in policy.active:
-        prob[table.exit_after[i] + 1:] -= policy.exit_rates[i]
-    return np.clip(prob, 0.0, 1.0)
+    if policy.active:
+        for i, _ in policy.active:
+            prob[table.exit_after[i] + 1:] -= policy.exit_rates[i]
+        np.clip(prob, 0.0, 1.0, out=prob)
+    return prob
 
 
 def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
@@ -270,12 +314,18 @@ def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
         if hs:  # the exit heads end a runtime stage on this block's node
             time[b] += table.stage_overhead_s
     cut = np.zeros((k - 1, len(table.nodes)))
-    for b in range(k - 1):
-        if not heads[b]:  # leaving the node here ends a stage there
-            cut[b] = table.stage_overhead_s
-    return Chain(policy, k, prob, time, energy * prob[:, None], time * prob[:, None], mem,
-                 tuple(tuple(h) for h in heads), table.output_bytes[:k - 1].copy(), prob[1:].copy(), table.input_bytes,
-                 cut, cut * prob[:k - 1, None])
+    if table.stage_overhead_s.any():
+        for b in range(k - 1):
+            if not heads[b]:  # leaving the node here ends a stage there
+                cut[b] = table.stage_overhead_s
+    if policy.active:
+        energy *= prob[:, None]
+        busy = time * prob[:, None]
+        cut_busy = cut * prob[:k - 1, None]
+    else:  # every deployed block runs for every input
+        busy, cut_busy = time, cut
+    return Chain(policy, k, prob, time, energy, busy, mem, tuple(tuple(h) for h in heads),
+                 table.output_bytes[:k - 1].copy(), prob[1:].copy(), table.input_bytes, cut, cut_busy)
 
 
 def is_close(a: float, b: float, rel: float = 1e-12) -> bool:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from finplan.errors import FinplanInputError
 from finplan.partition.context import AppContext, AppResult, better
-from finplan.partition.costs import Chain, CostTable, is_close
+from finplan.partition.costs import Chain, LinkLists, is_close
 from finplan.partition.evaluate import Usage
 from finplan.partition.explain import infeasibility_reason, suggest_gamma
 
@@ -52,50 +51,10 @@ SPARSE_PER_REPLICA = 0.12e-6
 DENSE_PER_STEP = 100e-6
 DENSE_PER_CANDIDATE = 13e-9
 DENSE_PER_VERTEX = 25e-9
+# Hops (blocks x links) up to which they are computed in plain Python rather than numpy.
+SMALL_HOPS = 256
 # Candidates (links x (gamma + 1)) a dense step materialises at once (bounds its memory).
 DENSE_CHUNK = 1 << 21
-
-
-@dataclass(eq=False)
-class _Topology:
-    """The links of a cost table (the diagonal "stay on the node" included), sorted by head
-    node then tail node: links into node m are ``start[m]:start[m + 1]``."""
-    n_nodes: int
-    tail: np.ndarray
-    head: np.ndarray
-    tails: list
-    heads: list
-    start: list
-    ranges: list
-    stay: np.ndarray
-    s_per_bit: np.ndarray
-    latency_s: np.ndarray
-    j_per_bit: np.ndarray
-    out_degree: list
-    max_out_degree: int
-
-
-_TOPOLOGY: "weakref.WeakKeyDictionary[CostTable, _Topology]" = weakref.WeakKeyDictionary()
-
-
-def _topology(table: CostTable) -> _Topology:
-    """The link lists of ``table``, derived once per cost table (like the table itself)."""
-    topo = _TOPOLOGY.get(table)
-    if topo is None:
-        n_nodes = len(table.nodes)
-        head, tail = np.nonzero(table.has_link.T)
-        start = np.searchsorted(head, np.arange(n_nodes + 1)).tolist()
-        stay = head == tail
-        spb = table.link_s_per_bit[tail, head]
-        spb[stay] = 0.0
-        degree = np.bincount(tail, minlength=n_nodes)
-        topo = _Topology(n_nodes, tail, head, tail.tolist(), head.tolist(), start,
-                         list(zip(start[:-1], start[1:])), stay, spb,
-                         np.where(stay, 0.0, table.link_latency_s[tail, head]),
-                         np.where(stay, 0.0, table.link_j_per_bit[tail, head]),
-                         degree.tolist(), int(degree.max()))
-        _TOPOLOGY[table] = topo
-    return topo
 
 
 @dataclass(eq=False)
@@ -113,12 +72,18 @@ class _DenseLayer:
 
 @dataclass(eq=False)
 class _Hops:
-    """Units and energies of every hop into blocks lo.. of one chain, per link (rows b - lo)."""
+    """Units and energies of every hop into blocks lo.. of one chain, per link (rows b - lo),
+    as lists; ``energy`` gives the same values as an array (for the dense step)."""
     lo: int
-    units: np.ndarray  # int64; gamma + 1 = unusable (no link, or beyond the latency budget)
-    units_list: list
-    energy: np.ndarray
+    units_list: list  # ints; gamma + 1 = unusable (no link, or beyond the latency budget)
     energy_list: list
+    _energy: np.ndarray | None = None
+
+    @property
+    def energy(self) -> np.ndarray:
+        if self._energy is None:
+            self._energy = np.array(self.energy_list)
+        return self._energy
 
 
 @dataclass(eq=False)
@@ -128,7 +93,7 @@ class LayeredGraph:
     chain: Chain
     gamma: int
     source: int
-    topology: _Topology
+    topology: LinkLists
     layers: list
     first_units: dict  # node -> units of the source -> node hop of block 1 (usable ones)
     first_energy: dict
@@ -209,7 +174,7 @@ def _to_dense(layer: _SparseLayer, n_nodes: int, gamma: int) -> _DenseLayer:
     return _DenseLayer(energy, parent)
 
 
-def _to_sparse(layer: _DenseLayer, units: list, topo: _Topology) -> _SparseLayer:
+def _to_sparse(layer: _DenseLayer, units: list, topo: LinkLists) -> _SparseLayer:
     """Replicas of a dense layer; ``units`` (per link, into this layer) gives the parent's q."""
     fronts = [[] for _ in range(topo.n_nodes)]
     ms_, qs = np.nonzero(np.isfinite(layer.energy))
@@ -221,16 +186,23 @@ def _to_sparse(layer: _DenseLayer, units: list, topo: _Topology) -> _SparseLayer
     return _SparseLayer(fronts)
 
 
-def _link_units(topo: _Topology, units: list, n: int, m: int) -> int:
+def _link_units(topo: LinkLists, units: list, n: int, m: int) -> int:
     lo, hi = topo.start[m], topo.start[m + 1]
     return units[lo + topo.tails[lo:hi].index(n)]
 
 
-def _chain_hops(topo: _Topology, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
+def _chain_hops(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
     """Units ceil(gamma (t_tx + t_comp) / max_latency) and energies E_tx + E_comp of every
     (n -> m) hop into blocks lo .. k-1, vectorised over blocks and links. Element by element
     these are the same floating-point operations as the per-layer matrices of the dense
-    construction (transfer 8 bytes s/bit + latency, 0 to stay; then + compute)."""
+    construction (transfer 8 bytes s/bit + latency, 0 to stay; then + compute). Small
+    instances are computed in plain Python, the rest with numpy (same bits)."""
+    if (chain.n_blocks - lo) * len(topo.tails) <= SMALL_HOPS:
+        return _chain_hops_small(topo, chain, gamma, limit, lo)
+    return _chain_hops_numpy(topo, chain, gamma, limit, lo)
+
+
+def _chain_hops_numpy(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
     out_bytes = chain.out_bytes[lo - 1:]
     head = topo.head
     # staying costs nothing: s_per_bit, latency_s and j_per_bit are 0 there (finite bytes)
@@ -245,10 +217,39 @@ def _chain_hops(topo: _Topology, chain: Chain, gamma: int, limit: float, lo: int
     units = np.fmin(np.ceil(hop_t * gamma / limit), gamma + 1).astype(np.int64)
     energy = (chain.trans_prob[lo - 1:] * 8.0 * out_bytes)[:, None] * topo.j_per_bit
     energy += chain.comp_energy_j[lo:, head]
-    return _Hops(lo, units, units.tolist(), energy, energy.tolist())
+    return _Hops(lo, units.tolist(), energy.tolist(), energy)
 
 
-def _layer_hops(ctx, chain, hops: _Hops, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: _Topology,
+def _chain_hops_small(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
+    """``_chain_hops`` in plain Python, for instances where numpy's per-call overhead would
+    dominate (the paper's 3 nodes x 5 blocks): the same operations in the same order, so the
+    same bits (tests/partition/test_fin_graph.py checks both against each other)."""
+    units_rows, energy_rows = [], []
+    links = list(zip(topo.tails, topo.heads, topo.s_per_bit.tolist(), topo.latency_s.tolist(),
+                     topo.j_per_bit.tolist(), topo.stay.tolist()))
+    out_bytes, trans_prob = chain.out_bytes.tolist(), chain.trans_prob.tolist()
+    comp_time, comp_energy, cut_time = (chain.comp_time_s.tolist(), chain.comp_energy_j.tolist(),
+                                        chain.cut_time_s.tolist())
+    unusable = gamma + 1
+    for b in range(lo, chain.n_blocks):
+        bits = 8.0 * out_bytes[b - 1]
+        joules = trans_prob[b - 1] * 8.0 * out_bytes[b - 1]
+        comp_t, comp_e, cut = comp_time[b], comp_energy[b], cut_time[b - 1]
+        units, energy = [], []
+        for n, m, spb, lat, jpb, stay in links:
+            t = bits * spb + lat
+            t += comp_t[m]
+            if not stay:
+                t += cut[n]
+            x = t * gamma / limit
+            units.append(math.ceil(x) if x <= unusable else unusable)  # NaN and inf too
+            energy.append(joules * jpb + comp_e[m])
+        units_rows.append(units)
+        energy_rows.append(energy)
+    return _Hops(lo, units_rows, energy_rows)
+
+
+def _layer_hops(ctx, chain, hops: _Hops, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: LinkLists,
                 gamma: int):
     """Units (with gamma + 1 for links closed by capacity, bans or a head node that may not
     run block b) and energies of the hops into block b, per link, as lists."""
@@ -299,7 +300,7 @@ def _first_layer(ctx: AppContext, chain: Chain, gamma: int, ok, usage, link_bans
     return _SparseLayer(fronts), units, energies
 
 
-def _sparse_step(prev: _SparseLayer, units: list, energy: list, topo: _Topology, gamma: int,
+def _sparse_step(prev: _SparseLayer, units: list, energy: list, topo: LinkLists, gamma: int,
                  lam: float) -> _SparseLayer:
     """One DP step on frontiers: per head node m, per tail n in increasing order, per replica
     of n, the candidate (q + u, e + E_hop) replaces a stored one only when strictly cheaper
@@ -331,7 +332,7 @@ def _sparse_step(prev: _SparseLayer, units: list, energy: list, topo: _Topology,
     return _SparseLayer(fronts)
 
 
-def _dense_step(prev: _DenseLayer, units: list, hops: _Hops, b: int, topo: _Topology,
+def _dense_step(prev: _DenseLayer, units: list, hops: _Hops, b: int, topo: LinkLists,
                 gamma: int, lam: float) -> _DenseLayer:
     """One DP step on dense arrays, vectorised over links and units: per (m, q) the minimum
     over links n -> m of energy[n, q - u] + E_hop, its parent the lowest n reaching it
@@ -373,7 +374,7 @@ def _dense_step(prev: _DenseLayer, units: list, hops: _Hops, b: int, topo: _Topo
     return _DenseLayer(new, par)
 
 
-def _prefer_sparse(prev, topo: _Topology, gamma: int) -> bool:
+def _prefer_sparse(prev, topo: LinkLists, gamma: int) -> bool:
     """Cost model: is the next DP step cheaper on frontiers than on dense arrays (counting the
     conversion of the previous layer when it is in the other representation)?"""
     n_nodes = topo.n_nodes
@@ -435,7 +436,7 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
     """
     if method not in METHODS:
         raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")
-    topo = _topology(ctx.table)
+    topo = ctx.table.links
     ok = ctx.allowed(chain, usage) if node_ok is None else node_ok
     k = chain.n_blocks
     key = None

@@ -104,10 +104,12 @@ class Network:
     def __post_init__(self):
         object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
         object.__setattr__(self, "_links", {(l.src, l.dst): l for l in self.links})
+        # read many times per evaluation: built once (the dataclass is frozen)
+        object.__setattr__(self, "_names", tuple(n.name for n in self.nodes))
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(n.name for n in self.nodes)
+        return self._names
 
     def index(self, name: str) -> int:
         return self._index[name]
