@@ -135,6 +135,35 @@ def test_stage_overhead_from_the_profile_and_by_hand(tmp_path, card):
     assert node_stage_overhead_s(type(node)(**{**node.__dict__, "profiles": (("p.json", old),)}), hashless) == 0.0
 
 
+def test_profiled_parts_lose_the_per_call_cost_a_fused_stage_pays_once(card):
+    """With a measured stage overhead that names onnxruntime's per-call cost, a part's time is
+    its p50 less that cost (floored at 0); a hand-given stage overhead or an older profile keeps
+    the p50s as they are."""
+    from finplan.partition.problem import node_block_costs
+
+    p50 = {b.name: 1e-5 * (i + 1) for i, b in enumerate(card.blocks)}
+    p50.update({e.name: 2e-6 for e in card.exits})
+
+    def part(name):
+        return {"name": name, "latency_s": {"p50": p50[name]}, "energy_j": {"value": 1e-3}}
+
+    call_s = 3e-6
+    profile = {"schema": "finplan.profile/1", "model": {"name": card.name, "hash": card.hash},
+               "blocks": [part(b.name) for b in card.blocks], "exits": [part(e.name) for e in card.exits],
+               "stage_overhead_s": {"value": 2.5e-5, "method": "runtime-stage-probe", "measured": True,
+                                    "part_call_overhead_s": call_s}}
+    node = _network(overheads=(None, None, None)).node("device")
+    measured = type(node)(**{**node.__dict__, "profiles": (("p.json", profile),), "ops_per_s": None})
+    bt, _be, et, _ee = node_block_costs(measured, card)
+    assert bt == [max(p50[b.name] - call_s, 0.0) for b in card.blocks]
+    assert et == [0.0] * len(card.exits)  # 2 us parts, 3 us per call: floored at 0
+    by_hand = type(node)(**{**measured.__dict__, "stage_overhead_s": 1e-4})
+    assert node_block_costs(by_hand, card)[0] == [p50[b.name] for b in card.blocks]
+    older = {**profile, "stage_overhead_s": {"value": 2.5e-5, "method": "runtime-stage-probe", "measured": True}}
+    assert node_block_costs(type(node)(**{**measured.__dict__, "profiles": (("p.json", older),)}), card)[0] == \
+        [p50[b.name] for b in card.blocks]
+
+
 def test_bad_stage_overhead_is_refused():
     with pytest.raises(FinplanInputError, match=r"stage_overhead_s"):
         _network(overheads=(-1.0, None, None))

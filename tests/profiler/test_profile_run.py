@@ -27,15 +27,20 @@ def test_tiny_profile_validates_and_records_how(tiny_path, tiny_npz):
 
 def test_stage_overhead_is_measured_on_a_fused_first_stage(tiny_path):
     """stage_overhead_s: the runtime's stage code on block1 + exit1 fused, minus those parts'
-    medians from the same rounds, clipped at 0, with how it was measured."""
+    work (median less onnxruntime's per-call cost, all from the same rounds), clipped at 0,
+    with how it was measured."""
     profile = profile_model(tiny_path, budget_s=0.3, energy="power-model", power_w=5.0).profile
     validate_profile(profile)
     overhead = profile["stage_overhead_s"]
     assert overhead["method"] == "runtime-stage-probe" and overhead["measured"] is True
     assert overhead["probe_parts"] == ["block1", "exit1"]
+    call_s = overhead["part_call_overhead_s"]
+    assert call_s == profile["whole_model"]["call_overhead_p50_s"] and call_s > 0
     p50 = {part["name"]: part["latency_s"]["p50"] for part in profile["blocks"] + profile["exits"]}
     assert overhead["parts_p50_sum_s"] == pytest.approx(p50["block1"] + p50["exit1"], rel=1e-12)
-    assert overhead["difference_s"] == pytest.approx(overhead["stage_p50_s"] - overhead["parts_p50_sum_s"], rel=1e-9)
+    work = max(p50["block1"] - call_s, 0.0) + max(p50["exit1"] - call_s, 0.0)
+    assert overhead["parts_work_sum_s"] == pytest.approx(work, rel=1e-12)
+    assert overhead["difference_s"] == pytest.approx(overhead["stage_p50_s"] - work, rel=1e-9)
     assert overhead["value"] == max(overhead["difference_s"], 0.0)
     assert overhead["runs"] >= 10
 

@@ -27,7 +27,7 @@ def test_every_round_runs_every_part_once_in_shuffled_order():
     clock, order = FakeClock(), []
     durations = {"a": 1e-3, "b": 2e-3, "c": 5e-4}
     result = time_round_robin(_runners(clock, order, durations), budget_s=1.0, warmup_runs=2, min_runs=10,
-                              clock=clock, check_every=5)
+                              clock=clock, check_every=5, visit_runs=1)
     timed = order[2 * 3:]  # after warm-up
     rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
@@ -76,3 +76,32 @@ def test_session_options_are_recorded():
     doc = SessionConfig.default(threads=3).to_dict()
     assert doc["intra_op_threads"] == 3 and doc["execution_provider"] == "CPUExecutionProvider"
     assert doc["graph_optimization_level"] == "ORT_ENABLE_ALL" and "onnxruntime_version" in doc
+
+
+def test_a_visit_runs_a_part_back_to_back_and_times_only_the_warm_run():
+    """The first run of a visit pays for a cold cache (here 10x); only the last run is timed."""
+    clock, order = FakeClock(), []
+    durations = {"a": 1e-3, "b": 2e-3}
+
+    def make(name):
+        def run():
+            cold = not order or order[-1] != name
+            order.append(name)
+            clock.now += durations[name] * (10.0 if cold else 1.0)
+        return run
+    result = time_round_robin({n: make(n) for n in durations}, budget_s=1.0, warmup_runs=1, min_runs=10,
+                              clock=clock, visit_runs=2)
+    timed = order[2:]
+    assert all(timed[i] == timed[i + 1] for i in range(0, len(timed), 2))  # visits are pairs
+    for name, duration in durations.items():
+        assert max(result.times[name].wall_s) < 1.0001 * duration
+
+
+def test_a_self_timed_runner_reports_its_own_duration():
+    clock, order = FakeClock(), []
+    runners = _runners(clock, order, {"a": 1e-3})
+    runners["probe"] = lambda: (clock.__setattr__("now", clock.now + 5e-3), 1e-4)[1]
+    result = time_round_robin(runners, budget_s=1.0, min_runs=10, clock=clock, self_timed=frozenset({"probe"}))
+    assert set(result.times["probe"].wall_s) == {1e-4}
+    assert np.median(result.times["a"].wall_s) == np.float64(1e-3) or \
+        abs(np.median(result.times["a"].wall_s) - 1e-3) < 1e-12

@@ -387,11 +387,23 @@ def node_stage_overhead_s(node: Node, card: ModelCard) -> float:
     return 0.0
 
 
+def _part_call_overhead_s(node: Node, profile: dict) -> float:
+    """onnxruntime's per-call cost inside each profiled part's latency, to take out of the
+    parts when the profile's measured stage overhead (which counts one call per stage) is used;
+    0 for older profiles and when the node's stage_overhead_s is given by hand."""
+    measured = profile.get("stage_overhead_s")
+    if node.stage_overhead_s is not None or not isinstance(measured, dict):
+        return 0.0
+    return float(measured.get("part_call_overhead_s") or 0.0)
+
+
 def node_block_costs(node: Node, card: ModelCard, network_path: str | None = None):
     """Per-block and per-exit (time_s, energy_j) of ``card`` on ``node``.
 
-    From a matching hardware profile when the node has one (latency_s.p50, energy_j.value),
-    otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time).
+    From a matching hardware profile when the node has one (time: latency_s.p50, less the
+    profile's ``stage_overhead_s.part_call_overhead_s`` when present, since the runtime fuses
+    a stage's parts into one call and ``node_stage_overhead_s`` counts that call once; energy:
+    energy_j.value), otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time).
     Returns (block_time, block_energy, exit_time, exit_energy) as lists.
     """
     profile = _matching_profile(node, card)
@@ -408,15 +420,20 @@ def node_block_costs(node: Node, card: ModelCard, network_path: str | None = Non
         ppath, pdoc = profile
         pblocks = {b["name"]: b for b in pdoc["blocks"]}
         pexits = {e["name"]: e for e in pdoc["exits"]}
+        call_s = _part_call_overhead_s(node, pdoc)
+
+        def work_s(part: dict) -> float:  # the part's own work: a runtime stage fuses parts into one call
+            return max(float(part["latency_s"][PROFILE_LATENCY_STATISTIC]) - call_s, 0.0)
+
         bt, be, et, ee = [], [], [], []
         for block in card.blocks:
             if block.name not in pblocks:
                 raise FinplanInputError(f"has no block {block.name!r} of card {card.path}", file=ppath, field="blocks")
-            bt.append(float(pblocks[block.name]["latency_s"][PROFILE_LATENCY_STATISTIC]))
+            bt.append(work_s(pblocks[block.name]))
             be.append(float(pblocks[block.name]["energy_j"]["value"]))
         for exit_ in card.exits:
             if exit_.name in pexits:
-                et.append(float(pexits[exit_.name]["latency_s"][PROFILE_LATENCY_STATISTIC]))
+                et.append(work_s(pexits[exit_.name]))
                 ee.append(float(pexits[exit_.name]["energy_j"]["value"]))
             elif exit_.flops == 0:
                 et.append(0.0)

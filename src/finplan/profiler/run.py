@@ -108,7 +108,8 @@ class ProfileJob:
         timed = {**runners, OVERHEAD: _runner(probe_session, probe_feed)}
         if self.stage_probe is not None:
             timed[STAGE_PROBE] = self.stage_probe.runner(self.timing_input)
-        timing = time_round_robin(timed, budget_s=self.options.budget_s, seed=self.options.seed, progress=progress)
+        timing = time_round_robin(timed, budget_s=self.options.budget_s, seed=self.options.seed, progress=progress,
+                                  self_timed=frozenset({STAGE_PROBE}))
 
         meter = self.selection.meter
         energies = {}
@@ -252,29 +253,39 @@ class ProfileJob:
 
 
     def _stage_overhead(self, timing) -> dict | None:
-        """The fixed cost of one runtime stage beyond its parts' own compute: the median of the
-        runtime's stage code (finplan.exit_policy.run_chain: one session call on a fused part,
-        exit scoring, per-sample bookkeeping) minus the sum of the medians of the parts it fuses,
-        all timed in the same interleaved rounds. Clipped at 0 (fusing parts saves calls too)."""
+        """The fixed cost of one runtime stage beyond its parts' own work.
+
+        Each profiled part is one onnxruntime call, so its median includes onnxruntime's per-call
+        cost c (the "(call overhead)" probe, timed in the same rounds); a runtime stage fuses its
+        parts into one call. So a part's work is max(p50 - c, 0), and a stage costs the sum of its
+        parts' work plus ``value``: the runtime stage code on a fused part (one call, exit scoring
+        and decision, bookkeeping, clocked as the runtime clocks a sample: entry to decision) minus
+        the work of the parts it fuses. The planner applies both (``part_call_overhead_s``)."""
         probe = self.stage_probe
         if probe is None:
             return None
         stage_p50 = timing.times[STAGE_PROBE].summary().p50
         parts_p50 = sum(timing.times[name].summary().p50 for name in probe.parts)
-        raw = stage_p50 - parts_p50
+        call_s = timing.times[OVERHEAD].summary().p50
+        work_s = sum(max(timing.times[name].summary().p50 - call_s, 0.0) for name in probe.parts)
+        raw = stage_p50 - work_s
         return {
             "value": max(raw, 0.0),
             "method": STAGE_OVERHEAD_METHOD,
             "measured": True,
+            "part_call_overhead_s": call_s,
             "probe_parts": list(probe.parts),
             "stage_p50_s": stage_p50,
             "parts_p50_sum_s": parts_p50,
+            "parts_work_sum_s": work_s,
             "difference_s": raw,
             "runs": len(timing.times[STAGE_PROBE].wall_s),
             "description": ("median of finplan's runtime stage code (one onnxruntime call on the parts fused into "
-                            "one, with output names resolved once, the exit head scored and decided as the runtime "
-                            "does, per-sample bookkeeping) minus the sum of the parts' medians timed with IO binding "
-                            "in the same interleaved rounds; clipped at 0"),
+                            "one, the exit head scored and decided as the runtime does, clocked from entry to the "
+                            "exit decision) minus the work of the parts it fuses (each part's median minus "
+                            "part_call_overhead_s, onnxruntime's per-call cost, all timed with IO binding in the same "
+                            "interleaved rounds); clipped at 0. A stage is predicted as the sum of its parts' work "
+                            "plus this value"),
         }
 
 
@@ -297,8 +308,8 @@ class StageProbe:
         tensor = np.ascontiguousarray(x)
         clock = time.perf_counter
 
-        def run():
-            run_chain(stages, 0, tensor, clock(), clock)
+        def run() -> float:  # seconds from entry to the exit decision, as the runtime clocks a sample
+            return run_chain(stages, 0, tensor, clock(), clock).offsets[0]
         return run
 
 

@@ -36,6 +36,10 @@ def default_threads() -> int:
     return max(min(physical_cores() or available_cpus(), available_cpus()), 1)
 
 
+# Runs per visit of a part in a timing round (only the last is timed): see time_round_robin.
+WARM_VISIT_RUNS = 2
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """The onnxruntime session options every part is timed with; recorded in the profile."""
@@ -139,12 +143,18 @@ class TimingResult:
 
 def time_round_robin(runners: dict[str, Callable[[], object]], *, budget_s: float, warmup_runs: int = 3,
                      min_runs: int = 10, max_runs: int = 100_000, target_rel_ci: float = 0.02,
-                     confidence: float = 0.95, seed: int = 0, check_every: int = 5,
+                     confidence: float = 0.95, seed: int = 0, check_every: int = 5, visit_runs: int = WARM_VISIT_RUNS,
+                     self_timed: frozenset = frozenset(),
                      progress: Callable[[str, int, int], None] | None = None,
                      clock: Callable[[], float] = time.perf_counter) -> TimingResult:
     """Time every runner in interleaved rounds until each median is known to ``target_rel_ci``.
 
-    Each round runs every part once, in a freshly shuffled (seeded) order. Stops when every
+    Each round visits every part once, in a freshly shuffled (seeded) order; a visit runs the
+    part ``visit_runs`` times back to back and times only the last run, so that each timed run
+    finds its weights and code in cache as a runtime serving a stream of inputs does (the
+    first run of a visit follows other parts that evicted them). A runner named in
+    ``self_timed`` returns its own duration in seconds (what a runtime clocks), used instead of
+    the wall time of the call. Stops when every
     part has at least ``min_runs`` samples and the half-width of its median's confidence
     interval is within ``target_rel_ci`` of the median, or when ``budget_s`` is spent
     (at least ``min_runs`` rounds always run, so a tiny budget still yields statistics).
@@ -163,9 +173,12 @@ def time_round_robin(runners: dict[str, Callable[[], object]], *, budget_s: floa
         for index in rng.permutation(len(names)):
             name = names[index]
             run = runners[name]
+            for _ in range(visit_runs - 1):
+                run()
             t0 = clock()
-            run()
-            times[name].wall_s.append(clock() - t0)
+            reported = run()
+            elapsed_s = clock() - t0
+            times[name].wall_s.append(float(reported) if name in self_timed else elapsed_s)
         rounds += 1
         elapsed = clock() - start
         if rounds >= min_runs and rounds % check_every == 0:
