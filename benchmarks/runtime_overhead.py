@@ -94,7 +94,9 @@ def main() -> None:
     x = data.x
     executor = LocalExecutor(work / "static", threads=args.threads)
     stages = [len(executor.runtimes[n].stages) for n in executor.runtimes]
-    session = ort.InferenceSession(str(model), sess_options=session_options(args.threads),
+    # the executor's parts run with the profile's thread count (from the manifest): so does the whole model
+    threads = args.threads or json.loads(profile.read_text())["session_options"]["intra_op_threads"]
+    session = ort.InferenceSession(str(model), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     all_outputs = [o.name for o in session.get_outputs()]
@@ -121,7 +123,9 @@ def main() -> None:
 
     result = {
         "machine": {"cpu": profile_doc["device"]["cpu"], "cores": profile_doc["device"]["cores"],
-                    "onnxruntime": ort.__version__, "threads": args.threads},
+                    "onnxruntime": ort.__version__, "threads": threads,
+                    "threads_chosen_by": "--threads" if args.threads else "the profiler (fastest whole model)",
+                    "threads_choice": profile_doc["session_options"].get("threads_choice")},
         "overhead": {
             "samples": int(x.shape[0]), "repeats": args.repeats, "final_exit": static_index["final_exit"],
             "stages_per_node": stages,
@@ -153,7 +157,9 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     o, c = result["overhead"], result["closed_loop"]
-    print(f"machine: {result['machine']}")
+    m = result["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, {m['threads']} intra-op "
+          f"thread(s) chosen by {m['threads_chosen_by']}")
     print(f"[overhead] all blocks on one node ({o['stages_per_node']} stage(s)), batch 1, {o['samples']} inputs x "
           f"{o['repeats']} repeats: executor {o['executor_batch1_s_median'] * 1e6:.1f} us, whole-model session "
           f"{o['whole_model_session_s_median'] * 1e6:.1f} us per input; ratio {o['ratio_median']:.3f} (target <= 1.05)")

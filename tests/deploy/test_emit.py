@@ -117,3 +117,43 @@ def test_final_exit_after_block1_deploys_one_block(workdir, tiny, plan_factory):
     assert [s.blocks for s in manifest.stages] == [("block1",)]
     assert [o.name for o in manifest.stages[0].outputs] == ["exit1"]
     assert np.dtype(manifest.stages[0].outputs[0].dtype) == np.float32
+
+
+def test_nodes_run_with_the_threads_their_profile_was_timed_with(workdir, tiny, plan_factory):
+    """The manifest of a profiled node carries the profile's intra-op threads; the runtime uses
+    them unless told otherwise; a node without a profile (or with a profile of another model)
+    keeps onnxruntime's default."""
+    from finplan.deploy.executor import LocalExecutor
+    from helpers import network_doc
+
+    doc = fake_profile(tiny[1])
+    doc["session_options"] = {"intra_op_threads": 1, "execution_provider": "CPUExecutionProvider"}
+    profile = workdir / "threads.profile.json"
+    profile.write_text(json.dumps(doc))
+    out = workdir / "threads.deploy"
+    emit(plan_factory(["device", "edge", "edge"], network=network_doc(profile=str(profile))), tiny[0], out)
+    device = json.loads((out / "device" / "manifest.json").read_text())
+    assert device["session"] == {"intra_op_threads": 1, "execution_provider": "CPUExecutionProvider",
+                                 "profile": "profiles/threads.profile.json"}
+    assert "session" not in json.loads((out / "edge" / "manifest.json").read_text())
+    executor = LocalExecutor(out)
+    assert executor.runtimes["device"].threads == 1 and executor.runtimes["edge"].threads is None
+    assert LocalExecutor(out, threads=2).runtimes["device"].threads == 2
+
+    other = {**doc, "model": {"name": "tiny", "hash": "sha256:" + "1" * 64}}
+    profile.write_text(json.dumps(other))
+    emit(plan_factory(["device"] * 3, network=network_doc(profile=str(profile))), tiny[0], workdir / "other.deploy")
+    assert "session" not in json.loads((workdir / "other.deploy" / "device" / "manifest.json").read_text())
+
+
+def test_a_bad_session_in_a_manifest_is_refused(workdir, tiny, plan_factory):
+    from finplan.deploy.node_runtime import NodeRuntime
+
+    out = workdir / "bad-session.deploy"
+    emit(plan_factory(["device"] * 3), tiny[0], out)
+    path = out / "device" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["session"] = {"intra_op_threads": 0}
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(FinplanInputError, match=r"session\.intra_op_threads.*expected an integer >= 1"):
+        NodeRuntime(out / "device")

@@ -57,3 +57,20 @@ def test_embedded_profile_and_card(embedded_path):
     # Per-part split equals the whole model on real data.
     assert result.profile["whole_model"]["split_check_max_abs_diff"] <= 1e-5
     assert result.summary["timing_input"].startswith("first 1 calibration sample")
+
+
+def test_the_thread_count_is_chosen_by_measurement_unless_given(tiny_path):
+    from finplan.profiler.timing import default_threads, thread_candidates
+
+    given = profile_model(tiny_path, budget_s=0.2, energy="power-model", power_w=5.0, threads=1).profile
+    assert given["session_options"]["intra_op_threads"] == 1 and "threads_choice" not in given["session_options"]
+    if default_threads() == 1:
+        pytest.skip("one core: nothing to choose")
+    chosen = profile_model(tiny_path, budget_s=0.5, energy="power-model", power_w=5.0).profile
+    validate_profile(chosen)
+    options = chosen["session_options"]
+    tried = options["threads_choice"]["whole_model_p50_s"]
+    assert [int(k) for k in tried] == thread_candidates(default_threads())
+    fastest = min(tried.values())
+    assert tried[str(options["intra_op_threads"])] <= 1.03 * fastest
+    assert all(int(k) >= options["intra_op_threads"] or v > 1.03 * fastest for k, v in tried.items())

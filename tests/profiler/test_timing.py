@@ -105,3 +105,31 @@ def test_a_self_timed_runner_reports_its_own_duration():
     assert set(result.times["probe"].wall_s) == {1e-4}
     assert np.median(result.times["a"].wall_s) == np.float64(1e-3) or \
         abs(np.median(result.times["a"].wall_s) - 1e-3) < 1e-12
+
+
+def test_thread_candidates():
+    from finplan.profiler.timing import thread_candidates
+
+    assert thread_candidates(1) == [1]
+    assert thread_candidates(2) == [1, 2]
+    assert thread_candidates(6) == [1, 2, 4, 6]
+    assert thread_candidates(16) == [1, 2, 4, 8, 16]
+
+
+def test_choose_threads_takes_the_fastest_and_fewer_threads_on_a_tie():
+    from finplan.profiler.timing import choose_threads
+
+    clock = FakeClock()
+
+    def runner_for(durations):
+        def make(threads):
+            def run():
+                clock.now += durations[threads]
+            return run
+        return make
+    chosen, p50 = choose_threads(runner_for({1: 3e-4, 2: 1.6e-4, 4: 1e-4}), [1, 2, 4], budget_s=1.0, clock=clock)
+    assert chosen == 4 and p50 == {1: 3e-4, 2: 1.6e-4, 4: 1e-4} or abs(p50[4] - 1e-4) < 1e-12
+    chosen, _ = choose_threads(runner_for({1: 1.02e-4, 2: 1e-4}), [1, 2], budget_s=1.0, clock=clock)
+    assert chosen == 1  # within 3% of the fastest: fewer threads win
+    chosen, _ = choose_threads(runner_for({1: 1.5e-4, 2: 1e-4}), [1, 2], budget_s=1.0, clock=clock)
+    assert chosen == 2

@@ -46,7 +46,8 @@ def _bytes(value) -> str:
 @click.option("--energy-file", help="external: JSON/CSV of joules per block and exit.")
 @click.option("--energy-window-s", type=float, default=1.0, show_default=True,
               help="Shortest energy window per part (counters tick every 1-100 ms).")
-@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all CPUs available).")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
+              "cores, the fastest for the whole model, measured; the deployment runs with the same).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
 @click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -90,13 +91,25 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
     _print_human(model_path, result, output, card_path)
 
 
+def _threads(count: int) -> str:
+    return f"{count} intra-op thread" + ("" if count == 1 else "s")
+
+
+def _threads_note(profile: dict) -> str:
+    choice = profile["session_options"].get("threads_choice")
+    if not choice:
+        return ""
+    tried = ", ".join(f"{k}: {_si(v, 's')}" for k, v in choice["whole_model_p50_s"].items())
+    return f", the fastest of {tried}"
+
+
 def _print_human(model_path, result, output, card_path) -> None:
     profile, summary = result.profile, result.summary
     device = profile["device"]
     stdout.print(f"[bold]{model_path}[/bold]  {profile['model']['hash'][:19]}…")
     stdout.print(f"device {device['name']}: {device['cpu']}, {device['cores']} cores / {device['threads']} threads, "
                  f"{device['execution_provider']} (onnxruntime {device['onnxruntime_version']}, "
-                 f"{profile['session_options']['intra_op_threads']} intra-op threads)")
+                 f"{_threads(profile['session_options']['intra_op_threads'])}{_threads_note(profile)})")
     for title, rows in (("Blocks", profile["blocks"]), ("Exits", profile["exits"])):
         if not rows:
             continue

@@ -213,9 +213,10 @@ def _resolve_profile(ref: str, plan_path: Path) -> Path | None:
     return None
 
 
-def _write_network(plan: dict, plan_path: Path, tmp: Path) -> None:
+def _write_network(plan: dict, plan_path: Path, tmp: Path) -> dict[str, list[str]]:
     """network.json with each profile copied into profiles/ and its path rewritten relative to
-    the deployment root, so the folder can be moved and energy still be derived from it."""
+    the deployment root, so the folder can be moved and energy still be derived from it.
+    Returns each node's profiles (paths relative to the deployment root)."""
     network = plan.get("network")
     if not isinstance(network, dict) or not isinstance(network.get("nodes"), list):
         raise FinplanInputError("missing; expected the network document inline (nodes, links)", file=plan_path, field="network")
@@ -223,6 +224,7 @@ def _write_network(plan: dict, plan_path: Path, tmp: Path) -> None:
     network.setdefault("schema", "finplan.network/1")
     (tmp / PROFILES_DIR).mkdir()
     copied: dict[str, str] = {}
+    by_node: dict[str, list[str]] = {}
     for i, node in enumerate(network["nodes"]):
         refs = node.get("profile")
         if refs is None:
@@ -247,7 +249,25 @@ def _write_network(plan: dict, plan_path: Path, tmp: Path) -> None:
                 copied[key] = f"{PROFILES_DIR}/{name}"
             rewritten.append(copied[key])
         node["profile"] = rewritten if isinstance(refs, list) else rewritten[0]
+        by_node[str(node.get("name"))] = rewritten
     atomic_write_json(tmp / NETWORK_FILE, network)
+    return by_node
+
+
+def _session_of(profiles: list[str], root: Path, parent_hash: str) -> dict | None:
+    """The onnxruntime settings the node's profile of this model timed its parts with, so the
+    runtime runs them the same way (the planner's latencies hold for those settings only)."""
+    for rel in profiles:
+        try:
+            doc = json.loads((root / rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # the planner already read it; a profile that is not JSON names no settings
+        options = doc.get("session_options") if isinstance(doc, dict) else None
+        if (doc.get("model") or {}).get("hash") == parent_hash and isinstance(options, dict) \
+                and isinstance(options.get("intra_op_threads"), int):
+            return {"intra_op_threads": options["intra_op_threads"],
+                    "execution_provider": options.get("execution_provider"), "profile": rel}
+    return None
 
 
 def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike, *,
@@ -356,6 +376,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
             previous_node = node
 
         entry_node = stages[0].node
+        node_profiles = _write_network(plan, plan_path, tmp)
         for node in order:
             manifest = {
                 "schema": MANIFEST_SCHEMA, "node": node, "application": name,
@@ -364,6 +385,9 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 "input": per_node[node][entries[node][0]["stage"]]["inputs"][0],
                 "entries": entries[node], "stages": per_node[node], "predicted": _predicted_for(app, node),
             }
+            session = _session_of(node_profiles.get(node, []), tmp, parent_hash)
+            if session is not None:
+                manifest["session"] = session
             atomic_write_json(tmp / node / MANIFEST_FILE, manifest)
         input_spec = _spec(inferred, contract.input)
         deployment = {
@@ -377,7 +401,6 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
             atomic_write_json(tmp / PLAN_FILE, parse_text(plan_path.read_text(encoding="utf-8"), plan_path))
         else:
             (tmp / PLAN_FILE).write_bytes(plan_bytes)
-        _write_network(plan, plan_path, tmp)
         atomic_write_json(tmp / DEPLOYMENT_FILE, deployment)
         _swap_into_place(tmp, out, force)
     except BaseException:

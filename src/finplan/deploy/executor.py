@@ -48,7 +48,7 @@ class Measurements:
     link_delay_s: dict[str, float]         # "a->b" -> emulated delay in total (0 without emulation)
     wall_s: float
     engine_overhead_s: dict[str, float] = field(default_factory=dict)  # engine-specific (e.g. per-hop cost)
-    threads: int | None = None
+    threads: int | dict | None = None  # as given; or per node, as the manifests (profiles) set them
 
     def to_dict(self) -> dict:
         return {
@@ -220,7 +220,8 @@ class LocalExecutor:
             block_samples={k: dict(v) for k, v in self.block_samples.items()},
             exit_samples={k: dict(v) for k, v in self.exit_samples.items()},
             link_bytes=dict(self.link_bytes), link_samples=dict(self.link_samples), link_delay_s=dict(self.link_delay_s),
-            wall_s=wall, threads=self.threads)
+            wall_s=wall, threads=self.threads if self.threads is not None else
+            {node: runtime.threads for node, runtime in self.runtimes.items()})
 
 
 def run_local(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,

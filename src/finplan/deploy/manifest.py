@@ -105,6 +105,7 @@ class Manifest:
     predicted: dict
     path: str
     doc: dict
+    session_threads: int | None = None  # intra-op threads the node's profile timed the parts with
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -218,8 +219,18 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
     predicted = doc.get("predicted") or {}
     if not isinstance(predicted, dict):
         raise FinplanInputError("expected a mapping", file=file, field="predicted")
+    session = doc.get("session")
+    threads = None
+    if session is not None:
+        if not isinstance(session, dict):
+            raise FinplanInputError(f"is {session!r}; expected a mapping {{intra_op_threads, ...}}", file=file,
+                                    field="session")
+        threads = session.get("intra_op_threads")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise FinplanInputError(f"is {threads!r}; expected an integer >= 1", file=file,
+                                    field="session.intra_op_threads")
     return Manifest(node, application, model_name, model_hash, is_source, input_spec, tuple(entries),
-                    tuple(stages), predicted, file, doc)
+                    tuple(stages), predicted, file, doc, threads)
 
 
 def load_manifest(folder: str | os.PathLike) -> Manifest:

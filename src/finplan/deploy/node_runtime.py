@@ -122,11 +122,12 @@ class NodeRuntime:
         self.manifest: Manifest = load_manifest(self.folder)
         self.node: str = self.manifest.node
         self.input_spec: TensorSpec = self.manifest.input
-        self.threads = threads
+        # as the node's profile timed its parts (manifest "session"), unless the caller says otherwise
+        self.threads = threads if threads is not None else self.manifest.session_threads
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self._sessions = []
         self._runs: list[StageRunner] = []
-        options = session_options(threads)
+        options = session_options(self.threads)
         stage_by_input = {s.inputs[0].name: i for i, s in enumerate(self.manifest.stages)}
         for i, stage in enumerate(self.manifest.stages):
             path = self.folder / stage.part

@@ -26,7 +26,10 @@ from finplan.profiler.device import describe_device
 from finplan.profiler.energy import DEFAULT_MIN_WINDOW_S, Selection, Workload, select_meter
 from finplan.profiler.energy.external import ExternalMeter
 from finplan.profiler.flops import FLOPS_CONVENTION, activation_bytes, count_flops
-from finplan.profiler.timing import SessionConfig, check_provider, cpu_utilisation, make_session, time_round_robin
+from finplan.profiler.timing import (
+    THREADS_TIE, SessionConfig, check_provider, choose_threads, cpu_utilisation, make_session, thread_candidates,
+    time_round_robin,
+)
 
 DEFAULT_BUDGET_S = 15.0  # latency repetitions; the whole embedded-model profile stays under 60 s on 2 cores
 DEFAULT_LIMIT = 1000  # calibration samples
@@ -34,6 +37,7 @@ WHOLE = "whole_model"
 OVERHEAD = "(call overhead)"  # timed alongside the parts, reported in whole_model
 STAGE_PROBE = "(runtime stage)"  # the runtime's stage code on a fused part: stage_overhead_s
 STAGE_OVERHEAD_METHOD = "runtime-stage-probe"
+THREADS_BUDGET_SHARE = 0.1  # of --budget-s, to choose the thread count when --threads is not given
 
 Progress = Callable[[str, int, int], None]
 
@@ -88,6 +92,7 @@ class ProfileJob:
     selection: Selection
     exit_probabilities: list[bool]
     stage_probe: "StageProbe | None" = None
+    threads_choice: dict | None = None  # how the thread count was chosen (None: given by --threads)
 
     # ------------------------------------------------------------------ measuring
 
@@ -238,7 +243,8 @@ class ProfileJob:
             "schema": "finplan.profile/1",
             "model": {"name": _model_name(self.path), "hash": model_hash(self.model), "file": self.path.name},
             "device": describe_device(self.config, name=self.options.device_name),
-            "session_options": self.config.to_dict(),
+            "session_options": {**self.config.to_dict(),
+                                **({"threads_choice": self.threads_choice} if self.threads_choice else {})},
             "flops_convention": FLOPS_CONVENTION,
             "batch_size": int(self.timing_input.shape[0]),
             "blocks": [part_doc(p) for p in self.blocks],
@@ -426,25 +432,24 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
 
     config = SessionConfig.default(options.threads)
     check_provider(config)
+    threads_choice = None
     selection = select_meter(options.energy, execution_provider=config.execution_provider, power_w=options.power_w,
                              idle_w=options.idle_w, busy_w=options.busy_w, energy_file=options.energy_file,
                              rapl_root=options.rapl_root, country_iso_code=options.country_iso_code)
 
     # onnxruntime must load the whole model and every part before we spend time measuring.
-    sessions = {WHOLE: make_session(model, config, what="the model", file=path)}
+    whole_session = make_session(model, config, what="the model", file=path)
     try:
         blocks, exits = split_branchy(model, contract)
     except Exception as exc:  # a contract that validates but whose parts onnx cannot type
         raise FinplanInputError(f"cannot split into blocks and exits ({exc})", file=path) from None
-    for part in blocks + exits:
-        sessions[part.name] = make_session(part.model, config, what=f"{part.kind} {part.name!r}", file=path)
-    if isinstance(selection.meter, ExternalMeter):
-        selection.meter.check_parts([p.name for p in blocks + exits])
     calib_model = extract_part(inferred, [contract.input], [e.output for e in contract.exits] or
                                [contract.blocks[-1].output], name="calibration")
     if isinstance(input_shape[0], int):  # a fixed batch axis: keep it, reshapes inside may depend on it
         calib_model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = input_shape[0]
-    calib_session = make_session(calib_model, config, what="the exit outputs", file=path)
+    sessions, calib_session = _sessions(model, blocks + exits, calib_model, config, path, whole_session)
+    if isinstance(selection.meter, ExternalMeter):
+        selection.meter.check_parts([p.name for p in blocks + exits])
 
     static = {p.name: _static_costs(p, inferred) for p in blocks + exits}
     data = None
@@ -460,6 +465,9 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         rng = np.random.default_rng(options.seed)
         timing_input = rng.standard_normal((batch, *input_shape[1:])).astype(np.float32)
         source = f"synthetic standard normal, seed {options.seed}"
+    if options.threads is None and config.intra_op_threads > 1:
+        config, threads_choice = _choose_threads(model, contract.input, config, timing_input, options, path)
+        sessions, calib_session = _sessions(model, blocks + exits, calib_model, config, path)
     probabilities = [_is_softmax_output(model, e.output) for e in contract.exits]
     try:
         probe = _stage_probe(inferred, contract, config, probabilities, path)
@@ -469,7 +477,40 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         probe = None
     return ProfileJob(path, options, model, contract, blocks, exits, static, sessions, calib_session, config,
                       tuple(input_shape[1:]), bytes_per_sample(inferred, contract.input), timing_input, source,
-                      data, selection, probabilities, probe)
+                      data, selection, probabilities, probe, threads_choice)
+
+
+def _sessions(model: onnx.ModelProto, parts: list[Part], calib_model: onnx.ModelProto, config: SessionConfig,
+              path: Path, whole_session=None) -> tuple[dict[str, object], object]:
+    """Sessions of the whole model (``whole_session`` when already made with ``config``) and
+    every part (by name), and of the calibration model."""
+    sessions = {WHOLE: whole_session or make_session(model, config, what="the model", file=path)}
+    for part in parts:
+        sessions[part.name] = make_session(part.model, config, what=f"{part.kind} {part.name!r}", file=path)
+    return sessions, make_session(calib_model, config, what="the exit outputs", file=path)
+
+
+def _choose_threads(model: onnx.ModelProto, input_name: str, config: SessionConfig, timing_input: np.ndarray,
+                    options: ProfileOptions, path: Path) -> tuple[SessionConfig, dict]:
+    """The session config with the fastest thread count for the whole model at the timing batch
+    (``choose_threads``; a tenth of the timing budget), and how it was chosen."""
+    import dataclasses
+
+    whole_input = {input_name: timing_input}
+
+    def make_runner(threads: int):
+        session = make_session(model, dataclasses.replace(config, intra_op_threads=threads), what="the model",
+                               file=path)
+        return _runner(session, whole_input)
+
+    candidates = thread_candidates(config.intra_op_threads)
+    chosen, p50 = choose_threads(make_runner, candidates, budget_s=THREADS_BUDGET_SHARE * options.budget_s,
+                                 seed=options.seed)
+    return dataclasses.replace(config, intra_op_threads=chosen), {
+        "method": "fastest whole-model p50 at the timing batch, fewest threads within "
+                  f"{THREADS_TIE:.0%} (--threads N sets it instead)",
+        "whole_model_p50_s": {str(c): p50[c] for c in candidates},
+    }
 
 
 def _load_calibration(options: ProfileOptions, input_shape: tuple[int, ...], contract: Contract,

@@ -195,3 +195,36 @@ def time_round_robin(runners: dict[str, Callable[[], object]], *, budget_s: floa
     if progress is not None:
         progress("timing parts", budget_units, budget_units)
     return TimingResult(times, converged, rounds, clock() - start, budget_s, target_rel_ci)
+
+
+# A thread count within this share of the fastest counts as as fast (fewer threads then win:
+# they leave cores to other work and vary less).
+THREADS_TIE = 0.03
+
+
+def thread_candidates(max_threads: int) -> list[int]:
+    """1, powers of two below ``max_threads``, and ``max_threads``."""
+    out = {1, max(int(max_threads), 1)}
+    k = 2
+    while k < max_threads:
+        out.add(k)
+        k *= 2
+    return sorted(out)
+
+
+def choose_threads(make_runner: Callable[[int], Callable[[], object]], candidates: list[int], *, budget_s: float,
+                   min_runs: int = 5, seed: int = 0,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[int, dict[int, float]]:
+    """The intra-op thread count that runs the whole model fastest, and every candidate's p50.
+
+    ``make_runner(threads)`` returns one run of the whole model with that many threads; the
+    candidates are timed in interleaved rounds (``time_round_robin``) within ``budget_s``.
+    Why measure: at batch 1 a small model spends more time waking a thread pool than
+    computing (measured on a 2-core VM: 61 us with 1 thread, 90 us with 2), while a large
+    model gains from every core; only the device can tell.
+    """
+    runners = {str(c): make_runner(c) for c in candidates}
+    result = time_round_robin(runners, budget_s=budget_s, min_runs=min_runs, seed=seed, clock=clock)
+    p50 = {c: result.times[str(c)].summary().p50 for c in candidates}
+    best = min(p50.values())
+    return min(c for c in candidates if p50[c] <= best * (1 + THREADS_TIE)), p50
