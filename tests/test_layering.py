@@ -12,9 +12,9 @@ import finplan
 
 ROOT = Path(finplan.__file__).parent
 BASE = {"errors", "fileio", "contract", "onnx_parts", "data", "hardware_profiles", "schemas", "embedded",
-        "exit_policy"}
+        "exit_policy", "links"}
 ALLOWED = {
-    "partition": {"errors", "fileio", "hardware_profiles", "partition"},
+    "partition": {"errors", "fileio", "links", "hardware_profiles", "partition"},
     "profiler": BASE | {"profiler"},
     "deploy": BASE | {"deploy"},
     "exits": BASE | {"exits"},

@@ -13,21 +13,7 @@ from finplan.deploy.emit import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
 from finplan.deploy.manifest import TensorSpec
 from finplan.errors import FinplanInputError
 from finplan.fileio import load_document
-
-
-@dataclass(frozen=True)
-class Link:
-    src: str
-    dst: str
-    bandwidth_bps: float
-    latency_s: float
-    energy_j_per_bit: float
-
-    def time_s(self, nbytes: float) -> float:
-        return 8.0 * nbytes / self.bandwidth_bps + self.latency_s
-
-    def energy_j(self, nbytes: float) -> float:
-        return 8.0 * nbytes * self.energy_j_per_bit
+from finplan.links import Link
 
 
 @dataclass

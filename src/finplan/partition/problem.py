@@ -17,6 +17,7 @@ import numpy as np
 from finplan.errors import FinplanInputError
 from finplan.fileio import check_schema, finite_number, load_document
 from finplan.hardware_profiles import load_profile, validate_card
+from finplan.links import Link
 
 MODES = ("static", "dynamic")
 
@@ -76,22 +77,6 @@ class Node:
     max_utilization: float
     doc: dict  # as written, with profile paths resolved
     stage_overhead_s: float | None = None  # given by hand (e.g. an engine's per-hop cost); None: from the profile
-
-
-@dataclass(frozen=True)
-class Link:
-    src: str
-    dst: str
-    bandwidth_bps: float
-    latency_s: float
-    energy_j_per_bit: float
-    max_utilization: float
-
-    def time_s(self, nbytes: float) -> float:
-        return 8.0 * nbytes / self.bandwidth_bps + self.latency_s
-
-    def energy_j(self, nbytes: float) -> float:
-        return 8.0 * nbytes * self.energy_j_per_bit
 
 
 @dataclass(frozen=True, eq=False)
