@@ -11,11 +11,12 @@ from finplan.hardware_profiles.store import (
     load_profile,
     save_card,
     save_profile,
+    schema_document,
     validate_card,
     validate_profile,
 )
 
 __all__ = [
     "card_from_profile", "load_card", "load_profile", "save_card", "save_profile",
-    "validate_card", "validate_profile",
+    "schema_document", "validate_card", "validate_profile",
 ]

@@ -20,6 +20,12 @@ def _schema(kind: str) -> dict:
     return json.loads(text)
 
 
+def schema_document(kind: str) -> dict:
+    """The JSON schema of a finplan document kind ("profile", "model", "plan"), as shipped in
+    finplan/schemas; a copy, so callers cannot change the cached one."""
+    return json.loads(json.dumps(_schema(kind)))
+
+
 def _path_of(error: jsonschema.ValidationError) -> str:
     parts = []
     for item in error.absolute_path:

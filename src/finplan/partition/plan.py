@@ -13,59 +13,16 @@ import jsonschema
 
 from finplan.errors import FinplanInputError
 from finplan.fileio import check_schema
+from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult
 from finplan.partition.evaluate import ms
 from finplan.partition.problem import Scenario
 
 SCHEMA = "finplan.plan/1"
 
-_NUM = {"type": "number"}
-_NUM_OR_NULL = {"type": ["number", "null"]}
-PLAN_SCHEMA: dict = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "finplan.plan/1: where each block of each application runs, and what it is predicted to cost",
-    "type": "object",
-    "required": ["schema", "solver", "network", "options", "applications"],
-    "properties": {
-        "schema": {"const": SCHEMA},
-        "solver": {"type": "object", "required": ["name", "parameters", "solve_time_s"],
-                   "properties": {"name": {"type": "string"}, "parameters": {"type": "object"},
-                                  "solve_time_s": _NUM_OR_NULL}},
-        "network": {"type": "object", "required": ["nodes"]},
-        "options": {"type": "object", "required": ["mode", "first_block_at_source", "strict"]},
-        "applications": {"type": "array", "items": {
-            "type": "object",
-            "required": ["name", "model", "source", "constraints", "feasible", "placement", "final_exit",
-                         "active_exits", "thresholds", "predicted", "per_node", "transfers", "binding"],
-            "properties": {
-                "name": {"type": "string"},
-                "model": {"type": "object", "required": ["name", "hash", "card"],
-                          "properties": {"name": {"type": "string"}, "hash": {"type": ["string", "null"]},
-                                         "card": {"type": "string"}}},
-                "source": {"type": "string"},
-                "constraints": {"type": "object", "required": ["max_latency_s", "min_accuracy", "strict"]},
-                "feasible": {"type": "boolean"},
-                "placement": {"type": "array", "items": {"type": "object", "required": ["block", "node"],
-                                                         "properties": {"block": {"type": "string"},
-                                                                        "node": {"type": "string"}}}},
-                "final_exit": {"type": ["string", "null"]},
-                "active_exits": {"type": "array", "items": {"type": "object", "required": ["name", "after", "threshold"]}},
-                "thresholds": {"type": "object", "additionalProperties": _NUM},
-                "predicted": {"oneOf": [{"type": "null"}, {
-                    "type": "object",
-                    "required": ["energy_j", "compute_energy_j", "transfer_energy_j", "latency_s",
-                                 "expected_latency_s", "accuracy", "exit_rates"],
-                    "properties": {k: _NUM for k in ("energy_j", "compute_energy_j", "transfer_energy_j",
-                                                       "latency_s", "expected_latency_s", "accuracy")}}]},
-                "per_node": {"type": "object", "additionalProperties": {
-                    "type": "object", "required": ["blocks", "exits", "energy_j", "busy_s", "params_bytes", "utilization"]}},
-                "transfers": {"type": "array", "items": {
-                    "type": "object", "required": ["from", "to", "after_block", "bytes", "probability"]}},
-                "binding": {"type": "array", "items": {"type": "string"}},
-                "reason": {"type": "string"},
-            }}},
-    },
-}
+# The JSON schema of a plan document (src/finplan/schemas/plan.schema.json, like the profile's
+# and the model card's).
+PLAN_SCHEMA: dict = schema_document("plan")
 
 
 def _round(value: float) -> float:
