@@ -195,7 +195,11 @@ def test_profiles_show_side_by_side(capsys, two_profiles):
     assert code == 0, err
     assert "edge-box" in stdout and "block3" in stdout and "ESTIMATED" in stdout
     code, stdout, _ = run_cli(capsys, "profiles", "show", first, second, "--json")
-    assert [d["label"] for d in json.loads(stdout)["devices"]][1] == "edge-box"
+    devices = json.loads(stdout)["devices"]
+    assert [d["label"] for d in devices][1] == "edge-box"
+    profile = json.loads(first.read_text())
+    assert devices[0]["intra_op_threads"] == profile["session_options"]["intra_op_threads"]
+    assert devices[0]["stage_overhead_s"] == (profile.get("stage_overhead_s") or {}).get("value")
 
 
 def test_profiles_show_refuses_different_models(capsys, two_profiles):

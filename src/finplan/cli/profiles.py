@@ -46,6 +46,8 @@ def compare(paths: list[str]) -> dict:
         "model": {"name": profiles[0]["model"]["name"], "hash": first_hash},
         "devices": [{"label": label, "file": str(path), **{k: profile["device"].get(k) for k in
                      ("cpu", "cores", "threads", "execution_provider", "onnxruntime_version", "gpu")},
+                     "intra_op_threads": (profile.get("session_options") or {}).get("intra_op_threads"),
+                     "stage_overhead_s": (profile.get("stage_overhead_s") or {}).get("value"),
                      "energy": profile["energy"]} for label, path, profile in zip(labels, paths, profiles)],
         "parts": rows,
     }
@@ -73,12 +75,14 @@ def show(files, as_json):
         return
     stdout.print(f"[bold]{summary['model']['name']}[/bold]  {summary['model']['hash'][:19]}…")
     devices = Table(title="Devices", title_justify="left")
-    for column in ("device", "cpu", "cores/threads", "provider", "energy"):
+    for column in ("device", "cpu", "cores/threads", "provider", "intra-op threads", "stage cost", "energy"):
         devices.add_column(column)
     for device in summary["devices"]:
         energy = device["energy"]
+        stage = device["stage_overhead_s"]
         devices.add_row(device["label"], device["cpu"], f"{device['cores']}/{device['threads']}",
-                        device["execution_provider"],
+                        device["execution_provider"], str(device["intra_op_threads"] or "-"),
+                        "-" if stage is None else _si(stage, "s"),
                         f"{energy['method']} ({'measured' if energy['measured'] else 'ESTIMATED'})")
     stdout.print(devices)
     table = Table(title="p50 latency | energy per run", title_justify="left")
