@@ -168,6 +168,14 @@ def test_bad_network_inputs(capsys, paper, tmp_path):
         (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}},
                      {"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}}], links=[]),
          ["nodes[1].name", "duplicate"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}, "max_utilisation": 0.5}],
+              links=[]), ["nodes[0].max_utilisation", "unknown field", "max_utilization"]),
+        (dict(links=[{"from": "device", "to": "edge", "bandwidth_bps": 1e9, "latency_s": 0, "energy_j_per_bit": 1e-9,
+                      "bandwith_bps": 1e6}]), ["links[0].bandwith_bps", "unknown field"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}, "capacity": 0.5,
+                      "max_utilization": 0.8}], links=[]), ["nodes[0].capacity", "give one"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}, "capacity": -1}], links=[]),
+         ["nodes[0].capacity"]),
     ]
     for i, (kwargs, expect) in enumerate(cases):
         net = write_network(tmp_path / f"net{i}.json", **kwargs)

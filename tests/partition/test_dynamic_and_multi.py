@@ -1,6 +1,8 @@
 """Dynamic mode (exit thresholds as decisions) and several applications sharing capacity."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,20 @@ def test_dynamic_plan_document_reports_thresholds(paper_network):
     assert doc["solver"]["parameters"]["threshold_quantiles"] == [0.25, 0.5, 0.75, 0.9]
     if ev.thresholds:
         assert entry["predicted"]["expected_latency_s"] < entry["predicted"]["latency_s"]
+
+
+def test_capacity_is_max_utilization_by_its_design_name(paper_network):
+    """DESIGN.md names the node and link share limit ``capacity``; the issue ``max_utilization``:
+    both spell the same limit, and free-form ``description`` / ``x-...`` fields are allowed."""
+    from finplan.partition.problem import network_from_dict
+
+    doc = json.loads(json.dumps(paper_network.doc))
+    doc["nodes"][1]["capacity"] = 0.25
+    doc["nodes"][1]["description"] = "the edge server"
+    doc["links"][0]["capacity"] = 0.5
+    doc["links"][0]["x-owner"] = "ops"
+    net = network_from_dict(doc)
+    assert net.nodes[1].max_utilization == 0.25 and net.links[0].max_utilization == 0.5
+    same = json.loads(json.dumps(doc))
+    same["nodes"][1]["max_utilization"] = 0.25
+    assert network_from_dict(same).nodes[1].max_utilization == 0.25

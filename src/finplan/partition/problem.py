@@ -198,6 +198,29 @@ def _string(value, *, file, field) -> str:
     return value
 
 
+# The fields a network node and link may have. A misspelt field would otherwise be ignored in
+# silence (a capacity limit that never binds); "description" and "x-..." are free for users.
+NODE_FIELDS = ("name", "tier", "profile", "compute", "memory_bytes", "max_utilization", "capacity", "stage_overhead_s")
+LINK_FIELDS = ("from", "to", "bandwidth_bps", "latency_s", "energy_j_per_bit", "max_utilization", "capacity")
+
+
+def _check_fields(doc: dict, known: tuple[str, ...], *, file, where: str) -> None:
+    for key in doc:
+        if key not in known and key != "description" and not str(key).startswith("x-"):
+            raise FinplanInputError(f"unknown field {key!r}; expected one of {', '.join(known)} (or description, "
+                                    "x-... for your own notes)", file=file, field=f"{where}.{key}")
+
+
+def _max_utilization(doc: dict, *, file, where: str) -> float:
+    """``max_utilization``, or ``capacity`` (DESIGN.md's name for the same share of time); default 1."""
+    if "capacity" in doc and "max_utilization" in doc and doc["capacity"] != doc["max_utilization"]:
+        raise FinplanInputError(f"is {doc['capacity']!r} but max_utilization is {doc['max_utilization']!r}; they "
+                                "are the same limit (capacity is its other name): give one", file=file,
+                                field=f"{where}.capacity")
+    key = "capacity" if "capacity" in doc else "max_utilization"
+    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True)
+
+
 def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
     """Validate a ``finplan.network/1`` document. Profile paths are relative to ``base_dir``
     (the network file's folder)."""
@@ -243,7 +266,8 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
         memory = nd.get("memory_bytes")
         if memory is not None:
             memory = finite_number(memory, file=file, field=f"{where}.memory_bytes", positive=True)
-        util = finite_number(nd.get("max_utilization", 1.0), file=file, field=f"{where}.max_utilization", positive=True)
+        _check_fields(nd, NODE_FIELDS, file=file, where=where)
+        util = _max_utilization(nd, file=file, where=where)
         stage_overhead = nd.get("stage_overhead_s")
         if stage_overhead is not None:
             stage_overhead = finite_number(stage_overhead, file=file, field=f"{where}.stage_overhead_s", nonnegative=True)
@@ -260,6 +284,7 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
         where = f"links[{i}]"
         if not isinstance(ld, dict):
             raise FinplanInputError("expected a mapping {from, to, bandwidth_bps, latency_s, energy_j_per_bit}", file=file, field=where)
+        _check_fields(ld, LINK_FIELDS, file=file, where=where)
         src = _string(_require(ld, "from", "a node name", file=file, field=f"{where}.from"), file=file, field=f"{where}.from")
         dst = _string(_require(ld, "to", "a node name", file=file, field=f"{where}.to"), file=file, field=f"{where}.to")
         for key, value in (("from", src), ("to", dst)):
@@ -276,7 +301,7 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
         lat = finite_number(ld.get("latency_s", 0.0), file=file, field=f"{where}.latency_s", nonnegative=True)
         epb = finite_number(_require(ld, "energy_j_per_bit", "a number >= 0", file=file, field=f"{where}.energy_j_per_bit"),
                             file=file, field=f"{where}.energy_j_per_bit", nonnegative=True)
-        util = finite_number(ld.get("max_utilization", 1.0), file=file, field=f"{where}.max_utilization", positive=True)
+        util = _max_utilization(ld, file=file, where=where)
         links.append(Link(src, dst, bw, lat, epb, util))
     resolved_doc = dict(doc)
     resolved_doc["nodes"] = resolved_nodes
