@@ -252,5 +252,7 @@ def test_bad_scenario_file(capsys, paper, tmp_path):
     bad(capsys, "plan", paper / "s1.yaml", expect=["s1.yaml", "applications[0].min_accuracy"])
     (paper / "s2.yaml").write_text(text.replace("mode: static", "mode: turbo"))
     bad(capsys, "plan", paper / "s2.yaml", expect=["options.mode"])
+    (paper / "s3.yaml").write_text(text.replace("min_accuracy: 0.80", "min_accuracy: 0.80\n    rate: 200", 1))
+    bad(capsys, "plan", paper / "s3.yaml", expect=["s3.yaml", "applications[0].rate", "unknown field", "rate_hz"])
     bad(capsys, "plan", tmp_path / "missing.yaml", expect=["missing.yaml", "not found"])
     bad(capsys, "plan", paper / "scenario.yaml", "--model", "x.json", expect=["not both"])

@@ -198,10 +198,12 @@ def _string(value, *, file, field) -> str:
     return value
 
 
-# The fields a network node and link may have. A misspelt field would otherwise be ignored in
-# silence (a capacity limit that never binds); "description" and "x-..." are free for users.
+# The fields a network node, a link and a scenario's application may have. A misspelt field
+# would otherwise be ignored in silence (a capacity limit or a rate that never binds);
+# "description" and "x-..." are free for users.
 NODE_FIELDS = ("name", "tier", "profile", "compute", "memory_bytes", "max_utilization", "capacity", "stage_overhead_s")
 LINK_FIELDS = ("from", "to", "bandwidth_bps", "latency_s", "energy_j_per_bit", "max_utilization", "capacity")
+APPLICATION_FIELDS = ("name", "model", "source", "max_latency_s", "min_accuracy", "rate_hz")
 
 
 def _check_fields(doc: dict, known: tuple[str, ...], *, file, where: str) -> None:
@@ -519,6 +521,7 @@ def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scena
         where = f"applications[{i}]"
         if not isinstance(ad, dict):
             raise FinplanInputError("expected a mapping {name, model, source, max_latency_s, min_accuracy}", file=file, field=where)
+        _check_fields(ad, APPLICATION_FIELDS, file=file, where=where)
         name = _string(ad.get("name", f"app{i + 1}"), file=file, field=f"{where}.name")
         if name in names:
             raise FinplanInputError(f"duplicate application name {name!r}", file=file, field=f"{where}.name")
