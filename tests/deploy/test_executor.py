@@ -153,3 +153,34 @@ def test_input_sent_from_a_source_that_runs_no_block(plan_factory, tmp_path, tin
     m = LocalExecutor(out, emulate_links=True).run(inputs[0][:5], batch_size=5)
     assert m.link_bytes == {"device->edge": 5 * 256, "edge->cloud": 5 * 256}
     assert m.link_delay_s["device->edge"] == pytest.approx(5 * 256 * 8 / 1e8 + 0.001)
+
+
+def test_every_stage_is_warmed_up_on_zeros_at_load(deployments):
+    """Loading a node runs each stage on a batch-1 zero tensor (first runs allocate memory
+    arenas; the plan predicts the steady state); a stage with a symbolic non-batch size is skipped."""
+    import dataclasses
+
+    from finplan.deploy.manifest import TensorSpec
+
+    runtime = NodeRuntime(deployments["one-dynamic"][0] / "device")
+
+    class Recording:
+        def __init__(self):
+            self.feeds = []
+
+        def run(self, outputs, feed):
+            self.feeds.append(feed)
+
+    runtime._sessions = [Recording() for _ in runtime._sessions]
+    runtime.warm_up(runs=2)
+    for stage, session in zip(runtime.manifest.stages, runtime._sessions):
+        spec = stage.inputs[0]
+        assert len(session.feeds) == 2
+        tensor = session.feeds[0][spec.name]
+        assert tensor.shape == (1, *spec.shape[1:]) and tensor.dtype == spec.np_dtype and not tensor.any()
+    first = runtime.manifest.stages[0]
+    symbolic = dataclasses.replace(first, inputs=(TensorSpec(first.inputs[0].name, ("batch", "length"), "float32"),))
+    runtime.manifest = dataclasses.replace(runtime.manifest, stages=(symbolic, *runtime.manifest.stages[1:]))
+    runtime._sessions = [Recording() for _ in runtime._sessions]
+    runtime.warm_up(runs=1)
+    assert runtime._sessions[0].feeds == [] and all(len(s.feeds) == 1 for s in runtime._sessions[1:])

@@ -107,6 +107,9 @@ def session_options(threads: int | None):
     return options
 
 
+WARMUP_RUNS = 3  # per stage, at load (as the profiler's warm-up per part)
+
+
 class NodeRuntime:
     """One node of a deployment folder, ready to run.
 
@@ -162,6 +165,21 @@ class NodeRuntime:
         # per stage: its part, blocks and exit names, for the per-call counts
         self._stage_info = [(s.part, s.blocks, tuple(e.name for e in s.exits)) for s in self.manifest.stages]
         self._accepted: dict[str, tuple] = {}  # entry -> (shape, dtype) last checked, so a stream is checked once
+        self.warm_up()
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> None:
+        """Run every stage ``runs`` times on zeros (batch 1), as the profiler warms up each part
+        before timing it: the first runs of a session allocate its memory arenas and pick kernels,
+        a one-time cost that is not the steady state the plan predicts. Stages whose input has a
+        symbolic size other than the batch axis are skipped (no shape to make zeros of)."""
+        for i, stage in enumerate(self.manifest.stages):
+            spec = stage.inputs[0]
+            dims = [1 if axis == 0 else dim for axis, dim in enumerate(spec.shape)]
+            if not all(isinstance(dim, int) for dim in dims):
+                continue
+            feed = {spec.name: np.zeros(dims, dtype=spec.np_dtype)}
+            for _ in range(runs):
+                self._sessions[i].run(None, feed)
 
     # ------------------------------------------------------------------ introspection
 
