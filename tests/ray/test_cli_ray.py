@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from finplan.cli.main import main
 
 
@@ -48,3 +50,22 @@ def test_engine_overhead_table_puts_the_link_model_beside_the_measurement(capsys
     assert "device->edge" in out and "3.000 ms" in out and "6.200 ms" in out and "not device latency" in out
     print_engine_overhead({"engine_overhead_s": {}})
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.ray
+def test_run_on_ray_keeps_stdout_for_the_report(ray_deployments, ray_workdir, tiny_inputs):
+    """``finplan run --engine ray --json`` in its own process, with its own local Ray: stdout is
+    the report and nothing else (Ray's driver and raylets print at shutdown: those go to stderr)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    data = ray_workdir / "inputs.npz"
+    np.savez(data, x=tiny_inputs[0][:16], y=tiny_inputs[1][:16])
+    done = subprocess.run([sys.executable, "-m", "finplan.cli.main", "run", str(ray_deployments["three-dynamic"]),
+                           "--data", str(data), "--engine", "ray", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["engine"] == "ray" and report["samples"] == 16

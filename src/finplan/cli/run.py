@@ -1,11 +1,13 @@
 """``finplan run``: execute a deployment and compare what it measures with the plan."""
 from __future__ import annotations
 
+import contextlib
+
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from finplan.cli._console import print_json, progress_bar, stdout
+from finplan.cli._console import foreign_output_to_stderr, print_json, progress_bar, stdout
 from finplan.deploy.engines import engine_names
 
 
@@ -62,7 +64,8 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
 
     deployment = load_deployment(folder)
     x, y, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed)
-    with progress_bar(quiet or as_json) as report:
+    with progress_bar(quiet or as_json) as report, \
+            (foreign_output_to_stderr() if engine != "local" else contextlib.nullcontext()):
         measurements = get_engine(engine)(folder, x, y, batch_size=batch_size, emulate_links=emulate_links,
                                           threads=threads, progress=report)
     result = build_report(measurements, deployment, tolerance=tolerance, rate_tolerance=rate_tolerance)

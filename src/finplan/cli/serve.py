@@ -5,10 +5,11 @@ import signal
 import time
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from finplan.cli._console import print_json, stdout
+from finplan.cli._console import foreign_output_to_stderr, print_json, stdout
 
 
 @click.command("serve")
@@ -68,17 +69,18 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
     previous = signal.signal(signal.SIGTERM, on_term)
     session = ServeSession(graph, address=address, host=host, port=port, start_timeout_s=start_timeout_s)
     try:
-        with session:
+        with foreign_output_to_stderr() as real_stdout, session:
             info = {"url": session.url, "application": graph.application, "ray": address or "local (started by finplan)",
                     **graph.describe()}
             if as_json:
-                print_json(info)
+                print_json(info, file=real_stdout)
             else:
-                stdout.print(f"[bold]serving[/bold] {escape(str(folder))} at {session.url}")
-                stdout.print(f"Ray: {escape(info['ray'])}; placement by {graph.placement.mode}; "
-                             f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes")
-                _print_graph(graph)
-                stdout.print(f"try: finplan infer {session.url} --data embedded    (Ctrl-C stops)")
+                out = Console(file=real_stdout, highlight=False, soft_wrap=True)
+                out.print(f"[bold]serving[/bold] {escape(str(folder))} at {session.url}")
+                out.print(f"Ray: {escape(info['ray'])}; placement by {graph.placement.mode}; "
+                          f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes")
+                _print_graph(graph, out)
+                out.print(f"try: finplan infer {session.url} --data embedded    (Ctrl-C stops)")
             try:
                 if for_s is None:
                     while True:
@@ -94,7 +96,7 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_graph(graph) -> None:
+def _print_graph(graph, out: Console = stdout) -> None:
     table = Table(title=f"application {graph.app_name} (route {graph.route_prefix})", title_justify="left")
     for column in ("deployment", "plan node", "placement", "replicas", "forwards to"):
         table.add_column(column)
@@ -104,8 +106,8 @@ def _print_graph(graph) -> None:
     for name, node, options, count, routes in rows:
         where = ", ".join(f"{k}={v}" for k, v in (options.get("label_selector") or options.get("resources") or {}).items())
         table.add_row(name, node, where, str(count), ", ".join(routes.values()) or "-")
-    stdout.print(table)
-    stdout.print(escape(f"input: {graph.ingress.input_spec.describe()}; chain: {' -> '.join(graph.chain)}"))
+    out.print(table)
+    out.print(escape(f"input: {graph.ingress.input_spec.describe()}; chain: {' -> '.join(graph.chain)}"))
 
 
 def engine_overhead_table(report: dict) -> Table | None:
