@@ -17,6 +17,9 @@ def test_serve_dry_run_describes_the_application(ray_deployments, capsys):
     assert by_name["node-edge"]["replicas"] == 2
     assert by_name["node-cloud"]["ray_actor_options"]["label_selector"] == {"finplan-node": "cloud"}
     assert doc["chain"] == ["device", "edge", "cloud"]
+    assert doc["max_concurrent_requests"] == 1000
+    assert main(["serve", str(ray_deployments["three-dynamic"]), "--dry-run", "--max-concurrent-requests", "0"]) == 2
+    assert "--max-concurrent-requests" in capsys.readouterr().err
 
 
 def test_serve_without_ray_says_to_install_the_extra(ray_deployments, capsys, monkeypatch):

@@ -52,6 +52,19 @@ def test_graph_by_resource_and_revisiting_chain(ray_deployments):
     assert list(one.stages) == ["device"] and one.stages["device"].routes == {}
 
 
+def test_every_hop_takes_all_the_requests_the_ingress_admits(ray_deployments):
+    # A request Serve holds back waits in its router, where a 200-request burst saw waits of
+    # up to 14 s: no stage may have less room than the ingress lets in, once per visit.
+    graph = build_graph(ray_deployments["three-dynamic"], max_concurrent_requests=300)
+    assert graph.ingress.max_concurrent_requests == 300 and graph.describe()["max_concurrent_requests"] == 300
+    assert {node: graph.stage_max_ongoing(node) for node in graph.stages} == {"device": 300, "edge": 300, "cloud": 300}
+    revisit = build_graph(ray_deployments["revisit-dynamic"])
+    assert revisit.ingress.max_concurrent_requests == 1000
+    assert revisit.stage_max_ongoing("device") == 2000 and revisit.stage_max_ongoing("edge") == 1000
+    with pytest.raises(FinplanInputError, match="--max-concurrent-requests"):
+        build_graph(ray_deployments["three-dynamic"], max_concurrent_requests=0)
+
+
 @pytest.mark.parametrize("items,message", [(["edge"], "NODE=N"), (["edge=0"], "N >= 1"), (["moon=2"], "moon")])
 def test_bad_replicas_are_one_clear_line(ray_deployments, items, message):
     with pytest.raises(FinplanInputError, match=message):

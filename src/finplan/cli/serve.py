@@ -27,6 +27,8 @@ from finplan.cli._console import foreign_output_to_stderr, print_json, stdout
               help="Per-request timeout (a request still unanswered then gets 504).")
 @click.option("--max-request-bytes", type=click.IntRange(min=1), default=16 * 1024 * 1024, show_default=True,
               help="Larger requests get 413.")
+@click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Requests the ingress admits at once (per replica); as many again may wait in Serve's queue, more get 503.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads per replica.")
 @click.option("--emulate-links", is_flag=True, help="Delay each forward by the network's link model (one-machine demos).")
 @click.option("--start-timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True,
@@ -35,8 +37,8 @@ from finplan.cli._console import foreign_output_to_stderr, print_json, stdout
               help="Stop by itself after this many seconds (default: until Ctrl-C).")
 @click.option("--dry-run", is_flag=True, help="Print the application (deployments, placement, routes); start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def command(folder, address, host, port, replicas, placement, timeout_s, max_request_bytes, threads, emulate_links,
-            start_timeout_s, for_s, dry_run, as_json):
+def command(folder, address, host, port, replicas, placement, timeout_s, max_request_bytes, max_concurrent_requests,
+            threads, emulate_links, start_timeout_s, for_s, dry_run, as_json):
     """Serve a deployment folder: one Ray Serve deployment per plan node, pinned to its Ray node.
 
     \b
@@ -49,7 +51,8 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
     from finplan.deploy.ray_serve.graph import build_graph, parse_replicas
 
     graph = build_graph(folder, replicas=parse_replicas(replicas), placement=placement, timeout_s=timeout_s,
-                        max_request_bytes=max_request_bytes, threads=threads, emulate_links=emulate_links)
+                        max_request_bytes=max_request_bytes, threads=threads, emulate_links=emulate_links,
+                        max_concurrent_requests=max_concurrent_requests)
     if dry_run:
         if as_json:
             print_json(graph.describe())
@@ -78,7 +81,8 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
                 out = Console(file=real_stdout, highlight=False, soft_wrap=True)
                 out.print(f"[bold]serving[/bold] {escape(str(folder))} at {session.url}")
                 out.print(f"Ray: {escape(info['ray'])}; placement by {graph.placement.mode}; "
-                          f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes")
+                          f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes; "
+                          f"at most {max_concurrent_requests} requests at once")
                 _print_graph(graph, out)
                 out.print(f"try: finplan infer {session.url} --data embedded    (Ctrl-C stops)")
             try:

@@ -160,20 +160,17 @@ def build_application(graph: AppGraph):
     for node, spec in graph.stages.items():
         bound[node] = stage_cls.options(
             name=spec.deployment, num_replicas=spec.num_replicas, ray_actor_options=dict(spec.actor_options),
-            max_ongoing_requests=_max_ongoing(),
+            max_ongoing_requests=graph.stage_max_ongoing(node),
         ).bind(node, node_files(spec.folder), dict(spec.routes), graph.app_name,
                {k: list(v) for k, v in spec.links.items()}, graph.emulate_links, graph.threads, graph.ingress.timeout_s)
     ingress = graph.ingress
+    # Serve counts a request as queued while it routes it, even with room at the replica, so
+    # the queue cannot be tiny (a limit of 1 refused half of a 200-request burst with 503);
+    # one limit's worth bounds the wait and the memory, and anything beyond gets 503 at once.
     settings = {"source": ingress.node, "entry_node": ingress.entry_node, "input": ingress.input_spec.to_dict(),
                 "timeout_s": ingress.timeout_s, "max_request_bytes": ingress.max_request_bytes,
                 "link": None if ingress.link is None else list(ingress.link), "emulate_links": graph.emulate_links}
     return ingress_cls.options(
         name=ingress.deployment, num_replicas=ingress.num_replicas, ray_actor_options=dict(ingress.actor_options),
-        max_ongoing_requests=_max_ongoing(),
+        max_ongoing_requests=ingress.max_concurrent_requests, max_queued_requests=ingress.max_concurrent_requests,
     ).bind(settings, graph.describe(), bound)
-
-
-def _max_ongoing() -> int:
-    from finplan.deploy.ray_serve.graph import MAX_ONGOING_REQUESTS
-
-    return MAX_ONGOING_REQUESTS

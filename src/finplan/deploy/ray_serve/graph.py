@@ -36,8 +36,11 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 # Each replica reserves a tiny share of a CPU: zero would let Ray put every replica anywhere
 # regardless of load, but 1 CPU per replica makes serve.run wait forever on a 2-core machine.
 REPLICA_NUM_CPUS = 0.0
-# Replicas answer concurrently (they await the next node); bound what one replica queues.
-MAX_ONGOING_REQUESTS = 64
+# Requests the ingress admits at once. Replicas are async (they await the next node), so
+# admitting many costs little; a request Serve must hold back instead waits in its router,
+# which we measured passing queued requests over for up to 14 s under a 200-request burst
+# (the per-request timeout only starts at the ingress). Serve queues at most as many again.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 1000
 
 
 def stage_deployment_name(node: str) -> str:
@@ -109,6 +112,7 @@ class IngressSpec:
     max_request_bytes: int
     timeout_s: float
     link: tuple[float, float] | None   # source -> entry node link model, when they differ
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,12 @@ class AppGraph:
     emulate_links: bool = False
     options: dict = field(default_factory=dict)
 
+    def stage_max_ongoing(self, node: str) -> int:
+        """How many requests a replica of ``node`` must take at once so that no caller ever
+        waits in Serve's router: everything the ingress admitted, once per visit of the node."""
+        visits = max(self.chain.count(node), 1)
+        return self.ingress.max_concurrent_requests * self.ingress.num_replicas * visits
+
     @property
     def plan_nodes(self) -> list[str]:
         """Every plan node the application needs a Ray node for (source first)."""
@@ -138,7 +148,7 @@ class AppGraph:
             "application": self.application, "app_name": self.app_name, "route_prefix": self.route_prefix,
             "placement": self.placement.mode, "chain": list(self.chain),
             "input": self.ingress.input_spec.to_dict(), "max_request_bytes": self.ingress.max_request_bytes,
-            "timeout_s": self.ingress.timeout_s,
+            "timeout_s": self.ingress.timeout_s, "max_concurrent_requests": self.ingress.max_concurrent_requests,
             "deployments": [{"name": self.ingress.deployment, "node": self.ingress.node, "replicas": self.ingress.num_replicas,
                              "routes": {self.ingress.entry_node: self.ingress.entry_deployment},
                              "ray_actor_options": self.ingress.actor_options}] +
@@ -167,6 +177,7 @@ def _check_label_value(node: str, file) -> None:
 def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = None, placement: str = "label",
                 timeout_s: float = DEFAULT_TIMEOUT_S, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                 threads: int | None = None, emulate_links: bool = False,
+                max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
                 deployment: Deployment | None = None) -> AppGraph:
     """Describe the Serve application for ``folder`` (reads manifests, loads no ONNX part)."""
     folder = Path(folder)
@@ -176,6 +187,9 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
         raise FinplanInputError(f"is {timeout_s}; expected a number of seconds > 0", field="--timeout-s")
     if max_request_bytes < 1:
         raise FinplanInputError(f"is {max_request_bytes}; expected a number of bytes >= 1", field="--max-request-bytes")
+    if max_concurrent_requests < 1:
+        raise FinplanInputError(f"is {max_concurrent_requests}; expected an integer >= 1",
+                                field="--max-concurrent-requests")
     replicas = dict(replicas or {})
     index_file = folder / "deployment.json"
     known = set(deployment.nodes) | {deployment.source}
@@ -223,7 +237,7 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
         node=source, deployment=INGRESS_DEPLOYMENT, num_replicas=replicas.get(source, 1) if source not in stages else 1,
         actor_options=place.actor_options(source), entry_node=entry, entry_deployment=stages[entry].deployment,
         input_spec=manifests[entry].input, max_request_bytes=int(max_request_bytes), timeout_s=float(timeout_s),
-        link=source_link)
+        link=source_link, max_concurrent_requests=int(max_concurrent_requests))
 
     chain = _chain(manifests, entry)
     cyclic = len(set(chain)) != len(chain)

@@ -25,7 +25,7 @@ import numpy as np
 
 from finplan.deploy.deployment import load_deployment
 from finplan.deploy.executor import Measurements, link_key
-from finplan.deploy.ray_serve.graph import DEFAULT_TIMEOUT_S, build_graph
+from finplan.deploy.ray_serve.graph import DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_TIMEOUT_S, build_graph
 from finplan.deploy.ray_serve.wire import encode_tensor
 from finplan.errors import FinplanInputError
 
@@ -132,6 +132,7 @@ def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = No
         from finplan.deploy.ray_serve.cluster import ServeSession
 
         graph = build_graph(folder, timeout_s=timeout_s, threads=threads, emulate_links=emulate_links,
+                            max_concurrent_requests=max(concurrency, DEFAULT_MAX_CONCURRENT_REQUESTS),
                             deployment=deployment)
         with ServeSession(graph, address=address, http=False) as own:
             return run_on_ray(folder, x, labels, batch_size=batch_size, emulate_links=emulate_links, threads=threads,
