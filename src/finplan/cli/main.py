@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("finplan: aborted", err=True)
         return 130
+    except click.UsageError as exc:
+        # click's own form is three lines (Usage / Try / Error); finplan's bad-input rule is one
+        click.echo(f"finplan: error: {_one_line(exc.format_message())}{_help_hint(exc.ctx)}", err=True)
+        return 2
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"finplan: error: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -79,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("finplan: interrupted", err=True)
         return 130
     return returned if isinstance(returned, int) else 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _help_hint(ctx: click.Context | None) -> str:
+    return f" (see: {ctx.command_path} --help)" if ctx is not None else ""
 
 
 def run() -> None:

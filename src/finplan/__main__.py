@@ -1,0 +1,4 @@
+"""``python -m finplan``: the same as the ``finplan`` command."""
+from finplan.cli.main import run
+
+run()
