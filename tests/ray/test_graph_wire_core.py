@@ -196,6 +196,37 @@ def test_chained_core_answers_equal_the_local_executor(ray_deployments, tiny_inp
         assert all(row["link_model_s"] is not None for row in rows if not row["hop"].startswith("ingress"))
 
 
+def test_emulated_links_wait_at_least_the_link_model_and_record_what_they_took(ray_deployments, tiny_inputs):
+    from finplan.deploy.deployment import load_deployment
+    from finplan.deploy.ray_serve.core import emulate_delay, link_delay_s
+
+    # 20 us: asyncio.sleep alone rounds this up to the event loop's millisecond timer
+    assert asyncio.run(emulate_delay(20e-6)) >= 20e-6 and asyncio.run(emulate_delay(0.0)) == 0.0
+    x, _ = tiny_inputs
+    folder = ray_deployments["three-dynamic"]
+    deployment = load_deployment(folder)
+    stages = {}
+
+    async def call(node, message):
+        return await stages[node].handle(message)
+
+    graph = build_graph(folder, emulate_links=True)
+    for node, spec in graph.stages.items():
+        stages[node] = StageCore(NodeRuntime(spec.folder), call, links=spec.links, emulate_links=True)
+    answer = asyncio.run(stages[graph.ingress.entry_node].handle(
+        {"tensor": encode_tensor(x), "entry": graph.ingress.input_spec.name, "budget_s": 30.0}))
+    forwards = [hop for hop in answer["hops"] if hop["forward_to"] is not None]
+    assert forwards
+    for hop in forwards:
+        link = deployment.links[(hop["node"], hop["forward_to"])]
+        assert hop["emulated_delay_s"] == pytest.approx(link_delay_s((link.bandwidth_bps, link.latency_s), hop["bytes_out"]))
+        assert hop["emulated_delay_actual_s"] >= hop["emulated_delay_s"] > 0
+    collector = RunCollector(deployment, len(x))
+    collector.add(np.arange(len(x)), answer, 0.01)
+    assert set(collector.link_delay_actual_s) == set(collector.link_delay_s)
+    assert all(collector.link_delay_actual_s[k] >= v for k, v in collector.link_delay_s.items())
+
+
 def test_http_path_statuses(ray_deployments, tiny_inputs):
     x, _ = tiny_inputs
     ingress = _in_process_ingress(ray_deployments["three-dynamic"])

@@ -25,6 +25,11 @@ def _fmt(value, unit: str) -> str:
     return f"{value:.4g}"
 
 
+def _us(seconds: float | None) -> str:
+    """Link delays can be nanoseconds (the paper's links): significant digits, not fixed ms."""
+    return "-" if seconds is None else f"{seconds * 1e6:.4g} us"
+
+
 def _error(row) -> str:
     if row["unit"] == "fraction":
         return "-" if row["difference"] is None else f"{100 * row['difference']:+.1f} pt"
@@ -73,18 +78,27 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     if as_json:
         print_json(result)
         return
-    latency = result["latency_s"]
+    latency, predicted = result["latency_s"], result["predicted_latency_s"]
     stdout.print(f"[bold]{folder}[/bold]: {result['samples']} inputs from {name}, engine {engine}, batch "
                  f"{batch_size}, links {'emulated' if emulate_links else 'not emulated'}")
     stdout.print(f"latency p50 {_fmt(latency['p50'], 's')}  p90 {_fmt(latency['p90'], 's')}  "
                  f"p99 {_fmt(latency['p99'], 's')}  mean {_fmt(latency['mean'], 's')} (measured)")
-    table = Table(title="Predicted vs measured (per inference)", title_justify="left")
-    for column in ("metric", "predicted", "measured", "error", "basis"):
-        table.add_column(column, justify="left" if column in ("metric", "basis") else "right")
+    stdout.print(f"latency p50 {_fmt(predicted['p50'], 's')}  p90 {_fmt(predicted['p90'], 's')}  "
+                 f"p99 {_fmt(predicted['p99'], 's')}  mean {_fmt(predicted['mean'], 's')} (predicted)")
+    emulation = result.get("link_emulation")
+    if emulation is not None:
+        actual = emulation["actual_delay_s_per_inference"]
+        stdout.print(f"link emulation per inference: intended {_us(emulation['intended_delay_s_per_inference'])} "
+                     f"(link model), actual {_us(actual)}"
+                     + ("" if actual is None else f", excess {_us(emulation['excess_s_per_inference'])}"))
+    # "this run", not "measured": energies are derived from the profiles or estimated, and say so
+    table = Table(title="Predicted vs measured, derived or estimated (per inference)", title_justify="left")
+    for column in ("metric", "predicted", "this run", "error", "how obtained"):
+        table.add_column(column, justify="left" if column in ("metric", "how obtained") else "right")
     for row in result["comparison"]:
         style = "yellow" if row["warn"] else None
         table.add_row(escape(row["metric"]), _fmt(row["predicted"], row["unit"]), _fmt(row["measured"], row["unit"]),
-                      _error(row), row["basis"], style=style)
+                      _error(row), escape(row["how"]), style=style)
     stdout.print(table)
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
     for note in notes:

@@ -1,8 +1,9 @@
 """The local engine: every node of a deployment in this process, chained by their ``next`` hops.
 
 ``LocalExecutor`` runs inputs through the chain exactly as the manifests say (exit or
-forward, per sample), optionally sleeps for each transfer as the network's link model
-predicts (``emulate_links``), and collects ``Measurements``: the engine-independent record
+forward, per sample), optionally waits for each transfer as long as the network's link model
+predicts (``emulate_links``, with ``emulate_delay``: accurate to about a microsecond, where
+``time.sleep`` overshoots by tens of microseconds), and collects ``Measurements``: the engine-independent record
 that ``report.build_report`` compares with the plan. Another engine (Ray Serve) produces the
 same ``Measurements`` and gets the same report.
 """
@@ -25,6 +26,29 @@ def link_key(src: str, dst: str) -> str:
     return f"{src}->{dst}"
 
 
+# time.sleep wakes up late by tens of microseconds (70-90 us measured on a loaded 2-core
+# machine, more under load), which would swamp the link model's sub-microsecond transfers.
+# So emulate_delay sleeps only for the bulk of a delay, ending this margin before the
+# deadline, and spins on perf_counter for the rest; delays below the margin are spun entirely.
+SLEEP_MARGIN_S = 2e-3
+
+
+def emulate_delay(delay_s: float) -> float:
+    """Wait ``delay_s`` seconds as accurately as this process can; returns the seconds that
+    actually elapsed (>= ``delay_s``: the wait never ends early)."""
+    if delay_s <= 0:
+        return 0.0
+    clock = time.perf_counter
+    start = clock()
+    if delay_s > SLEEP_MARGIN_S:
+        time.sleep(delay_s - SLEEP_MARGIN_S)
+    # compare elapsed time, not start + delay_s with now: the sum can round below the deadline
+    elapsed = clock() - start
+    while elapsed < delay_s:
+        elapsed = clock() - start
+    return elapsed
+
+
 @dataclass
 class Measurements:
     """What one run of a deployment measured; every number is per run (totals), not per sample,
@@ -45,10 +69,12 @@ class Measurements:
     exit_samples: dict[str, dict[str, int]]   # node -> exit head -> samples it ran on
     link_bytes: dict[str, int]             # "a->b" -> bytes sent in total
     link_samples: dict[str, int]           # "a->b" -> samples sent
-    link_delay_s: dict[str, float]         # "a->b" -> emulated delay in total (0 without emulation)
+    link_delay_s: dict[str, float]         # "a->b" -> intended emulated delay in total: the link model's (0 without emulation)
     wall_s: float
     engine_overhead_s: dict[str, float] = field(default_factory=dict)  # engine-specific (e.g. per-hop cost)
     threads: int | dict | None = None  # as given; or per node, as the manifests (profiles) set them
+    # "a->b" -> delay that actually elapsed in total while emulating; None: the engine does not record it
+    link_delay_actual_s: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -56,7 +82,8 @@ class Measurements:
             "batch_size": self.batch_size, "links_emulated": self.emulate_links, "threads": self.threads,
             "node_busy_s": self.node_busy_s, "node_calls": self.node_calls, "block_samples": self.block_samples,
             "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
-            "link_delay_s": self.link_delay_s, "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
+            "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
+            "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
         }
 
 
@@ -124,16 +151,18 @@ class LocalExecutor:
         self.link_bytes: dict[str, int] = {}
         self.link_samples: dict[str, int] = {}
         self.link_delay_s: dict[str, float] = {}
+        self.link_delay_actual_s: dict[str, float] = {}
 
     def _transfer(self, src: str, dst: str, nbytes: int, samples: int) -> None:
         key = link_key(src, dst)
         self.link_bytes[key] = self.link_bytes.get(key, 0) + nbytes
         self.link_samples[key] = self.link_samples.get(key, 0) + samples
-        delay = 0.0
+        delay = actual = 0.0
         if self.emulate_links:
             delay = self.deployment.link(src, dst).time_s(nbytes)
-            time.sleep(delay)
+            actual = emulate_delay(delay)
         self.link_delay_s[key] = self.link_delay_s.get(key, 0.0) + delay
+        self.link_delay_actual_s[key] = self.link_delay_actual_s.get(key, 0.0) + actual
 
     def run_batch(self, x: np.ndarray) -> BatchOutcome:
         """One batch through the chain; samples leave at their exit, the rest go on together."""
@@ -220,7 +249,7 @@ class LocalExecutor:
             block_samples={k: dict(v) for k, v in self.block_samples.items()},
             exit_samples={k: dict(v) for k, v in self.exit_samples.items()},
             link_bytes=dict(self.link_bytes), link_samples=dict(self.link_samples), link_delay_s=dict(self.link_delay_s),
-            wall_s=wall, threads=self.threads if self.threads is not None else
+            link_delay_actual_s=dict(self.link_delay_actual_s), wall_s=wall, threads=self.threads if self.threads is not None else
             {node: runtime.threads for node, runtime in self.runtimes.items()})
 
 

@@ -2,10 +2,16 @@
 
 Engine-independent: ``build_report(measurements, deployment)`` takes the ``Measurements`` of
 any engine (local executor, Ray Serve) and the deployment folder's plan, network and
-profiles. Every number says how it was obtained (``basis``): ``measured`` (timed or counted
-in this run), ``derived`` (measured counts times the profiles' per-block/exit energies, with
-the profiles' method and measured flag), ``estimated`` (an analytic node's power_w times the
-busy time measured on this machine, or the link model's joules per bit times measured bytes).
+profiles. Every row says how its value was obtained: ``basis`` is ``measured`` (timed or
+counted in this run), ``derived`` (measured counts times the profiles' per-block/exit energies,
+with the profiles' method and measured flag) or ``estimated`` (an analytic node's power_w times
+the busy time measured on this machine, or the link model's joules per bit times measured
+bytes); ``estimate`` is true when the value rests on any energy that was not measured (a
+``derived`` row from profiles whose energy is ``measured: false``, e.g. codecarbon's TDP x load
+model, is an estimate too); ``how`` says it in words.
+
+Latency: measured mean and p50/p90/p99 beside the plan's, where the predicted percentiles are
+those of the plan's per-exit path latencies mixed by its exit rates (``report_latency``).
 
 Comparisons: fractions (exit rates, accuracy) are compared by their difference in percentage
 points against ``rate_tolerance``; every other number by its relative error against
@@ -19,10 +25,16 @@ import numpy as np
 
 from finplan.deploy.deployment import Deployment
 from finplan.deploy.executor import Measurements, link_key
+from finplan.deploy.report_latency import mixture_percentile, predicted_latency
 
 REPORT_SCHEMA = "finplan.run-report/1"
 DEFAULT_TOLERANCE = 0.15
 DEFAULT_RATE_TOLERANCE = 0.02
+# Link emulation's own error (waiting longer than the link model says) is worth a warning when
+# it adds more than this share of the measured mean latency: the latency rows then compare the
+# plan partly with the emulator.
+EMULATION_WARN_SHARE = 0.01
+LATENCY_PERCENTILES = (50, 90, 99)
 
 
 def relative_error(measured: float | None, predicted: float | None) -> float | None:
@@ -51,7 +63,7 @@ class _Rows:
         self.rate_tolerance = rate_tolerance
 
     def add(self, metric: str, unit: str, measured, predicted, basis: str, *, fraction: bool = False,
-            note: str | None = None) -> dict:
+            note: str | None = None, estimate: bool = False, how: str | None = None) -> dict:
         measured, predicted = _num(measured), _num(predicted)
         rel = relative_error(measured, predicted)
         diff = None if measured is None or predicted is None else measured - predicted
@@ -61,18 +73,21 @@ class _Rows:
             warn = (rel is None and measured is not None and predicted == 0 and measured != 0) or (
                 rel is not None and abs(rel) > self.tolerance)
         row = {"metric": metric, "unit": unit, "measured": measured, "predicted": predicted, "relative_error": rel,
-               "difference": diff, "basis": basis, "warn": bool(warn)}
+               "difference": diff, "basis": basis, "estimate": bool(estimate),
+               "how": how or basis, "warn": bool(warn)}
         if note:
             row["note"] = note
         self.rows.append(row)
         if warn:
+            # an estimate is never called a measurement, not even in a warning
+            seen = "estimated" if estimate else ("derived" if basis == "derived" else "measured")
             if fraction:
-                text = f"{metric}: measured {measured:.3f} vs predicted {predicted:.3f} ({100 * diff:+.1f} points, " \
+                text = f"{metric}: {seen} {measured:.3f} vs predicted {predicted:.3f} ({100 * diff:+.1f} points, " \
                        f"tolerance {100 * self.rate_tolerance:.0f})"
             elif rel is None:
-                text = f"{metric}: measured {measured:.4g} {unit} where the plan predicted 0"
+                text = f"{metric}: {seen} {measured:.4g} {unit} where the plan predicted 0"
             else:
-                text = f"{metric}: measured {measured:.4g} {unit} vs predicted {predicted:.4g} ({100 * rel:+.0f}%, " \
+                text = f"{metric}: {seen} {measured:.4g} {unit} vs predicted {predicted:.4g} ({100 * rel:+.0f}%, " \
                        f"tolerance {100 * self.tolerance:.0f}%)"
             self.warnings.append(text + (f" [{note}]" if note else ""))
         return row
@@ -116,18 +131,30 @@ def node_energy(deployment: Deployment, m: Measurements, node: str) -> dict:
             total += count * float(exits[name]["energy_j"]["value"])
             methods.add(exits[name]["energy_j"]["method"])
             measured_flags.add(bool(exits[name]["energy_j"]["measured"]))
-        return {"energy_j": total, "basis": "derived", "source": path, "method": ",".join(sorted(methods)) or None,
-                "profile_measured": (measured_flags == {True}) if measured_flags else None,
-                "missing": missing or None,
-                "how": "measured block/exit counts x the profile's energy per run"}
+        if measured_flags:
+            profile_measured = measured_flags == {True}
+        else:  # nothing counted on this node: the profile's own summary says how its energy was obtained
+            summary = doc.get("energy") or {}
+            profile_measured = summary["measured"] if isinstance(summary.get("measured"), bool) else None
+            methods.update([summary["method"]] if summary.get("method") else [])
+        method = ",".join(sorted(methods)) or None
+        # a product of measured counts and per-run energies is only as measured as those energies
+        estimate = profile_measured is not True
+        how = "derived: the profile's energy per block/exit run x the runs counted here"
+        how += (f"; ESTIMATE: the profile's energy is not measured (method {method})" if estimate
+                else f"; the profile's energy is measured (method {method})")
+        label = "derived: profile J x counts" + (f"; ESTIMATE ({method})" if estimate else f" ({method})")
+        return {"energy_j": total, "basis": "derived", "estimate": estimate, "label": label, "source": path,
+                "method": method, "profile_measured": profile_measured, "missing": missing or None, "how": how}
     compute = deployment.network_node(node).get("compute") or {}
     power = _num(compute.get("power_w"))
     if power is not None:
-        return {"energy_j": power * m.node_busy_s.get(node, 0.0), "basis": "estimated", "source": "network.json",
-                "method": "power-model", "profile_measured": False,
-                "how": "the node's compute.power_w x busy time measured on this machine (an analytic node; this machine stands in for it)"}
-    return {"energy_j": None, "basis": "unknown", "source": None, "method": None, "profile_measured": None,
-            "how": "no matching profile and no compute.power_w for this node"}
+        return {"energy_j": power * m.node_busy_s.get(node, 0.0), "basis": "estimated", "estimate": True,
+                "label": "ESTIMATE: power_w x busy", "source": "network.json", "method": "power-model", "profile_measured": False,
+                "how": "ESTIMATE: the node's compute.power_w x busy time measured on this machine (an analytic node; "
+                       "this machine stands in for it)"}
+    return {"energy_j": None, "basis": "unknown", "estimate": True, "label": "unknown", "source": None, "method": None,
+            "profile_measured": None, "how": "no matching profile and no compute.power_w for this node"}
 
 
 def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = DEFAULT_TOLERANCE,
@@ -164,17 +191,34 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
     worst_transfer_s = sum(_transfer_time(deployment, t) for t in transfers)
     pred_mean = _num(predicted.get("expected_latency_s"))
     pred_worst = _num(predicted.get("latency_s"))
+    distribution = predicted_latency(deployment)
+    per_exit_s = distribution.per_exit_s
     if not m.emulate_links:
         # without link emulation nothing waits for the network: compare with the compute part only
         pred_mean = None if pred_mean is None else pred_mean - expected_transfer_s
         pred_worst = None if pred_worst is None else pred_worst - worst_transfer_s
+        per_exit_s = distribution.without_transfers(deployment, lambda t: _transfer_time(deployment, t))
     link_note = "links emulated" if m.emulate_links else "links not emulated: predictions without transfer time"
     analytic_note = (f"analytic nodes {', '.join(sorted(analytic))}: this machine stands in for them"
                      if analytic else None)
     note = "; ".join(x for x in (link_note, analytic_note, f"batch size {m.batch_size}" if m.batch_size > 1 else None) if x)
     latency = {"mean": float(lat.mean()) if lat.size else None, "p50": _percentile(lat, 50), "p90": _percentile(lat, 90),
                "p99": _percentile(lat, 99), "max": float(lat.max()) if lat.size else None}
+    predicted_latency_s = {
+        "mean": pred_mean, **{f"p{q}": mixture_percentile(per_exit_s, distribution.exit_rates, q)
+                               for q in LATENCY_PERCENTILES},
+        "max": pred_worst, "per_exit": per_exit_s, "exit_rates": distribution.exit_rates,
+        "method": distribution.method, "not_predicted_because": distribution.reason,
+        "includes_transfers": bool(m.emulate_links),
+    }
     rows.add("latency_mean", "s", latency["mean"], pred_mean, "measured", note=note)
+    if distribution.method is not None:
+        percentile_note = (f"predicted: the plan's per-exit path latencies ({distribution.method}) mixed by its exit "
+                           f"rates. {note}")
+    else:
+        percentile_note = f"not predicted: {distribution.reason}. {note}"
+    for q in LATENCY_PERCENTILES:
+        rows.add(f"latency_p{q}", "s", latency[f"p{q}"], predicted_latency_s[f"p{q}"], "measured", note=percentile_note)
     final_exit = deployment.index.get("final_exit")
     final_lat = lat[[name == final_exit for name in m.exit_names]] if lat.size else lat
     final_mean = float(final_lat.mean()) if final_lat.size else None
@@ -192,7 +236,7 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         energy = node_energy(deployment, m, node)
         per_inference = None if energy["energy_j"] is None else energy["energy_j"] / n
         rows.add(f"energy_j[{node}]", "J", per_inference, pred.get("energy_j"), energy["basis"],
-                 note=f"{energy['how']}; method {energy['method']}, profile measured: {energy['profile_measured']}")
+                 estimate=energy["estimate"], how=energy["label"], note=energy["how"])
         nodes[node] = {"busy_s_per_inference": busy, "busy_s_total": m.node_busy_s.get(node, 0.0),
                        "calls": m.node_calls.get(node, 0), "blocks": m.block_samples.get(node, {}),
                        "exits": m.exit_samples.get(node, {}), "energy": {**energy, "energy_j_per_inference": per_inference},
@@ -212,19 +256,27 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         link = deployment.links.get((src, dst))
         energy = None if link is None else link.energy_j(m.link_bytes.get(key, 0)) / n
         transfer_energy += energy or 0.0
+        intended = m.link_delay_s.get(key, 0.0)
+        actual = None if m.link_delay_actual_s is None else m.link_delay_actual_s.get(key, 0.0)
         links[key] = {"bytes_per_inference": measured_bytes, "bytes_total": m.link_bytes.get(key, 0),
-                      "samples": m.link_samples.get(key, 0), "emulated_delay_s_total": m.link_delay_s.get(key, 0.0),
+                      "samples": m.link_samples.get(key, 0),
+                      "intended_delay_s_total": intended, "actual_delay_s_total": actual,
+                      "emulation_error_s_total": None if actual is None else actual - intended,
                       "energy_j_per_inference": energy, "energy_basis": "estimated (link model x measured bytes)"}
+    emulation = _emulation_summary(m, latency["mean"], rows)
 
     # energy totals
     node_values = [nodes[node]["energy"]["energy_j_per_inference"] for node in nodes]
     compute_energy = None if any(v is None for v in node_values) else sum(node_values)
     bases = sorted({nodes[node]["energy"]["basis"] for node in nodes})
-    rows.add("compute_energy_j", "J", compute_energy, predicted.get("compute_energy_j"), "+".join(bases))
-    rows.add("transfer_energy_j", "J", transfer_energy, predicted.get("transfer_energy_j"), "estimated",
-             note="link model's joules per bit x measured bytes")
+    compute_estimate = any(nodes[node]["energy"]["estimate"] for node in nodes)
+    rows.add("compute_energy_j", "J", compute_energy, predicted.get("compute_energy_j"), "+".join(bases),
+             estimate=compute_estimate, how="sum of nodes" + ("; ESTIMATE" if compute_estimate else ""))
+    rows.add("transfer_energy_j", "J", transfer_energy, predicted.get("transfer_energy_j"), "estimated", estimate=True,
+             how="ESTIMATE: link J/bit x bytes", note="the link model's joules per bit x the bytes counted here")
     total = None if compute_energy is None else compute_energy + transfer_energy
-    rows.add("energy_j", "J", total, predicted.get("energy_j"), "+".join(sorted(set(bases) | {"estimated"})))
+    rows.add("energy_j", "J", total, predicted.get("energy_j"), "+".join(sorted(set(bases) | {"estimated"})),
+             estimate=True, how="ESTIMATE: compute + transfer")
 
     return {
         "schema": REPORT_SCHEMA,
@@ -241,13 +293,37 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         "exit_counts": exit_counts,
         "exit_rates": exit_rates,
         "latency_s": latency,
+        "predicted_latency_s": predicted_latency_s,
         "nodes": nodes,
         "links": links,
+        "link_emulation": emulation,
         "energy_j_per_inference": {"total": total, "compute": compute_energy, "transfer": transfer_energy},
         "engine_overhead_s": m.engine_overhead_s,
         "comparison": rows.rows,
         "warnings": rows.warnings,
     }
+
+
+def _emulation_summary(m: Measurements, latency_mean_s: float | None, rows: _Rows) -> dict | None:
+    """How far link emulation waited beyond the link model, per inference; a warning when that
+    is a noticeable share of the measured mean latency. None without emulation."""
+    if not m.emulate_links:
+        return None
+    n = max(m.n_samples, 1)
+    intended = sum(m.link_delay_s.values()) / n
+    if m.link_delay_actual_s is None:  # e.g. the Ray engine: it records only what it asked for
+        return {"intended_delay_s_per_inference": intended, "actual_delay_s_per_inference": None,
+                "excess_s_per_inference": None, "excess_share_of_latency_mean": None,
+                "note": f"the {m.engine} engine does not record the delay that actually elapsed"}
+    actual = sum(m.link_delay_actual_s.values()) / n
+    excess = actual - intended
+    share = excess / latency_mean_s if latency_mean_s else None
+    if share is not None and share > EMULATION_WARN_SHARE:
+        rows.warnings.append(
+            f"link emulation: waited {excess * 1e6:.3g} us per inference beyond the link model's {intended * 1e6:.3g} us, "
+            f"{100 * share:.1f}% of the measured mean latency (the latency rows include it)")
+    return {"intended_delay_s_per_inference": intended, "actual_delay_s_per_inference": actual,
+            "excess_s_per_inference": excess, "excess_share_of_latency_mean": share}
 
 
 def _transfer_time(deployment: Deployment, transfer: dict) -> float:

@@ -20,6 +20,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
+from finplan.deploy.executor import SLEEP_MARGIN_S
 from finplan.deploy.manifest import TensorSpec
 from finplan.deploy.ray_serve.wire import (
     NPY_MEDIA_TYPE, WireError, answer_from_result, decode_tensor, encode_tensor, hop_record, merge_forwarded,
@@ -59,6 +60,26 @@ def link_delay_s(link: tuple[float, float] | None, nbytes: int) -> float:
         return 0.0
     bandwidth_bps, latency_s = link
     return 8.0 * nbytes / bandwidth_bps + latency_s
+
+
+async def emulate_delay(delay_s: float) -> float:
+    """Wait ``delay_s`` seconds on the event loop as accurately as it allows; returns the seconds
+    that actually elapsed (never fewer than ``delay_s``).
+
+    ``asyncio.sleep`` alone rounds up to the loop's timer resolution (about 1 ms under epoll),
+    which would swamp the microsecond transfers of fast links: the last ``SLEEP_MARGIN_S`` is
+    spun, which holds this replica's loop for at most that long (emulation only).
+    """
+    if delay_s <= 0:
+        return 0.0
+    clock = time.perf_counter
+    start = clock()
+    if delay_s > SLEEP_MARGIN_S:
+        await asyncio.sleep(delay_s - SLEEP_MARGIN_S)
+    elapsed = clock() - start
+    while elapsed < delay_s:
+        elapsed = clock() - start
+    return elapsed
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -126,9 +147,8 @@ class StageCore:
         forward = result.forward
         if forward is not None:
             delay = link_delay_s(self.links.get(forward.node), result.bytes_out) if self.emulate_links else 0.0
-            if delay:
-                await asyncio.sleep(delay)
             hop["emulated_delay_s"] = delay
+            hop["emulated_delay_actual_s"] = await emulate_delay(delay)
             remaining = budget_s - (time.perf_counter() - received)
             if remaining <= 0:
                 return error_answer(504, f"the request ran out of time at node {self.node!r}", self.node)
@@ -187,10 +207,10 @@ class IngressCore:
     async def infer(self, x: np.ndarray) -> dict:
         """The answer for a checked batch ``x``, or an error answer (never an exception)."""
         received = time.perf_counter()
-        delay = 0.0
+        delay = actual_delay = 0.0
         if self.emulate_links and self.source != self.entry_node:
             delay = link_delay_s(self.link, int(x.nbytes))
-            await asyncio.sleep(delay)
+            actual_delay = await emulate_delay(delay)
         message = {"tensor": encode_tensor(x), "entry": self.input_spec.name, "from": self.source,
                    "budget_s": (self.timeout_s - delay) * CALLEE_BUDGET_SHARE}
         called = time.perf_counter()
@@ -209,7 +229,8 @@ class IngressCore:
             "bytes_in": int(x.nbytes), "bytes_out": int(x.nbytes) if self.source != self.entry_node else 0,
             "forward_to": self.entry_node, "forward_samples": int(x.shape[0]), "block_samples": {}, "exit_samples": {},
             "round_trip_s": round_trip, "overhead_s": None if callee is None else max(round_trip - callee, 0.0),
-            "emulated_delay_s": delay, "handled_s": time.perf_counter() - received,
+            "emulated_delay_s": delay, "emulated_delay_actual_s": actual_delay,
+            "handled_s": time.perf_counter() - received,
         }
         answer["hops"] = [ingress_hop] + hops
         return answer

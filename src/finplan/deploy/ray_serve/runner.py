@@ -50,6 +50,7 @@ class RunCollector:
         self.link_bytes: dict[str, int] = {}
         self.link_samples: dict[str, int] = {}
         self.link_delay_s: dict[str, float] = {}
+        self.link_delay_actual_s: dict[str, float] = {}
         self.hop_overhead_s: dict[str, list[float]] = {}
         self.hop_bytes: dict[str, list[int]] = {}
         self.errors: list[str] = []
@@ -83,6 +84,8 @@ class RunCollector:
                     self.link_bytes[key] = self.link_bytes.get(key, 0) + int(hop["bytes_out"])
                     self.link_samples[key] = self.link_samples.get(key, 0) + int(hop["forward_samples"])
                     self.link_delay_s[key] = self.link_delay_s.get(key, 0.0) + float(hop.get("emulated_delay_s") or 0.0)
+                    self.link_delay_actual_s[key] = (self.link_delay_actual_s.get(key, 0.0)
+                                                     + float(hop.get("emulated_delay_actual_s") or 0.0))
                 name = f"{INGRESS_KEY}->{target}" if ingress else key
                 if hop.get("overhead_s") is not None:
                     self.hop_overhead_s.setdefault(name, []).append(float(hop["overhead_s"]))
@@ -175,5 +178,5 @@ def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = No
         labels=None if labels is None else np.asarray(labels, dtype=np.int64), latency_s=collector.latency_s,
         node_busy_s=collector.node_busy_s, node_calls=collector.node_calls, block_samples=collector.block_samples,
         exit_samples=collector.exit_samples, link_bytes=collector.link_bytes, link_samples=collector.link_samples,
-        link_delay_s=collector.link_delay_s, wall_s=wall_s, engine_overhead_s=collector.engine_overhead_s(),
+        link_delay_s=collector.link_delay_s, link_delay_actual_s=collector.link_delay_actual_s, wall_s=wall_s, engine_overhead_s=collector.engine_overhead_s(),
         threads=threads)

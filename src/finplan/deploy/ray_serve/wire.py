@@ -127,5 +127,6 @@ def hop_record(result, *, handled_s: float | None = None) -> dict:
         "handled_s": handled_s,          # this stage's own time, from receipt to answer (filled by the stage)
         "round_trip_s": None,            # the caller's time for the forward to forward_to (filled by the caller)
         "overhead_s": None,              # round_trip_s minus the callee's handled_s: the engine's cost of the hop
-        "emulated_delay_s": 0.0,
+        "emulated_delay_s": 0.0,         # the link model's delay for the forward (with --emulate-links)
+        "emulated_delay_actual_s": 0.0,  # what the wait really took (>= the model's)
     }
