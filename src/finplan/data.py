@@ -13,11 +13,16 @@ Sources (``load_data(source, ...)``):
   and the t10k file the ``calibration`` split.
 * ``embedded``: the calibration split shipped with the embedded default model.
 * a ``.npz`` file with ``x`` (``[N, *input_shape]``, or ``[N, H, W]`` for one channel) and
-  optionally ``y`` (integer labels). Values are used as given (only cast to float32).
+  optionally ``y`` (integer labels). Values are used as given; ``x``'s dtype is checked against
+  the model input's (``dtype``): float data is cast to a float input's precision (float64 files
+  are numpy's default and the values survive), integer or boolean data given to a float input is
+  refused (it is almost always unnormalised pixels, 0..255: the model would see values it was
+  never trained on), integer data given to an integer input must fit that type.
 * a folder with one subfolder per class holding PNG/JPEG/PGM images; the class index is the
   position of the subfolder's name in sorted order.
 
-Pixel sources (digits, fashion-mnist, image folders) are scaled to [0, 1] and then
+Pixel sources (digits, fashion-mnist, image folders) and ``embedded`` give float data, cast to
+the model input's float dtype. Pixel sources are scaled to [0, 1] and then
 normalised the same way everywhere: ``(value - PIXEL_MEAN) / PIXEL_STD``, i.e. to [-1, 1].
 One shared normalisation means a model trained on one pixel source and calibrated on
 another sees the same value range.
@@ -56,7 +61,8 @@ EMBEDDED_INPUT_SHAPE = (1, 32, 32)
 
 @dataclass(frozen=True)
 class Dataset:
-    """``x``: float32 ``[N, *input_shape]``; ``y``: int64 ``[N]`` or None; ``name``: where it came from."""
+    """``x``: ``[N, *input_shape]`` of the model input's dtype (float32 unless ``load_data`` was
+    given another); ``y``: int64 ``[N]`` or None; ``name``: where it came from."""
 
     x: np.ndarray
     y: np.ndarray | None
@@ -77,15 +83,20 @@ def embedded_calibration_path() -> Path:
 
 
 def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibration", seed: int = 0,
-              limit: int | None = None, num_classes: int | None = None) -> Dataset:
-    """Load ``source`` shaped for a model whose input (without the batch axis) is ``input_shape``.
+              limit: int | None = None, num_classes: int | None = None, dtype: str | np.dtype = "float32") -> Dataset:
+    """Load ``source`` shaped for a model whose input (without the batch axis) is ``input_shape``
+    and whose input dtype is ``dtype`` (a numpy name; ``x`` comes back in it).
 
     Raises FinplanInputError (naming the source and what was expected) for an unknown source,
-    a shape that does not fit ``input_shape``, values that cannot be made float32, NaN or
-    infinite values, labels outside ``[0, num_classes)``, and empty data.
+    a shape or dtype that does not fit the model input (the message names both, received and
+    expected), NaN or infinite values, labels outside ``[0, num_classes)``, and empty data.
     """
     source = str(source)
     input_shape = tuple(int(d) for d in input_shape)
+    try:
+        target = np.dtype(dtype)
+    except TypeError:
+        raise FinplanInputError(f"model input dtype {dtype!r} is not a numpy dtype name", file=source) from None
     if split not in SPLITS:
         raise FinplanInputError(f"split is {split!r}; expected one of {', '.join(SPLITS)}", file=source)
     if not input_shape or any(d <= 0 for d in input_shape):
@@ -95,7 +106,7 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         raise FinplanInputError(f"limit is {limit}; expected a positive number of samples", file=source)
 
     if source == "embedded":
-        x, y = _read_npz(embedded_calibration_path(), input_shape, label="embedded")
+        x, y = _read_npz(embedded_calibration_path(), input_shape, target, label="embedded")
         if split == "train":
             raise FinplanInputError("the embedded data holds only the calibration split of the embedded model; "
                                     "train on 'digits' instead", file=source)
@@ -122,7 +133,7 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
                 raise FinplanInputError("is not a .npz file or a folder of class subfolders; expected a dataset "
                                         f"name ({', '.join(BUILTIN_SOURCES)}), a .npz with x (and y), or an image folder",
                                         file=source)
-            x, y = _read_npz(path, input_shape, label=source)
+            x, y = _read_npz(path, input_shape, target, label=source)
         elif path.suffix.lower() == ".npz" or os.sep in source or "/" in source:
             raise FinplanInputError("file not found", file=source)
         else:
@@ -131,6 +142,10 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         order = _split_order(len(x), split, seed)
         name = path.name or source
 
+    if x.dtype.kind == "f" and target.kind != "f":  # pixel sources, image folders, embedded
+        raise FinplanInputError(f"gives normalised float data (dtype {x.dtype}, shape {_fmt(x.shape)}); the model input "
+                                f"needs dtype {target} shape [N]x{_fmt(input_shape)}: give a .npz with x of dtype "
+                                f"{target} instead", file=source, field="x")
     # Checked on the whole source, so whether data is refused does not depend on the seed.
     if len(x) == 0:
         raise FinplanInputError("holds no samples; expected at least one", file=source, field="x")
@@ -143,9 +158,13 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
     if y is not None and num_classes is not None and y.max() >= num_classes:
         raise FinplanInputError(f"labels out of range: found {int(y.max())}; expected integers in "
                                 f"0..{num_classes - 1} for a {num_classes}-class model", file=source, field="y")
+    if target.kind == "f" and x.size and float(np.max(np.abs(x))) > float(np.finfo(target).max):
+        raise FinplanInputError(f"x holds values up to {float(np.max(np.abs(x))):g} in magnitude; the model input's dtype "
+                                f"{target} holds at most {float(np.finfo(target).max):g}", file=source, field="x")
     if limit is not None:
         order = order[:limit]
-    x = np.ascontiguousarray(x[order], dtype=np.float32)
+    # float data to the model's float precision; integer data was checked to fit the integer input
+    x = np.ascontiguousarray(x[order], dtype=target)
     y = None if y is None else np.ascontiguousarray(y[order], dtype=np.int64)
     if len(x) == 0:
         raise FinplanInputError(f"the {split} split is empty; expected at least one sample", file=source)
@@ -291,7 +310,8 @@ def _read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarr
 
 # --------------------------------------------------------------------------- npz
 
-def _read_npz(path: Path, input_shape: tuple[int, ...], *, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(path: Path, input_shape: tuple[int, ...], target: np.dtype, *,
+              label: str) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise FinplanInputError("file not found", file=label)
     try:
@@ -307,13 +327,11 @@ def _read_npz(path: Path, input_shape: tuple[int, ...], *, label: str) -> tuple[
     except (OSError, ValueError, EOFError) as exc:  # also object arrays refused by allow_pickle=False
         raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})", file=label) from None
-    x = _as_float32(x_raw, label)
+    x = x_raw
     if x.ndim >= 1 and x.shape[1:] != input_shape and len(input_shape) >= 2 and input_shape[0] == 1 \
             and x.shape[1:] == input_shape[1:]:
         x = x[:, None]  # [N, H, W] for a one-channel model
-    if x.ndim == 0 or x.shape[1:] != input_shape:
-        raise FinplanInputError(f"x has shape {_fmt(x.shape)}; the model input needs [N]x{_fmt(input_shape)}",
-                                file=label, field="x")
+    _check_x(x, input_shape, target, label)
     y = None
     if y_raw is not None:
         y = _as_labels(y_raw, label)
@@ -323,11 +341,31 @@ def _read_npz(path: Path, input_shape: tuple[int, ...], *, label: str) -> tuple[
     return x, y
 
 
-def _as_float32(array: np.ndarray, label: str) -> np.ndarray:
-    if array.dtype.kind not in "biuf":
-        raise FinplanInputError(f"x has dtype {array.dtype}, which cannot be converted to float32; "
-                                "expected numbers", file=label, field="x")
-    return array.astype(np.float32)
+def _check_x(x: np.ndarray, input_shape: tuple[int, ...], target: np.dtype, label: str) -> None:
+    """Refuse ``x`` unless its shape is ``[N, *input_shape]`` and its dtype can feed a ``target``
+    input without changing what the values mean. One message names the received and the expected
+    shape and dtype, whichever of them is wrong, plus why for a dtype."""
+    kind, why = x.dtype.kind, None
+    if kind not in "biuf":
+        why = "expected numbers"
+    elif target.kind == "f" and kind in "biu":
+        low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
+        why = (f"integer data, values {low}..{high}, given to a float input is usually unnormalised pixels: "
+               "normalise it as the model was trained (finplan's pixel sources use (pixel / 255 - 0.5) / 0.5) "
+               "and save x as float")
+    elif target.kind in "iu":
+        if kind not in "biu":
+            why = f"float data given to an integer input; save x as {target}"
+        elif x.size and not (np.iinfo(target).min <= int(x.min()) and int(x.max()) <= np.iinfo(target).max):
+            why = f"values {int(x.min())}..{int(x.max())} do not fit {target}"
+    elif target.kind == "b" and kind != "b":
+        why = "expected booleans"
+    elif target.kind not in "biuf":
+        why = f"finplan feeds numeric inputs only, not {target}"
+    if why is not None or x.ndim == 0 or x.shape[1:] != input_shape:
+        raise FinplanInputError(f"has shape {_fmt(x.shape)} dtype {x.dtype}; the model input needs shape "
+                                f"[N]x{_fmt(input_shape)} dtype {target}" + (f" ({why})" if why else ""),
+                                file=label, field="x")
 
 
 def _as_labels(array: np.ndarray, label: str) -> np.ndarray:

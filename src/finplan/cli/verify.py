@@ -1,6 +1,8 @@
 """``finplan verify``: the chained parts of a deployment equal the original model."""
 from __future__ import annotations
 
+import math
+
 import click
 
 from finplan.cli._console import print_json, progress_bar, stdout
@@ -10,6 +12,21 @@ class VerifyFailed(click.ClickException):
     exit_code = 1
 
 
+class Tolerance(click.FloatRange):
+    """A number >= 0. FloatRange alone lets "nan" through (every comparison with NaN is false),
+    and a NaN tolerance would fail every input: refused as bad input like a negative one."""
+    name = "tolerance"
+
+    def __init__(self):
+        super().__init__(min=0)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number; expected a number >= 0", param, ctx)
+        return number
+
+
 @click.command("verify")
 @click.argument("folder", metavar="DEPLOY/", type=click.Path())
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The original branchy ONNX model.")
@@ -17,7 +34,8 @@ class VerifyFailed(click.ClickException):
               help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Largest allowed absolute difference.")
+@click.option("--atol", type=Tolerance(), default=1e-5, show_default=True,
+              help="Largest allowed absolute difference (>= 0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finplan.deploy.emit import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
-from finplan.deploy.manifest import TensorSpec
+from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest, sha256_file
 from finplan.errors import FinplanInputError
 from finplan.fileio import load_document
 from finplan.links import Link
@@ -80,10 +80,18 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
     folder = Path(folder)
     if not folder.is_dir():
         raise FinplanInputError("deployment folder not found" if not folder.exists() else "is not a folder", file=folder)
-    index = load_document(folder / DEPLOYMENT_FILE, "deployment")
+    index_path = folder / DEPLOYMENT_FILE
+    index = load_document(index_path, "deployment")
     for key in ("application", "model", "source", "entry_node", "input", "nodes"):
         if key not in index:
-            raise FinplanInputError("missing; expected a folder written by finplan emit", file=folder / DEPLOYMENT_FILE, field=key)
+            raise FinplanInputError("missing; expected a folder written by finplan emit", file=index_path, field=key)
+    if not isinstance(index["nodes"], list) or not all(isinstance(n, str) for n in index["nodes"]):
+        raise FinplanInputError(f"is {index['nodes']!r}; expected a list of node names", file=index_path, field="nodes")
+    for node in index["nodes"]:
+        if not (folder / node).is_dir():
+            raise FinplanInputError(f"node folder {node!r} is missing", file=index_path, field="nodes")
+    check_recorded_hashes(folder, index)
+    _check_index_against_manifests(folder, index)
     plan = load_document(folder / PLAN_FILE, "plan")
     application = next((a for a in plan.get("applications", []) if a.get("name") == index["application"]), None)
     if application is None:
@@ -112,7 +120,72 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
                 raise FinplanInputError(f"profile {ref!r} is missing from the deployment folder", file=network_path,
                                         field=f"nodes[{i}].profile")
             profiles.setdefault(nd.get("name"), []).append((str(path), load_profile(path)))
-    for node in index["nodes"]:
-        if not (folder / node).is_dir():
-            raise FinplanInputError(f"node folder {node!r} is missing", file=folder / DEPLOYMENT_FILE, field="nodes")
     return Deployment(folder, index, plan, application, network, links, profiles)
+
+
+RERUN = "re-run finplan emit (a deployment folder is emitted, not edited)"
+
+
+def check_recorded_hashes(folder: Path, index: dict) -> None:
+    """Refuse a deployment whose plan, network, profiles or manifests differ from what emit wrote
+    (``deployment.json`` ``sha256``): a hand-edited threshold or model hash would otherwise run
+    silently, and the report would compare the run with a plan that no longer describes it.
+
+    An edited manifest is first checked for what is wrong in it (schema, fields, its parts'
+    tensors), so that the message names the field when it can."""
+    from finplan.deploy.node_runtime import check_parts_statically
+
+    index_path = folder / DEPLOYMENT_FILE
+    recorded = index.get("sha256")
+    if not isinstance(recorded, dict):
+        raise FinplanInputError(f"is {recorded!r}; expected the sha256 of each file emit wrote (a folder from an older "
+                                f"finplan, or edited); {RERUN}", file=index_path, field="sha256")
+    manifests = {f"{node}/{MANIFEST_FILE}": node for node in index["nodes"]}
+    for rel in [PLAN_FILE, NETWORK_FILE, *manifests]:
+        if rel not in recorded:
+            raise FinplanInputError(f"has no entry for {rel}; {RERUN}", file=index_path, field="sha256")
+    for rel, digest in recorded.items():
+        where = f"sha256[{rel!r}]"
+        parts = Path(rel).parts if isinstance(rel, str) else ()
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise FinplanInputError(f"names {rel!r}; expected a path inside the deployment folder", file=index_path,
+                                    field="sha256")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise FinplanInputError(f"is {digest!r}; expected a sha256 hex digest", file=index_path, field=where)
+        path = folder / rel
+        if not path.is_file():
+            raise FinplanInputError(f"is missing (deployment.json lists it); {RERUN}", file=path)
+        if sha256_file(path) != digest:
+            if rel in manifests:
+                manifest = load_manifest(folder / manifests[rel])  # a malformed field names itself
+                check_parts_statically(manifest, folder / manifests[rel])  # so does a tensor the parts disagree with
+            raise FinplanInputError(f"was altered after finplan emit: its sha256 differs from the one deployment.json "
+                                    f"records; {RERUN}", file=path)
+
+
+def _check_index_against_manifests(folder: Path, index: dict) -> None:
+    """``deployment.json``'s own fields that repeat the (hash-checked) manifests must agree with them:
+    the input runtimes are fed with, and the exits and thresholds verify decides with."""
+    index_path = folder / DEPLOYMENT_FILE
+    manifests = {node: load_manifest(folder / node) for node in index["nodes"]}
+    entry = index["entry_node"]
+    if entry not in manifests:
+        raise FinplanInputError(f"is {entry!r}, which is not one of nodes ({', '.join(manifests)}); {RERUN}",
+                                file=index_path, field="entry_node")
+    spec = index["input"]
+    expected = manifests[entry].input
+    if not isinstance(spec, dict) or spec.get("name") != expected.name or spec.get("dtype") != expected.dtype \
+            or spec.get("shape") != list(expected.shape):
+        raise FinplanInputError(f"is {spec!r}, but node {entry!r} takes {expected.describe()}; {RERUN}",
+                                file=index_path, field="input")
+    exits = {e.name: e.threshold for node in manifests.values() for stage in node.stages for e in stage.exits}
+    listed = index.get("active_exits")
+    if listed is not None:
+        try:
+            named = {e["name"]: (None if e["threshold"] is None else float(e["threshold"])) for e in listed}
+        except (KeyError, TypeError, ValueError):
+            named = None
+        if named != exits:
+            held = ", ".join(f"{n} ({'final' if t is None else t})" for n, t in exits.items())
+            raise FinplanInputError(f"lists {listed!r}, but the manifests hold exits {held}; {RERUN}",
+                                    file=index_path, field="active_exits")

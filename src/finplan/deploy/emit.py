@@ -17,10 +17,11 @@ from pathlib import Path
 import onnx
 
 from finplan.contract import Contract, load_branchy_model, model_hash
-from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes
+from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes, sha256_file
 from finplan.errors import FinplanInputError
 from finplan.fileio import atomic_write_json, load_document, parse_text
-from finplan.onnx_parts import BATCH_DIM, GraphIndex, PartError, extract_part, infer_shapes, tensor_dtype, tensor_shape
+from finplan.onnx_parts import (BATCH_DIM, GraphIndex, PartError, bytes_per_sample, extract_part, infer_shapes,
+                                 tensor_dtype, tensor_shape)
 
 DEPLOYMENT_SCHEMA = "finplan.deployment/1"
 DEPLOYMENT_FILE = "deployment.json"
@@ -103,11 +104,21 @@ def _check_threshold(name, threshold, exit_names, *, file, field):
         raise FinplanInputError(f"threshold of {name} is {threshold!r}; expected a number in [0, 1]", file=file, field=field)
 
 
-def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *, file, field: str, model_path) -> list[str]:
-    """Refuse a plan made for another model; returns warnings when the plan cannot tell."""
+def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *, file, field: str, model_path,
+                        inferred: onnx.ModelProto | None = None) -> list[str]:
+    """Refuse a plan made for another model; returns warnings when the plan cannot tell.
+
+    With the model hash in the plan, the hash decides. Without it (a hand-written card), the
+    plan's numbers are checked against the model instead: the card's input and per-block output
+    bytes (when the card the plan names can be found) and the bytes of the plan's transfers. A
+    card for another model gives link times and energies that are off by its size ratio, so a
+    disagreement is refused, not warned about."""
     warnings = []
     plan_model = app.get("model") or {}
-    want = plan_model.get("hash") if isinstance(plan_model, dict) else None
+    if not isinstance(plan_model, dict):
+        raise FinplanInputError(f"is {plan_model!r}; expected a mapping {{name, hash, card}}", file=file,
+                                field=f"{field}.model")
+    want = plan_model.get("hash")
     have = model_hash(model)
     if want is not None and want != have:
         raise FinplanInputError(
@@ -115,8 +126,109 @@ def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *
             f"{have[:19]}... (a plan for another model; plan again with this model's card)",
             file=file, field=f"{field}.model.hash")
     if want is None:
-        warnings.append("the plan's model card has no hash; only block and exit names were checked against the model")
+        inferred = inferred if inferred is not None else infer_shapes(model)
+        model_bytes = _model_bytes(inferred, contract)
+        card_path = _resolve_card(plan_model.get("card"), Path(file))
+        if card_path is not None:
+            _check_card_bytes(card_path, model_bytes, have, model_path)
+            checked = f"block and exit names and the bytes of card {card_path}"
+        else:
+            checked = "block and exit names and the bytes of the plan's transfers" + (
+                f" (its card {plan_model['card']!r} was not found)" if plan_model.get("card") else "")
+        _check_transfer_bytes(app, model_bytes, file=file, field=field, model_path=model_path)
+        warnings.append(f"the plan's model card has no hash; only {checked} were checked against the model "
+                        "(profile the model for a card with its hash)")
     return warnings
+
+
+def _model_bytes(inferred: onnx.ModelProto, contract: Contract) -> dict[str, int | None]:
+    """Bytes per sample of the model's input (key ``"input"``, as the plan's transfers name it)
+    and of each block's output; None where the shape is not static."""
+    def size(tensor: str) -> int | None:
+        try:
+            return bytes_per_sample(inferred, tensor)
+        except ValueError:
+            return None
+
+    return {"input": size(contract.input), **{b.name: size(b.output) for b in contract.blocks}}
+
+
+def _resolve_card(ref, plan_path: Path) -> Path | None:
+    """The card a plan names (``model.card``: the path as written in the scenario, or on the
+    command line): absolute, or relative to the plan's folder or the current folder."""
+    if not isinstance(ref, str) or not ref:
+        return None
+    return _resolve_profile(ref, plan_path)
+
+
+def _check_card_bytes(card_path: Path, model_bytes: dict[str, int | None], have: str, model_path) -> None:
+    """Refuse a card whose sizes are not the model's. A card whose hash is the model's is the
+    model's card (nothing to compare)."""
+    from finplan.hardware_profiles import validate_card
+
+    doc = validate_card(load_document(card_path, "model"), card_path)
+    if doc.get("hash") is not None:
+        if doc["hash"] != have:
+            raise FinplanInputError(f"has hash {doc['hash'][:19]}..., but {model_path} has hash {have[:19]}... "
+                                    "(a card for another model; profile this model for its card, then plan again)",
+                                    file=card_path, field="hash")
+        return
+    # the last block's output never crosses a link (only the final exit follows it), and hand-written
+    # cards give it 0 bytes: it is not compared
+    compared = [("input_bytes", "the input", "input", doc["input_bytes"])]
+    compared += [(f"blocks[{i}].output_bytes", f"the output of {b['name']}", b["name"], b["output_bytes"])
+                 for i, b in enumerate(doc["blocks"][:-1])]
+    for card_field, what, key, card_value in compared:
+        model_value = model_bytes.get(key)
+        if model_value is not None and abs(float(card_value) - model_value) >= 0.5:
+            raise FinplanInputError(
+                f"gives {what} as {card_value:g} bytes per sample, but {model_path} has {model_value} bytes: the card "
+                "describes another model; profile this model (finplan profile MODEL.onnx --card CARD.json) and plan "
+                "again with that card", file=card_path, field=card_field)
+
+
+def _check_transfer_bytes(app: dict, model_bytes: dict[str, int | None], *, file, field: str, model_path) -> None:
+    """The bytes per sample the plan priced each transfer at are the model's."""
+    transfers = app.get("transfers") or []
+    if not isinstance(transfers, list):
+        return  # the plan's schema is the planner's business; only numbers that are there are compared
+    for j, transfer in enumerate(transfers):
+        if not isinstance(transfer, dict):
+            continue
+        key, planned = transfer.get("after_block"), transfer.get("bytes")
+        model_value = model_bytes.get(key) if isinstance(key, str) else None
+        if model_value is None or isinstance(planned, bool) or not isinstance(planned, (int, float)):
+            continue
+        if abs(float(planned) - model_value) >= 0.5:
+            what = "the input" if key == "input" else f"the output of {key}"
+            raise FinplanInputError(
+                f"prices {what} at {planned:g} bytes per sample, but {model_path} has {model_value} bytes: the plan was "
+                "made with a card for another model; profile this model (finplan profile MODEL.onnx --card CARD.json) "
+                "and plan again with that card", file=file, field=f"{field}.transfers[{j}].bytes")
+
+
+def check_links(app: dict, placement: list[str], source: str, network: dict, *, file, field: str, name: str) -> None:
+    """Every node the application runs on is in the plan's network, and every hop it makes
+    (source -> first node when they differ, then each change of node) has a link; otherwise
+    runtimes would refuse the deployment only when it runs."""
+    if not isinstance(network, dict) or not isinstance(network.get("nodes"), list):
+        raise FinplanInputError("missing; expected the network document inline (nodes, links)", file=file, field="network")
+    links = network.get("links")
+    known = {n.get("name") for n in network["nodes"] if isinstance(n, dict)}
+    for i, node in enumerate(placement):
+        if node not in known:
+            raise FinplanInputError(f"application {name!r} places a block on node {node!r}, which the plan's network does "
+                                    f"not have (nodes: {', '.join(sorted(map(str, known)))})",
+                                    file=file, field=f"{field}.placement[{i}].node")
+    have = {(l.get("from"), l.get("to")) for l in links if isinstance(l, dict)} if isinstance(links, list) else set()
+    hops = [] if source == placement[0] else [(source, placement[0], f"{field}.source", "the input")]
+    hops += [(placement[i - 1], placement[i], f"{field}.placement[{i}]", f"the output of {app['placement'][i - 1]['block']}")
+             for i in range(1, len(placement)) if placement[i] != placement[i - 1]]
+    for src, dst, where, what in hops:
+        if (src, dst) not in have:
+            raise FinplanInputError(f"application {name!r} sends {what} from {src} to {dst}, but the plan's network has "
+                                    f"no link {src} -> {dst} (network.links); plan again on this network",
+                                    file=file, field=where)
 
 
 def placement_of(app: dict, contract: Contract, *, file, field: str) -> list[str]:
@@ -293,7 +405,9 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
         raise FinplanInputError("cannot write: the parent folder does not exist", file=out)
 
     model, contract = load_branchy_model(model_path)
-    warnings = check_model_matches(app, model, contract, file=plan_path, field=field, model_path=model_path)
+    inferred = infer_shapes(model)
+    warnings = check_model_matches(app, model, contract, file=plan_path, field=field, model_path=model_path,
+                                   inferred=inferred)
     placement = placement_of(app, contract, file=plan_path, field=field)
     final, early = active_exits_of(app, contract, file=plan_path, field=field)
     final_after = contract.block_index(next(e for e in contract.exits if e.name == final).after)
@@ -309,10 +423,10 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
     parent_hash = model_hash(model)
     plan_model = app.get("model") or {}
     parent_name = str(plan_model.get("name") or model.graph.name or model_path.stem)
-    inferred = infer_shapes(model)
     graph_index = GraphIndex(inferred)
 
     source = app.get("source") or placement[0]
+    check_links(app, placement, source, plan.get("network"), file=plan_path, field=field, name=name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         order: list[str] = []
@@ -401,6 +515,11 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
             atomic_write_json(tmp / PLAN_FILE, parse_text(plan_path.read_text(encoding="utf-8"), plan_path))
         else:
             (tmp / PLAN_FILE).write_bytes(plan_bytes)
+        # Every file a runtime reads besides the parts (hashed in their manifest) is tied to this
+        # index, so that a hand-edited threshold, model hash or link is refused at load, not run.
+        tied = [PLAN_FILE, NETWORK_FILE] + [f"{node}/{MANIFEST_FILE}" for node in order] + sorted(
+            f"{PROFILES_DIR}/{p.name}" for p in (tmp / PROFILES_DIR).iterdir() if p.is_file())
+        deployment["sha256"] = {rel: sha256_file(tmp / rel) for rel in tied}
         atomic_write_json(tmp / DEPLOYMENT_FILE, deployment)
         _swap_into_place(tmp, out, force)
     except BaseException:

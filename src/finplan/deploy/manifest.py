@@ -216,6 +216,11 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
             raise FinplanInputError(f"names stage {stage} for tensor {tensor!r}, which does not take that tensor",
                                     file=file, field=f"entries[{i}]")
         entries.append(Entry(tensor, stage, ed.get("from")))
+    first = stages[entries[0].stage].inputs[0]
+    if input_spec != first:
+        # runtimes check what arrives against ``input``, the part against its stage's spec: one truth
+        raise FinplanInputError(f"is {input_spec.describe()}, but the first stage takes {first.describe()} "
+                                f"(stages[{entries[0].stage}].inputs[0]); re-run finplan emit", file=file, field="input")
     predicted = doc.get("predicted") or {}
     if not isinstance(predicted, dict):
         raise FinplanInputError("expected a mapping", file=file, field="predicted")
