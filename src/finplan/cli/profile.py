@@ -7,7 +7,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from finplan.cli._console import print_json, progress_bar, stdout
+from finplan.cli._console import print_json, progress_bar, stderr, stdout
 from finplan.errors import FinplanInputError
 from finplan.fileio import require_writable
 
@@ -80,6 +80,7 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
     job = prepare_profile(model_path, options)
     with progress_bar(quiet or as_json) as report:
         result = job.run(report)
+    _warn_fallbacks(result.summary["energy"])
     if output:
         save_profile(result.profile, output)
     if card_path:
@@ -89,6 +90,18 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
                     "files": {"profile": output, "card": card_path}})
         return
     _print_human(model_path, result, output, card_path)
+
+
+def _warn_fallbacks(energy: dict) -> None:
+    """On stderr (even with --json or --quiet): the parts whose energy the backend could not resolve."""
+    fallbacks = energy.get("fallbacks") or []
+    if not fallbacks:
+        return
+    stderr.print(f"finplan: warning: {energy['method']} could not resolve the energy of {len(fallbacks)} part(s); "
+                 f"they got a labelled ESTIMATE instead ({energy.get('fallback_estimate')} x the part's CPU-seconds "
+                 f"per run; method power-model, fallback_from {energy['method']} in the profile):", soft_wrap=True)
+    for line in fallbacks:
+        stderr.print(f"  {line}", soft_wrap=True)
 
 
 def _threads(count: int) -> str:
@@ -126,7 +139,8 @@ def _print_human(model_path, result, output, card_path) -> None:
             ci = latency.get("ci95_p50")
             ci_text = f"±{(ci[1] - ci[0]) / 2 / latency['p50'] * 100:.1f}%" if ci and latency["p50"] > 0 else "-"
             energy = row["energy_j"]
-            method = energy["method"] + ("" if energy["measured"] else "*")
+            method = (energy["method"] + ("" if energy["measured"] else "*")
+                      + ("!" if energy.get("fallback_from") else ""))
             cells = [row["name"]] + ([row["after"]] if title == "Exits" else []) + [
                 _si(row["flops"], "", ""), _bytes(row["params_bytes"]), _bytes(row["output_bytes"]),
                 _si(latency["p50"], "s", ""), ci_text, str(latency["n"]), _si(energy["value"], "J", ""), method]
@@ -134,6 +148,10 @@ def _print_human(model_path, result, output, card_path) -> None:
         stdout.print(table)
         if any(not row["energy_j"]["measured"] for row in rows):
             stdout.print("  * energy ESTIMATED, not measured (see the energy line below)")
+        fell_back = [row["name"] for row in rows if row["energy_j"].get("fallback_from")]
+        if fell_back:
+            stdout.print(f"  ! {summary['energy']['method']} could not resolve {', '.join(fell_back)}: estimated "
+                         "instead (see stderr and each part's note)")
         for row in rows:
             if row.get("unknown_ops"):
                 stdout.print(f"  {row['name']}: FLOPs exclude unknown ops {', '.join(row['unknown_ops'])}")
@@ -165,6 +183,11 @@ def _print_human(model_path, result, output, card_path) -> None:
                           f"{row['accuracy']:.3f}" if "accuracy" in row else "-", _si(row.get("expected_flops"), "FLOP"))
         stdout.print(table)
     energy = summary["energy"]
+    if energy.get("fallbacks"):
+        parts = len(profile["blocks"]) + len(profile["exits"]) + ("energy_j" in profile["whole_model"])
+        stdout.print(f"[bold]energy: {len(energy['fallbacks'])} of {parts} parts (the whole model counted) ESTIMATED "
+                     f"by the fallback power model[/bold], which {energy['method']} could not resolve; "
+                     f"{energy['method']} for the rest:")
     if energy["measured"]:
         stdout.print(f"energy: measured ({energy['method']}: {energy['reason']}); idle power "
                      f"{profile['energy'].get('idle_power_w') or 0:.2f} W subtracted")

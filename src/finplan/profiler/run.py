@@ -23,12 +23,12 @@ from finplan.onnx_parts import (Part, bytes_per_sample, extract_part, infer_shap
                                 tensor_dtype, tensor_shape)
 from finplan.profiler import calibration as calib
 from finplan.profiler.device import describe_device
-from finplan.profiler.energy import DEFAULT_MIN_WINDOW_S, Selection, Workload, select_meter
+from finplan.profiler.energy import DEFAULT_MIN_WINDOW_S, Selection, Workload, select_meter, unresolved
 from finplan.profiler.energy.external import ExternalMeter
 from finplan.profiler.flops import FLOPS_CONVENTION, activation_bytes, count_flops
 from finplan.profiler.timing import (
-    THREADS_TIE, SessionConfig, check_provider, choose_threads, cpu_utilisation, make_session, thread_candidates,
-    time_round_robin,
+    THREADS_TIE, SessionConfig, available_cpus, check_provider, choose_threads, cpu_utilisation, make_session,
+    thread_candidates, time_round_robin,
 )
 
 DEFAULT_BUDGET_S = 15.0  # latency repetitions; the whole embedded-model profile stays under 60 s on 2 cores
@@ -117,22 +117,25 @@ class ProfileJob:
                                   self_timed=frozenset({STAGE_PROBE}))
 
         meter = self.selection.meter
-        energies = {}
+        energies, workloads = {}, {}
         try:
             meter.start()
             names = list(runners)
             for done, name in enumerate(names):
                 times = timing.times[name]
                 utilisation = cpu_utilisation(runners[name]) if meter.needs_utilisation else None
-                workload = Workload(name, self._kind(name), runners[name], times.summary().p50, utilisation)
-                reading = meter.measure(workload, min_window_s=self.options.min_window_s)
-                if not np.isnan(reading.energy_j):
-                    energies[name] = reading
+                workloads[name] = Workload(name, self._kind(name), runners[name], times.summary().p50, utilisation)
+                reading = meter.measure(workloads[name], min_window_s=self.options.min_window_s)
+                if name == WHOLE and isinstance(meter, ExternalMeter) and np.isnan(reading.energy_j):
+                    continue  # an energy file need not give the whole model
+                energies[name] = reading
                 progress("energy", done + 1, len(names))
         finally:
             meter.close()
+        fallbacks = self._resolve_energies(meter, energies, workloads)
+        fallback_how = meter.fallback_watts_per_cpu()[1] if fallbacks else None
 
-        profile = self._profile(timing, energies, split_diff)
+        profile = self._profile(timing, energies, split_diff, fallbacks)
         card, summary_calib = None, {}
         if scores is not None:
             summary_calib = self._calibration_summary(scores)
@@ -143,7 +146,8 @@ class ProfileJob:
         validate_profile(profile, "(profile being written)")
         summary = {
             "energy": {"method": meter.method, "measured": meter.measured, "reason": self.selection.reason,
-                       "skipped": self.selection.skipped, "note": meter.note()},
+                       "skipped": self.selection.skipped, "note": meter.note(), "fallbacks": fallbacks,
+                       "fallback_estimate": fallback_how},
             "timing": timing.to_dict(),
             "profiling_time_s": round(time.perf_counter() - started, 2),
             "timing_input": self.timing_input_source,
@@ -151,6 +155,30 @@ class ProfileJob:
         if summary_calib:
             summary["calibration"] = {k: v for k, v in summary_calib.items() if k != "section"}
         return ProfileResult(profile, card, summary)
+
+    @staticmethod
+    def _resolve_energies(meter, energies: dict, workloads: dict) -> list[str]:
+        """Replace every reading the backend could not resolve (0 J, below the idle noise, not finite) for a
+        part that takes time by the meter's labelled estimate; "<part>: <estimate>; <why>" for each one.
+
+        After all parts are measured, so the estimate can use the watts per CPU-second the backend
+        gave the parts it did resolve."""
+        fallbacks = []
+        cpus = available_cpus()
+        for name, reading in list(energies.items()):
+            workload = workloads[name]
+            why = unresolved(reading, workload.latency_s)
+            if why is None:
+                continue
+            cpu_s = reading.cpu_s
+            if cpu_s is None:
+                utilisation = workload.cpu_utilisation
+                if utilisation is None:
+                    utilisation = cpu_utilisation(workload.run)
+                cpu_s = utilisation * cpus * workload.latency_s
+            energies[name] = meter.fallback(workload, reading, cpu_s, why)
+            fallbacks.append(f"{name}: {energies[name].energy_j:.3g} J/run estimated; {why}")
+        return fallbacks
 
     def calib_batch_size(self) -> int:
         fixed = tensor_shape(self.model, self.contract.input)
@@ -200,7 +228,7 @@ class ProfileJob:
             out["accuracy"] = calib.exit_accuracy(scores)
         return out
 
-    def _profile(self, timing, energies, split_diff: float) -> dict:
+    def _profile(self, timing, energies, split_diff: float, fallbacks: list[str] | None = None) -> dict:
         def part_doc(part: Part) -> dict:
             times = timing.times[part.name]
             latency = times.summary().to_dict()
@@ -238,6 +266,11 @@ class ProfileJob:
             whole["energy_j"] = energies[WHOLE].to_dict()
         meter = self.selection.meter
         energy = meter.describe()
+        if fallbacks:
+            parts = ", ".join(f.split(":", 1)[0] for f in fallbacks)
+            energy["note"] = ((energy.get("note") + "; ") if energy.get("note") else "") + (
+                f"FALLBACK: {meter.method} could not resolve {parts}; their energy_j is a labelled power-model "
+                "estimate (watts per busy CPU x CPU-seconds per run), see each part's note")
         stage_overhead = self._stage_overhead(timing)
         return {
             "schema": "finplan.profile/1",

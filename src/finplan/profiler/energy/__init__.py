@@ -3,20 +3,21 @@
 ``select_meter`` turns the ``--energy`` choice into a meter, checking availability before any
 measurement. ``auto`` takes the first measuring backend that works here (RAPL, then NVML when
 the model runs on a GPU provider) and otherwise an estimate (codecarbon if installed, else the
-power model), with the reasons it skipped each one.
+power model), with the reasons it skipped each one. Whatever the backend, a part it cannot
+resolve (0 J for work that takes time) gets a labelled estimate instead: see base.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from finplan.errors import FinplanInputError
-from finplan.profiler.energy.base import (DEFAULT_MIN_WINDOW_S, CounterMeter, EnergyMeter, EnergyReading, Workload,
-                                          run_window)
+from finplan.profiler.energy.base import (DEFAULT_MIN_WINDOW_S, DEFAULT_WATTS_PER_CPU, CounterMeter, EnergyMeter,
+                                          EnergyReading, Workload, run_window, run_window_cpu, unresolved)
 
 METHODS = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
 
-__all__ = ["CounterMeter", "DEFAULT_MIN_WINDOW_S", "EnergyMeter", "EnergyReading", "METHODS", "Selection",
-           "Workload", "run_window", "select_meter"]
+__all__ = ["CounterMeter", "DEFAULT_MIN_WINDOW_S", "DEFAULT_WATTS_PER_CPU", "EnergyMeter", "EnergyReading", "METHODS",
+           "Selection", "Workload", "run_window", "run_window_cpu", "select_meter", "unresolved"]
 
 
 @dataclass

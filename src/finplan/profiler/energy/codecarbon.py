@@ -2,10 +2,19 @@
 
 Offline only: ``OfflineEmissionsTracker`` with ``country_iso_code`` given never looks up the
 location or the grid on the internet; ``save_to_file=False`` and no API/logger outputs mean
-no emissions.csv and no network. On a machine without power counters codecarbon does not
-measure: it multiplies a TDP (from its CPU table, or 4 W per thread when the CPU is unknown)
-by the CPU load, and RAM by a constant, so the figures are ``measured: false``. When it finds
-RAPL (or powermetrics/Power Gadget) it reads those counters and we say ``measured: true``.
+no emissions.csv and no network.
+
+Tracking mode ``process``. On a machine without power counters codecarbon does not measure:
+it turns CPU load into watts with a TDP (from its CPU table, or 4 W per thread when the CPU is
+unknown). In ``machine`` mode that load is the whole machine's, so on a machine shared with
+other work a neighbour busy during the idle baseline made every part "below idle" (clamped to
+0 J: compute looked free), and one busy during a part's window was charged to the part. In
+``process`` mode the CPU figure is this process's CPU time (every onnxruntime thread) x TDP
+per thread, so only the part's own work counts; RAM is estimated from the process's memory,
+and the idle window removes it. When codecarbon finds RAPL (or powermetrics/Power Gadget) it
+reads those counters, which cover the whole package whatever the mode, and we say
+``measured: true``. A window it cannot resolve is returned as is (see base.unresolved) and
+replaced by a labelled estimate by the profiler.
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ import logging
 import time
 
 from finplan.profiler.energy.base import (DEFAULT_MIN_WINDOW_S, EnergyMeter, EnergyReading, Workload,
-                                          check_reading, run_window)
+                                          check_reading, run_window_cpu)
 
 KWH_TO_J = 3.6e6
 MEASURING_CPU_MODES = ("intel_rapl", "intel_power_gadget", "apple_powermetrics")
@@ -34,6 +43,8 @@ class CodecarbonMeter(EnergyMeter):
         self._tracker = None
         self._idle_w: float | None = None
         self.cpu_mode: str | None = None
+        self.tdp_w: float | None = None
+        self.threads: int | None = None
         self.measured = False
 
     def available(self) -> tuple[bool, str]:
@@ -52,17 +63,19 @@ class CodecarbonMeter(EnergyMeter):
         with contextlib.redirect_stdout(io.StringIO()):
             return OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code, save_to_file=False, save_to_api=False,
-                save_to_logger=False, save_to_prometheus=False, log_level="error", tracking_mode="machine",
+                save_to_logger=False, save_to_prometheus=False, log_level="error", tracking_mode="process",
                 allow_multiple_runs=True, measure_power_secs=max(self.idle_window_s, 1.0),
             )
 
-    def _task_j(self, run_window_fn) -> tuple[float, object]:
+    def _task(self, run_window_fn) -> tuple[float, float, object]:
+        """(joules, seconds codecarbon integrated over, what ``run_window_fn`` returned) for one task."""
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker.start_task("finplan")
             outcome = run_window_fn()
             data = self._tracker.stop_task()
         energy_kwh = data.cpu_energy + data.ram_energy + (data.gpu_energy if self.include_gpu else 0.0)
-        return check_reading(float(energy_kwh) * KWH_TO_J, "codecarbon energy"), outcome
+        energy_j = check_reading(float(energy_kwh) * KWH_TO_J, "codecarbon energy")
+        return energy_j, float(data.duration), outcome
 
     def start(self) -> None:
         if self._tracker is not None:
@@ -74,37 +87,54 @@ class CodecarbonMeter(EnergyMeter):
             self._sleep(self.idle_window_s)
             return time.perf_counter() - t0
 
-        idle_j, idle_s = self._task_j(idle)
-        self._idle_w = idle_j / max(idle_s, 1e-9)
-        self.cpu_mode = self._cpu_mode()
+        idle_j, task_s, idle_s = self._task(idle)
+        # Per second of codecarbon's own task time: the same span its energy covers.
+        self._idle_w = idle_j / max(task_s if task_s > 0 else idle_s, 1e-9)
+        self._read_cpu_model()  # codecarbon sets its hardware up at the first task
         self.measured = self.cpu_mode in MEASURING_CPU_MODES
 
-    def _cpu_mode(self) -> str | None:
-        # codecarbon has no public accessor for the method it picked; read it defensively.
+    def _read_cpu_model(self) -> None:
+        # codecarbon has no public accessor for the method it picked or its TDP; read them defensively.
         for hardware in getattr(self._tracker, "_hardware", []) or []:
             if type(hardware).__name__ == "CPU":
-                return getattr(hardware, "_mode", None)
-        return None
+                self.cpu_mode = getattr(hardware, "_mode", None)
+                tdp = getattr(hardware, "_tdp", None)
+                threads = getattr(hardware, "_cpu_count", None)
+                if isinstance(tdp, (int, float)) and tdp > 0 and isinstance(threads, int) and threads > 0:
+                    self.tdp_w, self.threads = float(tdp), threads
 
     def idle_power_w(self) -> float | None:
         return self._idle_w
 
+    def default_watts_per_cpu(self) -> tuple[float, str]:
+        if self.tdp_w and self.threads:
+            watts = self.tdp_w / self.threads
+            return watts, f"{watts:.3g} W per busy CPU (codecarbon's TDP {self.tdp_w:g} W / {self.threads} threads)"
+        return super().default_watts_per_cpu()
+
     def note(self) -> str:
         if self.measured:
-            return f"codecarbon read the {self.cpu_mode} counters (machine mode, idle subtracted)"
-        return (f"ESTIMATED by codecarbon: CPU via {self.cpu_mode or 'unknown'} mode (TDP x load; no power counters "
-                "here) and RAM as a constant, machine-wide, idle subtracted; not a measurement")
+            return (f"codecarbon read the {self.cpu_mode} counters (the whole package, so other work on this machine "
+                    "counts too; idle subtracted)")
+        per_thread = ""
+        if self.tdp_w and self.threads:
+            per_thread = f" = {self.tdp_w / self.threads:.3g} W per busy thread (TDP {self.tdp_w:g} W / {self.threads})"
+        return (f"ESTIMATED by codecarbon: CPU via {self.cpu_mode or 'unknown'} mode, this process's CPU time x TDP per "
+                f"thread{per_thread}, no power counters here; RAM from the process's memory; idle subtracted; "
+                "not a measurement")
 
     def measure(self, workload: Workload, *, min_window_s: float = DEFAULT_MIN_WINDOW_S) -> EnergyReading:
         if self._tracker is None:
             self.start()
-        total_j, (runs, window_s) = self._task_j(lambda: run_window(workload.run, min_window_s))
-        active_j = total_j - self._idle_w * window_s
+        total_j, task_s, (runs, window_s, cpu_s) = self._task(lambda: run_window_cpu(workload.run, min_window_s))
+        active_j = total_j - self._idle_w * (task_s if task_s > 0 else window_s)
         note = None
-        if active_j < 0:
-            note = f"below idle noise ({active_j / runs:.3g} J/run before clamping to 0)"
-            active_j = 0.0
-        return EnergyReading(active_j / runs, self.method, self.measured, runs, window_s, note)
+        if active_j <= 0:
+            # Returned as is, never clamped to 0: the profiler replaces it by a labelled estimate.
+            note = f"within the idle noise ({total_j:.3g} J in {task_s:.3g} s at {self._idle_w:.3g} W idle)"
+        else:
+            self._record_resolved(active_j, cpu_s)
+        return EnergyReading(active_j / runs, self.method, self.measured, runs, window_s, note, cpu_s / runs)
 
     def close(self) -> None:
         if self._tracker is not None:
