@@ -1,4 +1,5 @@
 """``python -m finplan``: the same as the ``finplan`` command."""
 from finplan.cli.main import run
 
-run()
+if __name__ == "__main__":
+    run()

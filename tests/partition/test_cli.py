@@ -8,7 +8,7 @@ import pytest
 
 from finplan.cli.main import main
 from finplan.partition.plan import validate_plan
-from partition_helpers import MULTI, PAPER
+from partition_helpers import MULTI, PAPER, ROOT
 
 
 @pytest.fixture
@@ -71,25 +71,53 @@ def test_plan_writes_a_valid_plan_and_summary(capsys, paper, tmp_path):
     assert "block4" in out and "cloud" in out and "compute" in out and "transfer" in out and "binding" in out
 
 
-def test_reproducible_plans_are_byte_identical(capsys, paper, tmp_path):
+def test_plans_are_byte_identical_by_default_and_times_only_with_timings(capsys, paper, tmp_path, monkeypatch):
     files = []
-    for i in range(2):
+    for i, extra in enumerate(([], [], ["--reproducible"])):  # --reproducible: accepted, now the default
         target = tmp_path / f"p{i}.json"
-        assert run(capsys, "plan", MULTI / "scenario.yaml", "-o", target, "--reproducible")[0] == 0
+        assert run(capsys, "plan", MULTI / "scenario.yaml", "-o", target, *extra)[0] == 0
         files.append(target.read_bytes())
-    assert files[0] == files[1]
-    assert json.loads(files[0])["solver"]["solve_time_s"] is None
-    plain = tmp_path / "plain.json"
-    assert run(capsys, "plan", MULTI / "scenario.yaml", "-o", plain)[0] == 0
-    doc = json.loads(plain.read_text())
+    assert files[0] == files[1] == files[2]
+    assert "solve_time_s" not in json.loads(files[0])["solver"]
+    # the --json output too, and the human summary still shows the time measured in this run
+    code, out, _ = run(capsys, "plan", MULTI / "scenario.yaml", "--json", "--compare")
+    assert code == 0 and "solve_time_s" not in out
+    code, out, _ = run(capsys, "plan", MULTI / "scenario.yaml", "--compare")
+    assert code == 0 and " ms, mode static" in out and "time (solver total)" in out
+    timed = tmp_path / "timed.json"
+    assert run(capsys, "plan", MULTI / "scenario.yaml", "-o", timed, "--timings", "--compare")[0] == 0
+    doc = json.loads(timed.read_text())
     assert isinstance(doc["solver"].pop("solve_time_s"), float)
-    repro = json.loads(files[0])
-    repro["solver"].pop("solve_time_s")
-    assert doc == repro
+    assert all(isinstance(r["solve_time_s"], float) for r in doc.pop("comparison"))
+    assert doc == json.loads(files[0])
+    bad(capsys, "plan", MULTI / "scenario.yaml", "--timings", "--reproducible", expect=["--timings"])
+
+
+def test_paths_in_a_plan_do_not_depend_on_the_working_directory(capsys, paper, tmp_path, monkeypatch):
+    """Paths are recorded relative to the plan file, so the bytes are the same from any folder,
+    and finplan emit finds the files from the plan."""
+    profile = json.loads((ROOT / "examples" / "profiles" / "this-machine-2core.profile.json").read_text())
+    (paper / "dev.profile.json").write_text(json.dumps(profile))
+    net = json.loads(json.dumps(__import__("yaml").safe_load((paper / "network.yaml").read_text())))
+    net["nodes"][0]["profile"] = "dev.profile.json"  # another model's profile: compute is used (and warned)
+    (paper / "network.yaml").write_text(json.dumps(net))
+    (tmp_path / "out").mkdir()
+    outputs = []
+    for cwd, scenario, target in ((tmp_path, "paper/scenario.yaml", "out/plan.json"),
+                                  (paper, "scenario.yaml", "../out/plan2.json")):
+        monkeypatch.chdir(cwd)
+        assert run(capsys, "plan", scenario, "-o", target)[0] == 0
+        outputs.append((cwd / target).read_bytes())
+    assert outputs[0] == outputs[1]
+    doc = json.loads(outputs[0])
+    assert doc["scenario"] == "../paper/scenario.yaml"
+    assert doc["applications"][0]["model"]["card"] == "../paper/b-alexnet.json"
+    assert doc["network"]["nodes"][0]["profile"] == "../paper/dev.profile.json"
+    assert (tmp_path / "out" / doc["network"]["nodes"][0]["profile"]).is_file()
 
 
 def test_json_and_compare(capsys, paper):
-    code, out, _ = run(capsys, "plan", paper / "scenario.yaml", "--json", "--compare", "--reproducible")
+    code, out, _ = run(capsys, "plan", paper / "scenario.yaml", "--json", "--compare")
     assert code == 0
     doc = json.loads(out)
     rows = {r["solver"]: r for r in doc["comparison"]}

@@ -71,15 +71,18 @@ def _time_limit(value):
     return parse_duration_s(value, field="--time-limit")
 
 
-def _compare(scenario, gamma, lam, reproducible, time_limit_s=None):
-    """Every solver on the scenario: rows for the comparison table (and the plan file)."""
+def _compare(scenario, gamma, lam, time_limit_s=None):
+    """Every solver on the scenario: (rows for the comparison table and the plan file, each
+    solver's total solve time in seconds, measured in this run)."""
     from finplan.partition.solve import SOLVERS, solve
 
     rows = []
     results = {}
+    times = {}
     for name in SOLVERS:
         try:
             results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False, time_limit_s=time_limit_s)
+            times[name] = results[name].solve_time_s
         except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
             results[name] = exc
     fin = results["fin"]
@@ -94,54 +97,13 @@ def _compare(scenario, gamma, lam, reproducible, time_limit_s=None):
                    "energy_j": ev.energy_j if ev else None, "latency_s": ev.latency_s if ev else None,
                    "accuracy": ev.accuracy if ev else None,
                    "placement": ",".join(ev.placement) if ev else None, "final_exit": ev.final_exit if ev else None,
-                   "fin_saving": None, "solve_time_s": None if reproducible else res.solve_time_s,
-                   "reason": app_res.reason if not app_res.feasible else None}
+                   "fin_saving": None, "reason": app_res.reason if not app_res.feasible else None}
             if ev and fin_res.feasible and ev.energy_j > 0:
                 row["fin_saving"] = (ev.energy_j - fin_res.evaluation.energy_j) / ev.energy_j
+            if app_res.notes:
+                row["notes"] = list(app_res.notes)
             rows.append(row)
-    return rows
-
-
-def _compact(placement: str | None) -> str:
-    """device,device,device,cloud,cloud -> device x3, cloud x2 (keeps the table narrow)."""
-    if not placement:
-        return "-"
-    runs: list[list] = []
-    for node in placement.split(","):
-        if runs and runs[-1][0] == node:
-            runs[-1][1] += 1
-        else:
-            runs.append([node, 1])
-    return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in runs)
-
-
-def _print_compare(rows):
-    from rich import box
-    from rich.table import Table
-
-    several = len({r.get("application") for r in rows if "application" in r}) > 1
-    table = Table(title="Comparison (FIN saves: energy saved by FIN against that solver)", header_style="bold",
-                  box=box.SIMPLE_HEAD)
-    cols = ["solver"] + (["app"] if several else []) + ["energy J", "latency", "acc.", "placement", "exit",
-                                                         "FIN saves", "time"]
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        if "skipped" in r:
-            table.add_row(*([r["solver"]] + ([""] if several else []) + ["skipped: " + r["skipped"]] + [""] * 6))
-            continue
-        energy = "-" if r["energy_j"] is None else f"{r['energy_j']:.5g}" + ("" if r["feasible"] else " infeasible")
-        saving = "-" if r["fin_saving"] is None or not r["feasible"] else f"{r['fin_saving']:.1%}"
-        table.add_row(*([r["solver"]] + ([r["application"]] if several else []) + [
-            energy, "-" if r["latency_s"] is None else f"{r['latency_s'] * 1e3:.4g} ms",
-            "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}", _compact(r["placement"]),
-            r["final_exit"] or "-", saving,
-            "-" if r["solve_time_s"] is None else f"{r['solve_time_s'] * 1e3:.3g} ms"]))
-    # Piped output gets rich's 80 columns by default, which folds every cell; a file or a
-    # pager handles long lines better than folded ones.
-    from rich.console import Console
-
-    (stdout if stdout.is_terminal else Console(width=150, highlight=False)).print(table)
+    return rows, times
 
 
 @click.command("plan")
@@ -157,7 +119,10 @@ def _print_compare(rows):
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document on stdout.")
 @click.option("--export-graph", type=click.Path(dir_okay=False), help="Write FIN's feasible inference graph (GraphML).")
 @click.option("--fail-infeasible", is_flag=True, help="Exit with code 1 when an application has no feasible plan.")
-@click.option("--reproducible", is_flag=True, help="Write solve times as null, so equal inputs give equal bytes.")
+@click.option("--timings", is_flag=True,
+              help="Also write solve times into the plan (and --json); without it equal inputs give equal bytes.")
+@click.option("--reproducible", is_flag=True,
+              help="No effect: plans are reproducible by default (kept so that old scripts run).")
 @click.option("--model", help="Shortcut: model card (finplan.model/1).")
 @click.option("--network", help="Shortcut: network (finplan.network/1).")
 @click.option("--source", help="Shortcut: node where the input arrives.")
@@ -167,8 +132,8 @@ def _print_compare(rows):
 @click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="Shortcut: exit mode [static].")
 @click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
 @click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
-def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, export_graph, fail_infeasible, reproducible,
-            model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
+def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, export_graph, fail_infeasible, timings,
+            reproducible, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
     """Place each application's blocks on the network, minimising energy.
 
     \b
@@ -181,25 +146,40 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
 
     An application whose constraints nothing can meet is reported (feasible false, with the
     reason) and the exit code stays 0 unless --fail-infeasible is given.
+
+    The plan file holds no solve times unless --timings is given, so equal inputs give equal
+    bytes; paths in it are relative to the plan file's folder (to the current folder when the
+    plan is only printed with --json).
     """
     from finplan.partition.fin import DEFAULT_GAMMA, feasible_inference_graph
-    from finplan.partition.plan import add_binding, plan_document, validate_plan
+    from finplan.partition.plan import add_binding, cost_warnings, plan_document, validate_plan
     from finplan.partition.solve import solve
 
     gamma = _gamma(gamma) or DEFAULT_GAMMA
     lam = _lambda(lam)
     time_limit_s = _time_limit(time_limit)
+    if timings and reproducible:
+        raise FinplanInputError("asks for solve times in the plan, which --reproducible leaves out; give one of them",
+                                field="--timings")
     for path in (output, export_graph):
         if path:
             require_writable(path)
     scen = _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict)
+    for line in cost_warnings(scen):
+        click.echo(f"finplan: warning: {line}", err=True)
+    if time_limit_s is not None and solver != "milp" and not compare \
+            and not (solver == "fin" and len(scen.applications) > 1):
+        click.echo(f"finplan: warning: --time-limit only bounds MILP runs (--solver milp, FIN's joint-optimum "
+                   f"reference with several applications, --compare); --solver {solver} does not use it", err=True)
     result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s)
     add_binding(scen, result, gamma)
-    doc = plan_document(scen, result, reproducible=reproducible)
-    rows = None
+    base_dir = Path(output).parent if output else None
+    doc = plan_document(scen, result, timings=timings, base_dir=base_dir)
+    rows = times = None
     if compare:
-        rows = _compare(scen, gamma, lam, reproducible, time_limit_s)
-        doc["comparison"] = rows
+        rows, times = _compare(scen, gamma, lam, time_limit_s)
+        doc["comparison"] = [dict(r, solve_time_s=times.get(r["solver"])) if timings and "skipped" not in r else r
+                             for r in rows]
     validate_plan(doc)
     graphs = []
     if export_graph:
@@ -221,12 +201,12 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
     if as_json:
         print_json(doc)
     else:
-        from finplan.cli.show import print_summary
+        from finplan.cli.show import print_comparison, print_summary
 
-        print_summary(doc)
+        print_summary(doc, solve_time_s=result.solve_time_s)
         if rows:
             stdout.print()
-            _print_compare(rows)
+            print_comparison(rows, times)
         if output:
             stdout.print(f"\nplan written to {output}")
         for target, _ in graphs:

@@ -7,15 +7,20 @@ from finplan.cli._console import print_json, stdout
 from finplan.fileio import atomic_write_bytes, load_document, require_writable
 
 
-def print_summary(doc: dict) -> None:
-    """Human summary of a finplan.plan/1 document: one table of blocks per application."""
+def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
+    """Human summary of a finplan.plan/1 document: one table of blocks per application.
+
+    ``solve_time_s``: the time measured in this run (plan files hold one only with --timings).
+    """
     from rich.table import Table
 
     from finplan.partition.evaluate import ms
 
     solver = doc["solver"]
     params = ", ".join(f"{k}={v}" for k, v in solver["parameters"].items())
-    took = "" if solver.get("solve_time_s") is None else f" in {solver['solve_time_s'] * 1e3:.3g} ms"
+    if solve_time_s is None:
+        solve_time_s = solver.get("solve_time_s")
+    took = "" if solve_time_s is None else f" in {solve_time_s * 1e3:.3g} ms"
     stdout.print(f"[bold]Plan[/bold] by {solver['name']}" + (f" ({params})" if params else "") + took
                  + f", mode {doc['options']['mode']}")
     for app in doc["applications"]:
@@ -56,7 +61,7 @@ def print_summary(doc: dict) -> None:
                          + (f" (expected {ms(pred['expected_latency_s'])})" if doc["options"]["mode"] == "dynamic" else "")
                          + f", accuracy {pred['accuracy']:.4f}")
             if app["feasible"]:
-                stdout.print(f"  binding: {', '.join(app['binding']) or 'none'}")
+                stdout.print("  " + _binding_line(app, solver["name"]))
         for note in app.get("notes", []):
             stdout.print(f"  note: {note}")
     totals = doc.get("totals")
@@ -68,6 +73,82 @@ def print_summary(doc: dict) -> None:
             stdout.print(f"gap to the joint optimum (MILP, {joint['energy_j']:.5g} J): {joint['gap']:.2%}")
         elif joint:
             stdout.print(f"joint optimum (MILP) serves {joint['served']} applications with {joint['energy_j']:.5g} J")
+
+
+def _binding_line(app: dict, solver: str) -> str:
+    tags = ", ".join(app["binding"]) or "none"
+    if app.get("binding_basis") == "at_limit":
+        # a baseline's plan is not an optimum: do not call its tight constraints "binding"
+        return (f"at a limit (>= 99% used): {tags} ({solver} is a baseline; which constraints bind the "
+                "minimum-energy plan is not computed for it)")
+    return f"binding: {tags}"
+
+
+def _compact(placement: str | None) -> str:
+    """device,device,device,cloud,cloud -> device x3, cloud x2 (keeps the table narrow)."""
+    from finplan.partition.explain import compact_placement
+
+    return compact_placement(placement.split(",")) if placement else "-"
+
+
+def print_comparison(rows: list[dict], times: dict | None = None) -> None:
+    """The --compare table: one row per solver and application.
+
+    ``times``: each solver's total solve time measured in this run (seconds); without it, the
+    rows' own solve_time_s (plans written with --timings), else none. With several
+    applications the time is shown once per solver (it is the solver's total). Notes and the
+    reasons of plans that are infeasible or missing become numbered footnotes.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    several = len({r.get("application") for r in rows if "application" in r}) > 1
+    table = Table(title="Comparison (FIN saves: energy saved by FIN against that solver)", header_style="bold",
+                  box=box.SIMPLE_HEAD)
+    cols = ["solver"] + (["app"] if several else []) + ["energy J", "latency", "acc.", "placement", "exit",
+                                                         "FIN saves", "time (solver total)" if several else "time"]
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    notes: list[str] = []
+
+    def mark(text: str) -> str:
+        if text not in notes:
+            notes.append(text)
+        return f"({notes.index(text) + 1})"
+
+    seen = set()
+    for r in rows:
+        if "skipped" in r:
+            table.add_row(*([r["solver"]] + ([""] if several else []) + ["skipped: " + r["skipped"]] + [""] * 6))
+            continue
+        seconds = (times or {}).get(r["solver"], r.get("solve_time_s"))
+        first = r["solver"] not in seen
+        seen.add(r["solver"])
+        took = "-" if seconds is None else f"{seconds * 1e3:.3g} ms"
+        if not first:
+            took = ""
+        marks = [mark(f"{r['solver']}: {note}") for note in r.get("notes", [])]
+        if r["energy_j"] is None:
+            energy = "no plan " + mark(f"{r['solver']}" + (f" ({r['application']})" if several else "")
+                                       + f": {r.get('reason') or 'no plan found'}")
+        else:
+            energy = f"{r['energy_j']:.5g}"
+            if not r["feasible"]:
+                energy += " infeasible " + mark(f"{r['solver']}" + (f" ({r['application']})" if several else "")
+                                                + f": {r.get('reason') or 'infeasible'}")
+        saving = "-" if r["fin_saving"] is None or not r["feasible"] else f"{r['fin_saving']:.1%}"
+        table.add_row(*([r["solver"] + (" " + " ".join(marks) if marks else "")]
+                        + ([r["application"]] if several else []) + [
+            energy, "-" if r["latency_s"] is None else f"{r['latency_s'] * 1e3:.4g} ms",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}", _compact(r["placement"]),
+            r["final_exit"] or "-", saving, took]))
+    # Piped output gets rich's 80 columns by default, which folds every cell; a file or a
+    # pager handles long lines better than folded ones.
+    console = stdout if stdout.is_terminal else Console(width=150, highlight=False, soft_wrap=True)
+    console.print(table)
+    for i, note in enumerate(notes, 1):
+        console.print(f"({i}) {note}")
 
 
 def _bytes(n: float) -> str:
@@ -98,6 +179,9 @@ def command(plan, png, as_json):
         print_json(doc)
     else:
         print_summary(doc)
+        if doc.get("comparison"):
+            stdout.print()
+            print_comparison(doc["comparison"])
     if png:
         atomic_write_bytes(png, plan_png(doc))
         if not as_json:

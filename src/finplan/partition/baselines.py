@@ -4,7 +4,8 @@ when that breaks a constraint the result is marked infeasible with the violation
 from __future__ import annotations
 
 from finplan.partition.context import AppContext, AppResult, better
-from finplan.partition.evaluate import Usage
+from finplan.partition.evaluate import CAPACITY_TAGS, Usage
+from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, count_placements, exhaustive
 from finplan.partition.explain import infeasibility_reason
 from finplan.partition.paths import layered_shortest
 
@@ -66,7 +67,9 @@ def cloud_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
         ev.violations = [v for v in ev.violations if "must run at the source" not in v]
         ev.feasible = not ev.violations
         result.reason = "; ".join(ev.violations) or None
-        result.notes.append("raw input offloaded although first_block_at_source is true (this baseline's definition)")
+        result.notes.append("sends the raw input off the source although first_block_at_source is true (this "
+                            "baseline's definition; the other solvers keep block 1 at the source, so they may cost "
+                            "more than it)")
     return result
 
 
@@ -91,24 +94,84 @@ def single_cut(ctx: AppContext, usage: Usage | None = None) -> AppResult:
     return _pick(ctx, candidates, usage)
 
 
-def min_latency(ctx: AppContext, usage: Usage | None = None) -> AppResult:
-    """The fastest placement over accuracy-meeting policies (exact shortest path), ties by
-    energy. O(P B N^2)."""
+def min_latency(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUSTIVE_LIMIT) -> AppResult:
+    """The fastest placement that meets the accuracy target and every node and link limit.
+
+    Problem: over the accuracy-meeting exit policies and the placements along links that keep
+    each node's utilisation and memory and each link's utilisation (cumulatively, with
+    ``usage``) within their limits, minimise the worst-case latency; ties: lower energy,
+    earlier policy, smaller node indices. The latency bound is not a constraint of this
+    search: when even the fastest such placement is over it, that placement is returned,
+    marked infeasible with the violation.
+    Method: the exact fastest path with each block fitting alone in its node's and link's
+    limits (``layered_shortest``); when the sums fit too, that is the answer. Otherwise, up to
+    ``limit`` placements (N^B summed over policies), enumeration (exact,
+    ``exhaustive(objective="latency")``); above it, a heuristic: while the sum on a node or
+    link is over its limit, the last block on that node (or the block after that link) is
+    forbidden there and the path recomputed.
+    Returns an AppResult; without any placement within capacity, no evaluation and a reason.
+    Complexity: O(P B N^2) when the sums fit; else O(P N^B B) up to ``limit``, above it
+    O(P B N (B N^2)) for the repairs.
+    """
     indices, fail = _accurate_or_reason(ctx, usage)
     if fail:
         return fail
+    # The fastest path with each block fitting alone is the answer whenever the sums fit too
+    # (the placements within capacity are a subset of those): exact in O(P B N^2), the common case.
     best = None
     for i in indices:
         found = layered_shortest(ctx, ctx.chain(i), "latency", usage)
-        if found is None:
-            continue
-        key = (found[0], found[1], i, found[2])
-        if best is None or (key[0], key[1], key[2]) < (best[0], best[1], best[2]):
-            best = key
+        if found is not None and (best is None or (found[0], found[1], i) < (best[0], best[1], best[2])):
+            best = (found[0], found[1], i, found[2])
     if best is None:
         return AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1])
     ev = ctx.evaluate(best[2], best[3], usage)
-    return AppResult(ctx.app, ev, None if ev.feasible else "; ".join(ev.violations))
+    if not any(tag.startswith(CAPACITY_TAGS) for tag in ev.violated):
+        return AppResult(ctx.app, ev, None if ev.feasible else "; ".join(ev.violations))
+    if count_placements(ctx) <= limit:
+        return exhaustive(ctx, usage, limit, objective="latency")
+    best = best_ev = None
+    for i in indices:
+        ev = _fastest_within_capacity(ctx, i, usage)
+        if ev is None:
+            continue
+        key = (ev.latency_s, ev.energy_j, i, [ctx.network.index(n) for n in ev.placement])
+        if better(key, best):
+            best, best_ev = key, ev
+    if best_ev is None:
+        return AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1])
+    return AppResult(ctx.app, best_ev, None if best_ev.feasible else "; ".join(best_ev.violations))
+
+
+def _fastest_within_capacity(ctx: AppContext, i: int, usage: Usage | None):
+    """Heuristic part of ``min_latency``: the fastest path of policy ``i``, repaired until
+    the cumulative node and link loads fit (None when the repairs run out)."""
+    chain = ctx.chain(i)
+    names = ctx.network.names
+    ok = ctx.allowed(chain, usage)
+    pinned = ctx.source if ctx.options.first_block_at_source else None
+    for _attempt in range(ok.size + 1):
+        found = layered_shortest(ctx, chain, "latency", usage, ok)
+        if found is None:
+            return None
+        ev = ctx.evaluate(i, found[2], usage)
+        over = [tag for tag in ev.violated if tag.startswith(CAPACITY_TAGS)]
+        if not over:
+            return ev
+        kind, _, where = over[0].partition(":")
+        if kind == "link":
+            tail, head = where.split("->")
+            before = [names[ctx.source]] + ev.placement[:-1]  # where each block's input comes from
+            blocks = [b for b in range(len(ev.placement)) if ev.placement[b] == head and before[b] == tail]
+            node = head
+        else:
+            node = where
+            blocks = [b for b, placed in enumerate(ev.placement) if placed == node
+                      and not (b == 0 and pinned == names.index(node))]
+        if not blocks:
+            return None
+        ok[blocks[-1], names.index(node)] = False
+    return None
 
 
 def _rank(ctx: AppContext, n: int) -> int:

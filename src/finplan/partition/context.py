@@ -1,7 +1,7 @@
 """What every solver needs about one application, computed once; and what solvers return."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +42,24 @@ class AppContext:
         return evaluate(self.app, self.network, self.options, names, self.app.card.exits[policy.final_exit].name,
                         usage=usage, policy=policy, table=self.table)
 
+    def relaxed(self, *, latency: bool = False, accuracy: bool = False, capacity: bool = False) -> "AppContext":
+        """The same application with some constraints dropped (for ``plan.add_binding`` and
+        the explanations): ``latency`` (bound set far above any placement's latency, see
+        ``no_latency_bound_s``), ``accuracy`` (every exit policy qualifies), ``capacity`` (no
+        rate, so no utilisation limit, and no memory_bytes; pass no usage with it). Shares
+        the cost table's arrays and the chain cache (chains do not depend on the limits)."""
+        app, network, table = self.app, self.network, self.table
+        if latency:
+            app = replace(app, max_latency_s=no_latency_bound_s(self))
+        if accuracy:
+            app = replace(app, min_accuracy=-1.0)
+        if capacity:
+            app = replace(app, rate_hz=None)
+            nodes = tuple(replace(node, memory_bytes=None) for node in network.nodes)
+            network = type(network)(nodes, network.links, network.path, network.doc)
+            table = replace(table, memory_bytes=np.full(len(table.nodes), np.inf))
+        return AppContext(app, network, self.options, table, self.policies, self.quantiles, self._chains)
+
     def allowed(self, chain: Chain, usage: Usage | None):
         """Per-element capacity screen: (block, node) pairs and per-layer links that fit alone
         in the residual capacity. Cumulative sums are checked on the exact evaluation."""
@@ -75,6 +93,22 @@ class AppContext:
         return ok
 
 
+def no_latency_bound_s(ctx: AppContext) -> float:
+    """A latency bound no placement of ``ctx`` can reach: four times the sum, over the input
+    and every block, of the slowest computation, stage cost and transfer, plus one second.
+    Finite, so FIN's latency units stay well defined (each placement then uses under a
+    quarter of them, plus one per hop for the rounding)."""
+    t = ctx.table
+    finite = np.isfinite(t.link_s_per_bit) & t.has_link
+    s_per_bit = float(t.link_s_per_bit[finite].max()) if finite.any() else 0.0
+    hop_s = float(t.link_latency_s.max())
+    biggest = max([t.input_bytes] + t.output_bytes.tolist())
+    worst = (t.block_time_s.max(axis=1).sum() + t.exit_time_s.max(axis=1).sum()
+             + 2 * len(t.output_bytes) * float(t.stage_overhead_s.max(initial=0.0))
+             + (len(t.output_bytes) + 1) * (8.0 * biggest * s_per_bit + hop_s))
+    return 4.0 * float(worst) + 1.0
+
+
 def contexts(scenario: Scenario, quantiles=DEFAULT_QUANTILES) -> list[AppContext]:
     tables: dict[int, CostTable] = {}
     out = []
@@ -95,6 +129,8 @@ class AppResult:
     evaluation: Evaluation | None
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    # How evaluation.binding was decided (``plan.add_binding``): "relaxation" or "at_limit".
+    binding_basis: str | None = None
 
     @property
     def feasible(self) -> bool:

@@ -15,8 +15,11 @@ from finplan.partition.costs import (
 )
 from finplan.partition.problem import Application, Network, Options
 
-# A capacity counts as binding when the plan uses at least this share of it.
+# A plan is "at" a limit when it uses at least this share of it: latency >= 0.99 max_latency_s,
+# min_accuracy >= 0.99 accuracy, or >= 0.99 of a node's or link's max_utilization or memory_bytes
+# (with the other applications' usage). See ``Evaluation.at_limit``.
 BINDING_SHARE = 0.99
+CAPACITY_TAGS = ("utilization:", "memory:", "link:")
 
 
 @dataclass
@@ -53,7 +56,14 @@ class Evaluation:
     transfers: list[dict]
     link_utilization: dict[tuple[str, str], float]
     violations: list[str]
-    binding: list[str]
+    # Constraints this plan is at (>= BINDING_SHARE of the limit used): "latency", "accuracy",
+    # "utilization:NODE", "memory:NODE", "link:A->B". A fact of the plan alone, not of the problem.
+    at_limit: list[str]
+    # One tag per violation, in the same vocabulary plus "route" (no such link) and
+    # "first_block_at_source", so callers need not parse the sentences.
+    violated: list[str] = field(default_factory=list)
+    # Constraints that bind (set by ``finplan.partition.plan.add_binding``; empty until then).
+    binding: list[str] = field(default_factory=list)
 
 
 def ms(seconds: float) -> str:
@@ -118,6 +128,7 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
     src = network.index(app.source)
     rate = app.rate_hz
     violations: list[str] = []
+    violated: list[str] = []
 
     prob = [1.0] * k
     for i, _ in policy.active:
@@ -148,6 +159,7 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
         link = network.link(network.names[a], network.names[b])
         if link is None:
             violations.append(f"there is no link {network.names[a]} -> {network.names[b]}")
+            violated.append("route")
             return 0.0
         transfer_energy += p * link.energy_j(nbytes)
         transfers.append({"from": link.src, "to": link.dst, "after_block": after, "bytes": nbytes, "probability": p,
@@ -160,6 +172,7 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
     if x[0] != src:
         if options.first_block_at_source:
             violations.append(f"{card.blocks[0].name} must run at the source {app.source} (first_block_at_source)")
+            violated.append("first_block_at_source")
         clock += send(src, x[0], card.input_bytes, 1.0, "input")
     for b in range(k):
         n = x[b]
@@ -201,11 +214,17 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
                 t -= table.exit_time_s[h, x[b]]
         expected += rate_i * t
 
-    binding: list[str] = []
+    at_limit: list[str] = []
     if not within(latency, app.max_latency_s, options.strict):
         violations.append(f"latency {ms(latency)} is over the {ms(app.max_latency_s)} limit")
+        violated.append("latency")
+    elif latency >= BINDING_SHARE * app.max_latency_s:
+        at_limit.append("latency")
     if not accuracy_ok(policy.accuracy, app.min_accuracy, options.strict):
         violations.append(f"accuracy {policy.accuracy:.4f} does not reach {app.min_accuracy:.4f}")
+        violated.append("accuracy")
+    elif app.min_accuracy >= BINDING_SHARE * policy.accuracy:
+        at_limit.append("accuracy")
     for name, node_load in per_node.items():
         node = network.node(name)
         if rate is not None:
@@ -214,27 +233,31 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
             if total > node.max_utilization * (1 + 1e-12):
                 violations.append(f"node {name} would be busy {total:.1%} of the time, over its max_utilization "
                                   f"{node.max_utilization:.0%}")
+                violated.append(f"utilization:{name}")
             elif total >= BINDING_SHARE * node.max_utilization:
-                binding.append(f"utilization:{name}")
+                at_limit.append(f"utilization:{name}")
         if node.memory_bytes is not None:
             total = usage.node_memory_bytes.get(name, 0.0) + node_load["params_bytes"]
             if total > node.memory_bytes * (1 + 1e-12):
                 violations.append(f"node {name} would hold {total:.0f} parameter bytes, over its memory_bytes "
                                   f"{node.memory_bytes:.0f}")
+                violated.append(f"memory:{name}")
             elif total >= BINDING_SHARE * node.memory_bytes:
-                binding.append(f"memory:{name}")
+                at_limit.append(f"memory:{name}")
     for key, value in link_util.items():
         link = network.link(*key)
         total = usage.link_utilization.get(key, 0.0) + value
         if total > link.max_utilization * (1 + 1e-12):
             violations.append(f"link {key[0]} -> {key[1]} would be busy {total:.1%} of the time, over its "
                               f"max_utilization {link.max_utilization:.0%}")
+            violated.append(f"link:{key[0]}->{key[1]}")
         elif total >= BINDING_SHARE * link.max_utilization:
-            binding.append(f"link:{key[0]}->{key[1]}")
+            at_limit.append(f"link:{key[0]}->{key[1]}")
     return Evaluation(
         placement=list(placement), final_exit=card.exits[e].name, thresholds=policy.thresholds(card),
         feasible=not violations, energy_j=compute_energy + transfer_energy, compute_energy_j=compute_energy,
         transfer_energy_j=transfer_energy, latency_s=latency, expected_latency_s=expected, accuracy=policy.accuracy,
         exit_rates={card.exits[i].name: r for i, r in enumerate(policy.exit_rates) if r > 0},
-        per_node=per_node, transfers=transfers, link_utilization=link_util, violations=violations, binding=binding,
+        per_node=per_node, transfers=transfers, link_utilization=link_util, violations=violations,
+        at_limit=at_limit, violated=violated,
     )

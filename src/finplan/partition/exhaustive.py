@@ -23,17 +23,26 @@ def count_placements(ctx: AppContext) -> int:
     return total
 
 
-def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUSTIVE_LIMIT) -> AppResult:
+def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUSTIVE_LIMIT,
+               objective: str = "energy") -> AppResult:
     """Minimum-energy deployment of one application by enumerating every placement.
 
     Problem: as ``fin``, solved exactly: every node sequence of every accuracy-meeting exit
     policy is scored (vectorised), invalid hops and capacity violations discarded, and the
     best is re-evaluated with the exact model. Ties: lower latency, earlier policy,
     lexicographically smaller node indices.
+
+    Parameters: ``objective`` "energy" (the planning problem) or "latency": the fastest
+    placement meeting the accuracy target and every node and link limit, ties by lower
+    energy, *without* the latency bound (the min-latency baseline; its answer is then
+    evaluated, and marked infeasible when even it is over the bound).
     Returns an AppResult. Raises FinplanInputError when the instance has more than ``limit``
-    placements (N^B summed over exit policies).
+    placements (N^B summed over exit policies), or for an unknown objective.
     Complexity: O(P N^B B).
     """
+    if objective not in ("energy", "latency"):
+        raise FinplanInputError(f"is {objective!r}; expected energy or latency", field="objective")
+    by_latency = objective == "latency"
     total = count_placements(ctx)
     if total > limit:
         raise FinplanInputError(
@@ -94,7 +103,8 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
                     if rate is not None:
                         link_use[b] = (a, c, moved, prob, nbytes)
             limit_s = ctx.app.max_latency_s
-            valid &= (lat < limit_s) if ctx.options.strict else (lat <= limit_s)
+            if not by_latency:
+                valid &= (lat < limit_s) if ctx.options.strict else (lat <= limit_s)
             for j in range(n_nodes):
                 on = x == j
                 if np.isfinite(mem_left[j]):
@@ -120,18 +130,20 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
                     valid &= value <= link_left[n, m] * (1 + 1e-12)
             if not valid.any():
                 continue
-            energy = np.where(valid, energy, np.inf)
-            low = energy.min()
+            first, second = (lat, energy) if by_latency else (energy, lat)
+            first = np.where(valid, first, np.inf)
+            low = first.min()
             if best is not None and low > best[0] and not is_close(low, best[0]):
                 continue
-            ties = np.flatnonzero(valid & (energy <= low + abs(low) * 1e-12))
-            cand = min(ties, key=lambda r: (lat[r], r))
+            ties = np.flatnonzero(valid & (first <= low + abs(low) * 1e-12))
+            cand = min(ties, key=lambda r: (second[r], r))
             nodes = [int(v) for v in x[cand]]
             ev = ctx.evaluate(i, nodes, usage)
-            key = (ev.energy_j, ev.latency_s, i, nodes)
-            if ev.feasible and better(key, best):
+            key = (ev.latency_s, ev.energy_j, i, nodes) if by_latency else (ev.energy_j, ev.latency_s, i, nodes)
+            ok = not [v for v in ev.violated if v != "latency"] if by_latency else ev.feasible
+            if ok and better(key, best):
                 best, best_eval = key, ev
     if best_eval is None:
         _kind, reason = infeasibility_reason(ctx, usage)
         return AppResult(ctx.app, None, reason)
-    return AppResult(ctx.app, best_eval)
+    return AppResult(ctx.app, best_eval, None if best_eval.feasible else "; ".join(best_eval.violations))

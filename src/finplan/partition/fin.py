@@ -570,8 +570,7 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
         if ev is None:
             break
         if ev.feasible:
-            return AppResult(ctx.app, ev, notes=[f"capacity repair banned {len(bans) + len(link_bans)} option(s)"]
-                             if bans or link_bans else [])
+            return AppResult(ctx.app, ev, notes=[_excluded_note(ctx, bans, link_bans)] if bans or link_bans else [])
         if not _ban_heaviest(ctx, ev, usage, bans, link_bans):
             break
     kind, reason = infeasibility_reason(ctx, usage)
@@ -581,8 +580,20 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
             reason = (f"FIN with gamma={gamma} found no plan, but a placement within the latency limit exists; "
                       f"try --gamma {suggestion}")
         elif bans or link_bans:
-            reason += "; FIN's capacity repair gave up (the exact --solver milp may still find a plan)"
+            reason += (f"; {_excluded_note(ctx, bans, link_bans)}, and then found no plan "
+                       "(the exact --solver milp may still find one)")
     return AppResult(ctx.app, None, reason)
+
+
+def _excluded_note(ctx: AppContext, bans: set, link_bans: set) -> str:
+    """The options FIN set aside because the sum of loads on a node or link went over its
+    limit, in the user's terms (block on node, block's output over a link)."""
+    names = ctx.network.names
+    blocks = ctx.app.card.blocks
+    items = [f"{blocks[b].name} on {names[n]}" for b, n in sorted(bans)]
+    items += [("the input" if b == 0 else f"{blocks[b - 1].name}'s output") + f" over {names[n]} -> {names[m]}"
+              for b, n, m in sorted(link_bans)]
+    return "to keep every node and link within its limit, FIN ruled out: " + ", ".join(items)
 
 
 def _ban_heaviest(ctx: AppContext, ev, usage: Usage | None, bans: set, link_bans: set) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,8 +17,9 @@ from finplan.errors import FinplanInputError
 from finplan.fileio import check_schema
 from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult
-from finplan.partition.evaluate import ms
-from finplan.partition.problem import Scenario
+from finplan.partition.costs import is_close
+from finplan.partition.evaluate import CAPACITY_TAGS, Usage, ms
+from finplan.partition.problem import Scenario, cost_source
 
 SCHEMA = "finplan.plan/1"
 
@@ -30,12 +33,60 @@ def _round(value: float) -> float:
     return float(f"{value:.15g}") if isinstance(value, float) and math.isfinite(value) else value
 
 
-def app_entry(result: AppResult, options) -> dict:
+def recorded_path(path: str | os.PathLike | None, base_dir: str | os.PathLike | None = None) -> str | None:
+    """How a plan records a file path: relative to ``base_dir`` (the plan file's folder; the
+    current folder when the plan is only printed), so the same inputs give the same bytes from
+    any working directory, and a reader (``finplan emit``) finds the file from the plan."""
+    if path is None:
+        return None
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base_dir or "."))).as_posix()
+
+
+def _card_path(app) -> str:
+    # card.path is the file as read (scenario folder + the scenario's reference); card_ref is
+    # the reference as written, relative to the scenario: only the former locates the file.
+    return app.card.path if app.card.path is not None else app.card_ref
+
+
+def cost_sources(scenario: Scenario, app, base_dir=None) -> dict:
+    """Per node, where ``app``'s block costs come from (``problem.cost_source``), paths as recorded."""
+    out = {}
+    for node in scenario.network.nodes:
+        source = cost_source(node, app.card)
+        if "profile" in source:
+            source["profile"] = recorded_path(source["profile"], base_dir)
+        if "profile_mismatch" in source:
+            source["profile_mismatch"]["profile"] = recorded_path(source["profile_mismatch"]["profile"], base_dir)
+        out[node.name] = source
+    return out
+
+
+def cost_warnings(scenario: Scenario) -> list[str]:
+    """One line per (node, model) whose profile is of another model, so that its compute
+    estimate is used instead (bad input when the node has no ``compute``: raised on reading)."""
+    lines, seen = [], set()
+    for app in scenario.applications:
+        for node in scenario.network.nodes:
+            if (node.name, id(app.card)) in seen:
+                continue
+            seen.add((node.name, id(app.card)))
+            mismatch = cost_source(node, app.card).get("profile_mismatch")
+            if mismatch is None:
+                continue
+            what = (f"is of model hash {mismatch['profile_hash']}, card {_card_path(app)} has hash {app.card.hash}"
+                    if app.card.hash is not None else
+                    f"is of model {mismatch['profile_model']!r}, card {_card_path(app)} is {app.card.name!r}")
+            lines.append(f"node {node.name}: profile {mismatch['profile']} {what}; using the node's compute estimate "
+                         "(flops / ops_per_s) instead of measurements")
+    return lines
+
+
+def app_entry(result: AppResult, options, scenario: Scenario | None = None, base_dir=None) -> dict:
     app = result.app
     card = app.card
     entry: dict[str, Any] = {
         "name": app.name,
-        "model": {"name": card.name, "hash": card.hash, "card": app.card_ref},
+        "model": {"name": card.name, "hash": card.hash, "card": recorded_path(_card_path(app), base_dir)},
         "source": app.source,
         "constraints": {"max_latency_s": app.max_latency_s, "min_accuracy": app.min_accuracy, "strict": options.strict},
         "rate_hz": app.rate_hz,
@@ -61,7 +112,12 @@ def app_entry(result: AppResult, options) -> dict:
         entry["per_node"] = {name: {key: (_round(v) if isinstance(v, float) else v) for key, v in load.items()}
                              for name, load in ev.per_node.items()}
         entry["transfers"] = [{k: (_round(v) if isinstance(v, float) else v) for k, v in t.items()} for t in ev.transfers]
-        entry["binding"] = list(ev.binding)
+        entry["binding"] = list(ev.binding) if result.feasible else []
+        entry["at_limit"] = list(ev.at_limit)
+    if result.binding_basis is not None:
+        entry["binding_basis"] = result.binding_basis
+    if scenario is not None:
+        entry["costs"] = cost_sources(scenario, app, base_dir)
     if not result.feasible:
         entry["reason"] = result.reason or "; ".join(ev.violations if ev else []) or "no plan found"
     if result.notes:
@@ -69,19 +125,34 @@ def app_entry(result: AppResult, options) -> dict:
     return entry
 
 
-def plan_document(scenario: Scenario, result: SolveResult, *, reproducible: bool = False) -> dict:
+def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = False,
+                  base_dir: str | os.PathLike | None = None, reproducible: bool | None = None) -> dict:
     """The ``finplan.plan/1`` document of a solve (self-contained: the network is inline).
 
-    With ``reproducible`` the one naturally varying field, solver.solve_time_s, is null.
+    Parameters: ``timings``: write solver.solve_time_s (the one field that varies between
+    runs); without it, equal inputs give equal bytes. ``base_dir``: the folder paths are
+    recorded relative to (the plan file's; default the current folder, see ``recorded_path``).
+    ``reproducible``: accepted for old callers, no effect (reproducible is the default).
+    Returns the document (a dict).
     """
+    base = base_dir
+    network = copy.deepcopy(scenario.network.doc)
+    for node in network.get("nodes", []):
+        refs = node.get("profile")
+        if isinstance(refs, list):
+            node["profile"] = [recorded_path(r, base) for r in refs]
+        elif isinstance(refs, str):
+            node["profile"] = recorded_path(refs, base)
+    solver: dict[str, Any] = {"name": result.solver, "parameters": dict(result.parameters)}
+    if timings:
+        solver["solve_time_s"] = result.solve_time_s
     doc = {
         "schema": SCHEMA,
-        "solver": {"name": result.solver, "parameters": dict(result.parameters),
-                   "solve_time_s": None if reproducible else result.solve_time_s},
-        "scenario": scenario.path,
-        "network": copy.deepcopy(scenario.network.doc),
+        "solver": solver,
+        "scenario": recorded_path(scenario.path, base),
+        "network": network,
         "options": scenario.options.to_dict(),
-        "applications": [app_entry(r, scenario.options) for r in result.apps],
+        "applications": [app_entry(r, scenario.options, scenario, base) for r in result.apps],
         "totals": {
             "feasible_applications": sum(r.feasible for r in result.apps),
             "applications": len(result.apps),
@@ -104,36 +175,123 @@ def validate_plan(doc: Any, path=None) -> dict:
     return doc
 
 
-def add_binding(scenario: Scenario, result: SolveResult, gamma: int) -> None:
-    """Mark the latency and accuracy constraints that bind: relaxing them gives a cheaper plan.
+# Solvers whose plan is (FIN: meant to be) the minimum-energy plan; the others are baselines.
+OPTIMISING_SOLVERS = ("fin", "exhaustive", "milp")
+# Up to this many placements (N^B summed over exit policies) the plans add_binding compares
+# are found by enumeration (exact); above it by FIN.
+BINDING_EXACT_LIMIT = 50_000
 
-    Latency: the exact energy-only optimum (no latency bound) is cheaper. Accuracy: FIN
-    finds a cheaper feasible plan at an exit that misses the target (a certificate, so a
-    constraint listed as binding truly is; one not listed may still be, rarely).
+
+def _others_usage(result: SolveResult, a: int) -> Usage:
+    usage = Usage()
+    for b, other in enumerate(result.apps):
+        if b != a and other.feasible:
+            usage = usage.plus(other.evaluation)
+    return usage
+
+
+def _best_plan(ctx, usage: Usage | None, gamma: int, exact_limit: int):
+    """The minimum-energy plan of ``ctx`` (an Evaluation, or None): exact up to ``exact_limit``
+    placements, else FIN's."""
+    from finplan.partition.exhaustive import count_placements, exhaustive
+    from finplan.partition.fin import fin
+
+    if count_placements(ctx) <= exact_limit:
+        return exhaustive(ctx, usage, exact_limit).evaluation
+    return fin(ctx, gamma, 0.0, usage).evaluation
+
+
+def _policy_index(ctx, ev) -> int:
+    card = ctx.app.card
+    for i, policy in enumerate(ctx.policies):
+        if (card.exits[policy.final_exit].name == ev.final_exit and policy.thresholds(card) == ev.thresholds
+                and policy.accuracy == ev.accuracy):
+            return i
+    raise ValueError(f"no exit policy of {card.name} matches {ev.final_exit} {ev.thresholds}")  # a bug, not input
+
+
+def binding_constraints(ctx, ev, usage: Usage | None, gamma: int, exact_limit: int = BINDING_EXACT_LIMIT) -> list[str]:
+    """The constraints that bind the plan ``ev`` of one application.
+
+    Problem: a constraint binds when relaxing it alone, with the other applications'
+    placements as they are (``usage``), lets finplan find a feasible plan cheaper than the best
+    plan with it kept. The three constraints: ``latency`` (the bound is lifted), ``accuracy``
+    (every exit qualifies) and capacity (no node or link limit). The best plan with every
+    constraint kept is the cheaper of ``ev`` and the reference plan; each plan compared is the
+    minimum-energy plan of its problem: found by enumeration up to ``exact_limit`` placements
+    (then the answer is exact), else by FIN (then a constraint may rarely be missed, never
+    listed wrongly). Each relaxed plan is re-evaluated exactly under every real constraint and
+    counts only when it is cheaper (beyond rounding) and breaks nothing but the relaxed
+    constraint, so a listed constraint truly binds.
+
+    Parameters: ``ctx`` the application's context; ``ev`` its feasible plan; ``usage`` what the
+    other applications' placements take; ``gamma`` FIN's resolution for the large case.
+    Returns a list of tags, in this order: "latency", "accuracy", then for capacity one tag per
+    limit the cheaper capacity-free plan would exceed: "utilization:NODE" (max_utilization),
+    "memory:NODE" (memory_bytes), "link:A->B" (the link's max_utilization).
+    Complexity: four minimum-energy solves (enumeration O(P N^B B), or FIN).
+    """
+    names = ctx.network.names
+    relaxed_gamma = 8 * (len(ctx.app.card.blocks) + 1)  # the lifted bound leaves every placement a quarter of the units
+    candidates = {
+        "latency": _best_plan(ctx.relaxed(latency=True), usage, relaxed_gamma, exact_limit),
+        "accuracy": _best_plan(ctx.relaxed(accuracy=True), usage, gamma, exact_limit),
+    }
+    if ctx.app.rate_hz is not None or ctx.table.memory_limited:  # otherwise capacity cannot bind
+        candidates["capacity"] = _best_plan(ctx.relaxed(capacity=True), None, gamma, exact_limit)
+    kept = _best_plan(ctx, usage, gamma, exact_limit)
+    best_kept = min([ev.energy_j] + ([kept.energy_j] if kept is not None else []))
+    checked = {}
+    for kind, cand in candidates.items():
+        if cand is None:
+            continue
+        real = ctx.evaluate(_policy_index(ctx, cand), [names.index(n) for n in cand.placement], usage)
+        checked[kind] = real
+        if real.feasible:  # a plan keeping every constraint: the reference was not the best
+            best_kept = min(best_kept, real.energy_j)
+    tags: list[str] = []
+    for kind, real in checked.items():
+        if real.feasible or not (real.energy_j < best_kept and not is_close(real.energy_j, best_kept)):
+            continue
+        if kind == "capacity":
+            if all(tag.startswith(CAPACITY_TAGS) for tag in real.violated):
+                tags += real.violated
+        elif set(real.violated) == {kind}:
+            tags.append(kind)
+    return tags
+
+
+def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit: int = BINDING_EXACT_LIMIT) -> None:
+    """Fill in, for every feasible application of ``result``, which constraints bind.
+
+    For the optimising solvers (OPTIMISING_SOLVERS) ``binding`` is ``binding_constraints``
+    with the other applications' placements as the usage (basis "relaxation"). A baseline's
+    plan is not an optimum: a cheaper plan than it exists whether or not a constraint is
+    tight, so the relaxation test would say nothing about the baseline. For baselines,
+    ``binding`` lists the constraints the baseline's own plan is at, i.e. uses at least 99%
+    of (``Evaluation.at_limit``; basis "at_limit"), and the summary labels it so.
+    Infeasible applications get an empty list.
+
+    Parameters: ``gamma`` FIN's resolution (used when an instance is too large to enumerate).
+    Returns None (sets ``evaluation.binding`` and ``binding_basis`` on each AppResult).
+    Complexity: per feasible application, that of ``binding_constraints`` (optimising solvers),
+    O(1) for baselines.
     """
     from finplan.partition.context import contexts
-    from finplan.partition.costs import is_close
-    from finplan.partition.fin import _solve_policies
-    from finplan.partition.paths import layered_shortest
 
-    ctxs = contexts(scenario)
-    for ctx, res in zip(ctxs, result.apps):
+    optimum = result.solver in OPTIMISING_SOLVERS
+    ctxs = contexts(scenario) if optimum else [None] * len(result.apps)
+    for a, (ctx, res) in enumerate(zip(ctxs, result.apps)):
+        res.binding_basis = "relaxation" if optimum else "at_limit"
         ev = res.evaluation
-        if ev is None or not ev.feasible:
+        if ev is None:
             continue
-        cheaper = lambda e: e < ev.energy_j and not is_close(e, ev.energy_j)  # noqa: E731
-        tags = []
-        for i in ctx.accurate():
-            found = layered_shortest(ctx, ctx.chain(i), "energy")
-            if found is not None and cheaper(found[1]):
-                tags.append("latency")
-                break
-        relaxed = type(ctx)(ctx.app, ctx.network, ctx.options, ctx.table, ctx.policies, ctx.quantiles)
-        relaxed.accurate = lambda c=ctx: [i for i in range(len(c.policies)) if i not in set(c.accurate())]
-        _key, other = _solve_policies(relaxed, gamma, 0.0, None, frozenset(), frozenset())
-        if other is not None and cheaper(other.energy_j):
-            tags.append("accuracy")
-        ev.binding = tags + [b for b in ev.binding if b not in tags]
+        if not ev.feasible:
+            ev.binding = []
+        elif optimum:
+            ev.binding = binding_constraints(ctx, ev, _others_usage(result, a), gamma, exact_limit)
+        else:
+            ev.binding = list(ev.at_limit)
 
 
 def summary_rows(doc: dict) -> list[dict]:

@@ -409,13 +409,44 @@ def _part_call_overhead_s(node: Node, profile: dict) -> float:
     return float(measured.get("part_call_overhead_s") or 0.0)
 
 
+def cost_source(node: Node, card: ModelCard) -> dict:
+    """Where ``node_block_costs`` takes the costs of ``card`` on ``node`` from.
+
+    Returns ``{"from": "profile", "profile": PATH, "latency": "measured", "energy":
+    "measured" | "estimated" | "mixed", "energy_methods": [...]}`` (``energy`` from the
+    profile's per-part ``energy_j.measured`` flags), or ``{"from": "compute", "estimate":
+    "flops / ops_per_s; power_w x time"}``, with ``"profile_mismatch": {"profile", "profile_hash",
+    "card_hash"}`` added when the node has profiles but none of this model (then the compute
+    estimate is used instead of measurements; callers should say so). ``PATH`` is as resolved
+    when the network was read. Complexity: O(profiles + parts).
+    """
+    profile = _matching_profile(node, card)
+    if profile is not None:
+        ppath, pdoc = profile
+        parts = list(pdoc.get("blocks", [])) + list(pdoc.get("exits", []))
+        flags = {bool((part.get("energy_j") or {}).get("measured")) for part in parts}
+        methods = sorted({str((part.get("energy_j") or {}).get("method")) for part in parts
+                          if (part.get("energy_j") or {}).get("method")})
+        energy = "mixed" if len(flags) > 1 else ("measured" if flags == {True} else "estimated")
+        return {"from": "profile", "profile": ppath, "latency": "measured", "energy": energy,
+                "energy_methods": methods}
+    out: dict = {"from": "compute", "estimate": "flops / ops_per_s; power_w x time"}
+    if node.profiles:
+        ppath, pdoc = node.profiles[0]
+        out["profile_mismatch"] = {"profile": ppath, "profile_hash": pdoc["model"].get("hash"),
+                                   "profile_model": pdoc["model"].get("name"), "card_hash": card.hash}
+    return out
+
+
 def node_block_costs(node: Node, card: ModelCard, network_path: str | None = None):
     """Per-block and per-exit (time_s, energy_j) of ``card`` on ``node``.
 
     From a matching hardware profile when the node has one (time: latency_s.p50, less the
     profile's ``stage_overhead_s.part_call_overhead_s`` when present, since the runtime fuses
     a stage's parts into one call and ``node_stage_overhead_s`` counts that call once; energy:
-    energy_j.value), otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time).
+    energy_j.value), otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time),
+    also when the node's profiles are of another model (``cost_source`` records that fallback,
+    and ``finplan plan`` warns about it).
     Returns (block_time, block_energy, exit_time, exit_energy) as lists.
     """
     profile = _matching_profile(node, card)
