@@ -144,32 +144,19 @@ def test_percentiles_from_the_plan_totals(deployments, inputs):
     assert _rows(emulated)["latency_p90"]["predicted"] == pytest.approx(0.005)  # transfers included
 
 
-def test_percentiles_from_the_planner_on_the_folders_profiles(workdir, tiny, plan_factory, inputs):
-    """With a profile in the folder, the planner's evaluation gives each exit's path latency; it is
-    used only when it reproduces the plan's numbers."""
-    from helpers import fake_profile, network_doc
-
-    profile = workdir / "percentile.profile.json"
-    profile.write_text(json.dumps(fake_profile(tiny[1])))
-    # device (profiled: 0.1 ms per part) runs block1 + exit1 and block2; edge (1e10 op/s, 1000 flops per part)
-    # runs block3 + exit2 after one 256-byte transfer
-    exit1_s = 2e-4
-    exit2_s = 3e-4 + PER_HOP_S + 2 * 1000 / 1e10
-    plan = plan_factory(["device", "device", "edge"], thresholds={"exit1": 0.5},
-                        network=network_doc(profile=str(profile)))
-    doc = json.loads(plan.read_text())
-    doc["applications"][0]["predicted"].update(latency_s=exit2_s, expected_latency_s=0.5 * (exit1_s + exit2_s))
-    plan.write_text(json.dumps(doc))
-    out = workdir / "percentile.deploy"
-    emit(plan, tiny[0], out)
-    dep = load_deployment(out)
+def test_percentiles_from_the_plans_per_exit_latencies(deployments):
+    """The planner writes each exit's path latency; the report takes them as they are, and falls
+    back to the two totals only for plans without them."""
+    dep = copy.deepcopy(load_deployment(deployments["three-dynamic"][0]))
+    predicted = dep.application["predicted"]
+    predicted.update(exit_rates={"exit1": 0.25, "exit2": 0.75}, exit_latency_s={"exit1": 0.002, "exit2": 0.007},
+                     latency_s=0.007, expected_latency_s=0.25 * 0.002 + 0.75 * 0.007)
     derived = predicted_latency(dep)
-    assert derived.method == "planner"
-    assert derived.per_exit_s == pytest.approx({"exit1": exit1_s, "exit2": exit2_s})
-    # a plan the folder's inputs do not reproduce is taken at its word (its two totals)
-    off = copy.deepcopy(dep)
-    off.application["predicted"].update(latency_s=2 * exit2_s, expected_latency_s=exit1_s + exit2_s)
-    assert predicted_latency(off).method == "plan totals"
+    assert derived.method == "plan" and derived.per_exit_s == {"exit1": 0.002, "exit2": 0.007}
+    assert mixture_percentile(derived.per_exit_s, derived.exit_rates, 50) == 0.007
+    del predicted["exit_latency_s"]
+    assert predicted_latency(dep).method == "plan totals"
+    assert predicted_latency(dep).per_exit_s == pytest.approx({"exit1": 0.002, "exit2": 0.007})
 
 
 # ---------------------------------------------------------------- tolerance warnings

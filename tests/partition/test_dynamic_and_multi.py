@@ -67,6 +67,11 @@ def test_expected_energy_follows_exit_rates(paper_network):
     # the slowest input pays the early head too; the expected latency is lower
     assert dyn.latency_s > full.latency_s and dyn.expected_latency_s < dyn.latency_s
     assert [t["probability"] for t in dyn.transfers] == [pytest.approx(r)]
+    # each exit's path latency: exit1's ends at its head on device; exit3's is the slowest input's
+    assert set(dyn.exit_latency_s) == {"exit1", "exit3"}
+    assert dyn.exit_latency_s["exit1"] == pytest.approx(22620000.0 / node.ops_per_s + 1e5 / node.ops_per_s, rel=1e-9)
+    assert dyn.exit_latency_s["exit3"] == dyn.latency_s
+    assert dyn.expected_latency_s == pytest.approx(sum(rate * dyn.exit_latency_s[e] for e, rate in dyn.exit_rates.items()))
 
 
 @pytest.mark.parametrize("latency, accuracy", [(0.005, 0.7), (0.004, 0.75), (0.01, 0.6), (0.003, 0.5)])

@@ -1,22 +1,17 @@
 """The plan's predicted end-to-end latency distribution of one deployed application.
 
 The planner predicts one path latency per exit (an input leaving at exit i waits for every
-block, head, stage overhead and transfer up to exit i's head) and the exit rates; the plan
-file keeps only the slowest path (``latency_s``, the final exit's) and the rate-weighted mean
-(``expected_latency_s``). The predicted distribution is the discrete mixture of the per-exit
-path latencies weighted by the exit rates, so its p-th percentile is the smallest path latency
-at which the cumulative exit rate reaches p.
+block, head, stage overhead and transfer up to exit i's head) and the exit rates. The
+predicted distribution is the discrete mixture of the per-exit path latencies weighted by the
+exit rates, so its p-th percentile is the smallest path latency at which the cumulative exit
+rate reaches p.
 
-Per-exit latencies are obtained, in this order:
+Per-exit latencies come, in this order, from:
 
-1. ``planner``: re-run the planner's own evaluation (``partition.evaluate.evaluate``) on the
-   deployment's network and profiles, once per exit with all of that exit's rate, which makes
-   its expected latency that exit's path latency. Used only when the same evaluation with the
-   plan's exit rates reproduces the plan's ``latency_s`` and ``expected_latency_s`` (so a plan
-   made from inputs the deployment folder no longer holds is never second-guessed).
-2. ``plan totals``: with at most one early exit taking inputs, the plan's two numbers determine
-   both path latencies exactly (final exit: ``latency_s``; the early exit: what makes the
-   rate-weighted mean ``expected_latency_s``).
+1. ``plan``: the plan's ``predicted.exit_latency_s`` (written by the planner);
+2. ``plan totals``: for plans without it, when at most one early exit takes inputs, the
+   plan's ``latency_s`` (the final exit's path) and ``expected_latency_s`` (the rate-weighted
+   mean) determine both path latencies exactly.
 
 Otherwise the percentiles are not predicted (``None``, with the reason).
 """
@@ -25,10 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from finplan.deploy.deployment import Deployment
-from finplan.errors import FinplanInputError
 
 # The planner's numbers are rounded to 15 significant digits in plan.json.
 _SAME_REL = 1e-6
@@ -116,9 +108,9 @@ def predicted_latency(deployment: Deployment) -> PredictedLatency:
     final = app.get("final_exit") or deployment.index.get("final_exit")
     if worst is None or mean is None or not rates or final is None:
         return PredictedLatency(None, rates, None, "the plan has no latency_s, expected_latency_s or exit_rates")
-    per_exit = _from_planner(deployment, rates, worst, mean)
-    if per_exit is not None:
-        return PredictedLatency(per_exit, rates, "planner")
+    given = {name: _num(v) for name, v in (predicted.get("exit_latency_s") or {}).items()}
+    if rates and all(given.get(name) is not None for name in rates):
+        return PredictedLatency({name: given[name] for name in rates}, rates, "plan")
     early = [name for name in rates if name != final]
     if not early:
         return PredictedLatency({final: worst}, rates, "plan totals")
@@ -131,72 +123,5 @@ def predicted_latency(deployment: Deployment) -> PredictedLatency:
         return PredictedLatency(None, rates, None, f"the plan's expected_latency_s puts exit {name} at "
                                                    f"{seconds:.3g} s, outside 0 .. latency_s")
     return PredictedLatency(None, rates, None,
-                            f"{len(early)} early exits take inputs and the deployment's profiles and network do not "
-                            "reproduce the plan's latencies, so its per-exit latencies cannot be derived")
-
-
-def _from_planner(deployment: Deployment, rates: dict[str, float], worst: float, mean: float) -> dict[str, float] | None:
-    """Per-exit path latencies by the planner's evaluation, or None when it cannot be run on what
-    the deployment folder holds or does not reproduce the plan's numbers."""
-    from finplan.partition.costs import ExitPolicy, cost_table
-    from finplan.partition.evaluate import evaluate
-    from finplan.partition.problem import Application, Block, Exit, ModelCard, Options, network_from_dict
-
-    card_doc = _profile_of_model(deployment)
-    if card_doc is None:  # analytic nodes only: their costs need the card's FLOPs, which the folder lacks
-        return None
-    app = deployment.application
-    try:
-        blocks = tuple(Block(b["name"], float(b["flops"]), float(b["output_bytes"]), float(b.get("params_bytes", 0)))
-                       for b in card_doc["blocks"])
-        order = {b.name: i for i, b in enumerate(blocks)}
-        exits = tuple(Exit(e["name"], order[e["after"]], float(e.get("flops", 0)), float(e.get("params_bytes", 0)), 0.0)
-                      for e in card_doc["exits"])
-        card = ModelCard(deployment.index["model"]["name"], deployment.model_hash, _input_bytes(deployment),
-                         blocks, exits, None, None)
-        network = network_from_dict(deployment.network, deployment.folder / "network.json", base_dir=deployment.folder)
-        options_doc = deployment.plan.get("options") or {}
-        options = Options(mode=options_doc.get("mode", "static"),
-                          first_block_at_source=bool(options_doc.get("first_block_at_source", True)),
-                          strict=bool(options_doc.get("strict", True)))
-        application = Application(app["name"], card, "", app["source"], math.inf, 0.0)
-        placement = [p["node"] for p in app["placement"]]
-        final = card.exit_index(app["final_exit"])
-        active = tuple(sorted((card.exit_index(name), float(thr)) for name, thr in (app.get("thresholds") or {}).items()
-                              if card.exit_index(name) < final))
-        table = cost_table(card, network)
-
-        def expected_s(exit_rates: dict[str, float]) -> tuple[float, float]:
-            vector = tuple(exit_rates.get(e.name, 0.0) for e in card.exits)
-            ev = evaluate(application, network, options, placement, app["final_exit"],
-                          policy=ExitPolicy(final, active, vector, 0.0), table=table)
-            return float(ev.latency_s), float(ev.expected_latency_s)
-
-        plan_worst, plan_mean = expected_s(rates)
-        if not (_same(plan_worst, worst) and _same(plan_mean, mean)):
-            return None
-        return {name: expected_s({name: 1.0})[1] for name in rates}
-    except (FinplanInputError, KeyError, ValueError, TypeError):
-        return None  # not enough in the folder to re-run the planner: the plan totals are the fallback
-
-
-def _profile_of_model(deployment: Deployment) -> dict | None:
-    for candidates in deployment.profiles.values():
-        for _, doc in candidates:
-            if deployment.model_hash is not None and doc["model"].get("hash") == deployment.model_hash:
-                return doc
-            if deployment.model_hash is None and doc["model"].get("name") == deployment.index["model"]["name"]:
-                return doc
-    return None
-
-
-def _input_bytes(deployment: Deployment) -> float:
-    """Bytes of one input (only a --raw-offload plan sends it); the plan's own figure when it has one."""
-    for t in deployment.application.get("transfers") or []:
-        if t.get("after_block") == "input" and _num(t.get("bytes")):
-            return float(t["bytes"])
-    spec = deployment.input_spec
-    dims = [d for d in spec.shape[1:]]
-    if all(isinstance(d, int) and d > 0 for d in dims):
-        return float(np.prod(dims) * np.dtype(spec.dtype).itemsize)
-    return 1.0  # a symbolic size: then no transfer of the input is planned either
+                            f"{len(early)} early exits take inputs and the plan has no per-exit latencies "
+                            "(predicted.exit_latency_s; re-plan with this finplan to get them)")

@@ -64,6 +64,8 @@ class Evaluation:
     violated: list[str] = field(default_factory=list)
     # Constraints that bind (set by ``finplan.partition.plan.add_binding``; empty until then).
     binding: list[str] = field(default_factory=list)
+    # Exit name -> latency of an input that leaves there (active early exits and the final exit).
+    exit_latency_s: dict[str, float] = field(default_factory=dict)
 
 
 def ms(seconds: float) -> str:
@@ -203,16 +205,18 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
 
     # Expected latency: an input leaving at exit i waits for its block and the active heads
     # up to i on that block (head order = card order).
-    expected = 0.0
-    for i, rate_i in enumerate(policy.exit_rates):
-        if rate_i <= 0:
-            continue
+    def path_s(i: int) -> float:
         b = card.exits[i].after
         t = reach_time[b]
         for h in heads[b]:
             if h > i:
                 t -= table.exit_time_s[h, x[b]]
-        expected += rate_i * t
+        return t
+
+    expected = sum(rate_i * path_s(i) for i, rate_i in enumerate(policy.exit_rates) if rate_i > 0)
+    # per exit that can take inputs: the latency of an input leaving there (the report's
+    # predicted percentiles are this distribution, weighted by the exit rates)
+    exit_latency = {card.exits[i].name: path_s(i) for i in sorted({i for i, _ in policy.active} | {e})}
 
     at_limit: list[str] = []
     if not within(latency, app.max_latency_s, options.strict):
@@ -259,5 +263,5 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
         transfer_energy_j=transfer_energy, latency_s=latency, expected_latency_s=expected, accuracy=policy.accuracy,
         exit_rates={card.exits[i].name: r for i, r in enumerate(policy.exit_rates) if r > 0},
         per_node=per_node, transfers=transfers, link_utilization=link_util, violations=violations,
-        at_limit=at_limit, violated=violated,
+        at_limit=at_limit, violated=violated, exit_latency_s=exit_latency,
     )

@@ -108,6 +108,7 @@ def app_entry(result: AppResult, options, scenario: Scenario | None = None, base
             "transfer_energy_j": _round(ev.transfer_energy_j), "latency_s": _round(ev.latency_s),
             "expected_latency_s": _round(ev.expected_latency_s), "accuracy": _round(ev.accuracy),
             "exit_rates": {k: _round(v) for k, v in ev.exit_rates.items()},
+            "exit_latency_s": {k: _round(v) for k, v in ev.exit_latency_s.items()},
         }
         entry["per_node"] = {name: {key: (_round(v) if isinstance(v, float) else v) for key, v in load.items()}
                              for name, load in ev.per_node.items()}
