@@ -100,6 +100,8 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
         table.add_row(escape(row["metric"]), _fmt(row["predicted"], row["unit"]), _fmt(row["measured"], row["unit"]),
                       _error(row), escape(row["how"]), style=style)
     stdout.print(table)
+    if result.get("conditions"):
+        stdout.print(f"  conditions: {escape('; '.join(result['conditions']))}")
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
     for note in notes:
         stdout.print(f"  note: {escape(note)}")

@@ -63,7 +63,8 @@ class _Rows:
         self.rate_tolerance = rate_tolerance
 
     def add(self, metric: str, unit: str, measured, predicted, basis: str, *, fraction: bool = False,
-            note: str | None = None, estimate: bool = False, how: str | None = None) -> dict:
+            note: str | None = None, estimate: bool = False, how: str | None = None,
+            conditions: list[str] | None = None) -> dict:
         measured, predicted = _num(measured), _num(predicted)
         rel = relative_error(measured, predicted)
         diff = None if measured is None or predicted is None else measured - predicted
@@ -89,7 +90,9 @@ class _Rows:
             else:
                 text = f"{metric}: {seen} {measured:.4g} {unit} vs predicted {predicted:.4g} ({100 * rel:+.0f}%, " \
                        f"tolerance {100 * self.tolerance:.0f}%)"
-            self.warnings.append(text + (f" [{note}]" if note else ""))
+            # a warning line stands alone in logs: it carries the run's conditions that explain it
+            context = "; ".join([note] * bool(note) + list(conditions or []))
+            self.warnings.append(text + (f" [{context}]" if context else ""))
         return row
 
 
@@ -201,7 +204,8 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
     link_note = "links emulated" if m.emulate_links else "links not emulated: predictions without transfer time"
     analytic_note = (f"analytic nodes {', '.join(sorted(analytic))}: this machine stands in for them"
                      if analytic else None)
-    note = "; ".join(x for x in (link_note, analytic_note, f"batch size {m.batch_size}" if m.batch_size > 1 else None) if x)
+    # the run's conditions apply to every latency row: said once (report["conditions"]), not per row
+    conditions = [x for x in (link_note, analytic_note, f"batch size {m.batch_size}" if m.batch_size > 1 else None) if x]
     latency = {"mean": float(lat.mean()) if lat.size else None, "p50": _percentile(lat, 50), "p90": _percentile(lat, 90),
                "p99": _percentile(lat, 99), "max": float(lat.max()) if lat.size else None}
     predicted_latency_s = {
@@ -211,19 +215,20 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         "method": distribution.method, "not_predicted_because": distribution.reason,
         "includes_transfers": bool(m.emulate_links),
     }
-    rows.add("latency_mean", "s", latency["mean"], pred_mean, "measured", note=note)
+    rows.add("latency_mean", "s", latency["mean"], pred_mean, "measured",
+             note="the plan's expected_latency_s (exit rates x per-exit path latencies)", conditions=conditions)
     if distribution.method is not None:
-        percentile_note = (f"predicted: the plan's per-exit path latencies ({distribution.method}) mixed by its exit "
-                           f"rates. {note}")
+        percentile_note = f"predicted: the plan's per-exit path latencies ({distribution.method}) mixed by its exit rates"
     else:
-        percentile_note = f"not predicted: {distribution.reason}. {note}"
+        percentile_note = f"not predicted: {distribution.reason}"
     for q in LATENCY_PERCENTILES:
-        rows.add(f"latency_p{q}", "s", latency[f"p{q}"], predicted_latency_s[f"p{q}"], "measured", note=percentile_note)
+        rows.add(f"latency_p{q}", "s", latency[f"p{q}"], predicted_latency_s[f"p{q}"], "measured", note=percentile_note,
+                 conditions=conditions)
     final_exit = deployment.index.get("final_exit")
     final_lat = lat[[name == final_exit for name in m.exit_names]] if lat.size else lat
     final_mean = float(final_lat.mean()) if final_lat.size else None
     rows.add(f"latency_mean[{final_exit}]", "s", final_mean, pred_worst, "measured",
-             note="inputs that reach the final exit; the plan's latency_s (slowest path). " + note)
+             note="inputs that reach the final exit; the plan's latency_s (slowest path)", conditions=conditions)
 
     # nodes
     per_node_pred = app.get("per_node") or {}
@@ -286,6 +291,7 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         "samples": m.n_samples,
         "batch_size": m.batch_size,
         "links_emulated": m.emulate_links,
+        "conditions": conditions,
         "tolerance": tolerance,
         "rate_tolerance": rate_tolerance,
         "wall_s": m.wall_s,
