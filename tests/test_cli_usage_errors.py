@@ -27,3 +27,10 @@ def test_usage_errors_are_one_line_naming_the_option(argv, names, capsys):
 def test_python_dash_m_finplan_is_the_command():
     done = subprocess.run([sys.executable, "-m", "finplan", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "finplan" in done.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["profiles"]])
+def test_a_bare_group_prints_its_help(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: finplan") and "Commands:" in out and len(out.splitlines()) > 5

@@ -125,6 +125,11 @@ def test_a_deployment_without_recorded_hashes_is_refused(capsys, copy_of, inputs
 @pytest.mark.parametrize("change, field", [
     (lambda d: d["active_exits"][0].__setitem__("threshold", 0.01), "active_exits"),
     (lambda d: d["input"].__setitem__("shape", ["batch", 1, 8, 9]), "input"),
+    # the fields that repeat plan.json: blamed on deployment.json, not on a link the plan never used
+    (lambda d: d.__setitem__("source", "edge"), "source"),
+    (lambda d: d.__setitem__("final_exit", "exit1"), "final_exit"),
+    (lambda d: d.__setitem__("mode", "static"), "mode"),
+    (lambda d: d.__setitem__("nodes", list(reversed(d["nodes"]))), "nodes"),
 ])
 def test_index_fields_that_disagree_with_the_manifests_are_refused(capsys, copy_of, inputs, change, field):
     folder = copy_of()
@@ -211,6 +216,21 @@ def test_a_hashless_card_with_the_models_sizes_emits_with_a_warning(capsys, tiny
     assert any("tiny.card.json" in w for w in json.loads(o)["warnings"])
 
 
+def test_a_card_with_the_models_hash_vouches_for_a_hashless_plan(capsys, tiny, tmp_path):
+    plan = hashless_plan(tmp_path, card_doc(model_hash=model_hash(onnx.load(tiny[0]))))
+    code, o, err = cli(capsys, "emit", plan, "--model", tiny[0], "-o", tmp_path / "deploy", "--json")
+    assert code == 0, err
+    assert json.loads(o)["warnings"] == []
+
+
+def test_labels_outside_the_models_classes_are_refused(capsys, deployments, tmp_path, inputs):
+    x = inputs[0][:6]
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=x, y=np.full(len(x), 12))
+    code, out, err = cli(capsys, "run", deployments["three-dynamic"][0], "--data", path)
+    assert_bad_input(code, out, err, "labels.npz: y: ", "12", "0..")
+
+
 def test_a_card_with_another_models_hash_is_refused(capsys, tiny, tmp_path):
     plan = hashless_plan(tmp_path, card_doc(model_hash="sha256:" + "3" * 64))
     code, o, err = cli(capsys, "emit", plan, "--model", tiny[0], "-o", tmp_path / "deploy")
@@ -255,8 +275,16 @@ def test_a_placement_on_a_node_outside_the_network_is_refused_at_emit(capsys, ti
 
 # --------------------------------------------------------------------------- 6. --atol
 
-@pytest.mark.parametrize("atol", ["-1", "nan", "-nan"])
+@pytest.mark.parametrize("atol", ["-1", "nan", "-nan", "inf"])
 def test_verify_refuses_a_tolerance_that_is_not_a_number_at_least_0(capsys, deployments, tiny, inputs, atol):
     code, out, err = cli(capsys, "verify", deployments["one-static"][0], "--model", tiny[0], "--data", inputs[2],
                          "--atol", atol)
     assert_bad_input(code, out, err, "--atol")
+
+
+@pytest.mark.parametrize("option, value", [("--tolerance", "nan"), ("--tolerance", "inf"), ("--rate-tolerance", "inf"),
+                                           ("--tolerance", "-0.1")])
+def test_run_refuses_a_tolerance_that_is_not_a_finite_number_at_least_0(capsys, deployments, inputs, option, value):
+    # NaN would switch every check off in silence; inf cannot be written to --json
+    code, out, err = cli(capsys, "run", deployments["one-static"][0], "--data", inputs[2], option, value, "--json")
+    assert_bad_input(code, out, err, option)

@@ -15,7 +15,8 @@ from finplan.cli._console import print_json, stdout
 @click.option("--application", default=None, help="Which application of the plan (needed when it has several).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (atomically).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-def command(plan_path, model_path, out, application, force, as_json):
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors (stderr).")
+def command(plan_path, model_path, out, application, force, as_json, quiet):
     """Write one folder per node with its ONNX parts and manifest.json.
 
     \b
@@ -34,6 +35,8 @@ def command(plan_path, model_path, out, application, force, as_json):
         return
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if quiet:
+        return
     stdout.print(f"[bold]{result.folder}[/bold]: application {result.application!r}, model {result.model_name} "
                  f"{result.model_hash[:19]}…")
     for node in result.nodes:

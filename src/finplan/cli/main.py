@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("finplan: aborted", err=True)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # a bare `finplan` or `finplan profiles`: the help it asks for, as help (not an error line)
+        click.echo(exc.ctx.get_help())
+        return 0
     except click.UsageError as exc:
         # click's own form is three lines (Usage / Try / Error); finplan's bad-input rule is one
         click.echo(f"finplan: error: {_one_line(exc.format_message())}{_help_hint(exc.ctx)}", err=True)

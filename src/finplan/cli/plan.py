@@ -117,6 +117,7 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
               help="Stop the MILP after this long (e.g. 30s, 500ms); its best plan is then marked not proven optimal.")
 @click.option("--compare", is_flag=True, help="Also run the optimum and every baseline; print one table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors (stderr); with -o for scripts.")
 @click.option("--export-graph", type=click.Path(dir_okay=False), help="Write FIN's feasible inference graph (GraphML).")
 @click.option("--fail-infeasible", is_flag=True, help="Exit with code 1 when an application has no feasible plan.")
 @click.option("--timings", is_flag=True,
@@ -132,8 +133,8 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
 @click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="Shortcut: exit mode [static].")
 @click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
 @click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
-def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, export_graph, fail_infeasible, timings,
-            reproducible, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
+def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, quiet, export_graph, fail_infeasible,
+            timings, reproducible, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
     """Place each application's blocks on the network, minimising energy.
 
     \b
@@ -200,7 +201,7 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
         atomic_write_text(target, text)
     if as_json:
         print_json(doc)
-    else:
+    elif not quiet:
         from finplan.cli.show import print_comparison, print_summary
 
         print_summary(doc, solve_time_s=result.solve_time_s)

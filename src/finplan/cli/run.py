@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from finplan.cli._console import foreign_output_to_stderr, print_json, progress_bar, stdout
+from finplan.cli._types import FiniteNonNegative
 from finplan.deploy.engines import engine_names
 
 
@@ -46,9 +47,9 @@ def _error(row) -> str:
 @click.option("--emulate-links", is_flag=True, help="Delay each transfer by bytes*8/bandwidth + latency from network.json.")
 @click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads per part.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.15, show_default=True,
+@click.option("--tolerance", type=FiniteNonNegative(), default=0.15, show_default=True,
               help="Warn when a prediction is off by more than this relative error.")
-@click.option("--rate-tolerance", type=click.FloatRange(min=0), default=0.02, show_default=True,
+@click.option("--rate-tolerance", type=FiniteNonNegative(), default=0.02, show_default=True,
               help="Warn when an exit rate or the accuracy is off by more than this (fraction points).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
@@ -68,7 +69,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     from finplan.deploy.report import build_report
 
     deployment = load_deployment(folder)
-    x, y, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed)
+    x, y, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed, num_classes=deployment.num_classes())
     with progress_bar(quiet or as_json) as report, \
             (foreign_output_to_stderr() if engine != "local" else contextlib.nullcontext()):
         measurements = get_engine(engine)(folder, x, y, batch_size=batch_size, emulate_links=emulate_links,

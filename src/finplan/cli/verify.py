@@ -1,30 +1,14 @@
 """``finplan verify``: the chained parts of a deployment equal the original model."""
 from __future__ import annotations
 
-import math
-
 import click
 
 from finplan.cli._console import print_json, progress_bar, stdout
+from finplan.cli._types import FiniteNonNegative
 
 
 class VerifyFailed(click.ClickException):
     exit_code = 1
-
-
-class Tolerance(click.FloatRange):
-    """A number >= 0. FloatRange alone lets "nan" through (every comparison with NaN is false),
-    and a NaN tolerance would fail every input: refused as bad input like a negative one."""
-    name = "tolerance"
-
-    def __init__(self):
-        super().__init__(min=0)
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if math.isnan(number):
-            self.fail(f"{value!r} is not a number; expected a number >= 0", param, ctx)
-        return number
 
 
 @click.command("verify")
@@ -34,7 +18,7 @@ class Tolerance(click.FloatRange):
               help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--atol", type=Tolerance(), default=1e-5, show_default=True,
+@click.option("--atol", type=FiniteNonNegative(), default=1e-5, show_default=True,
               help="Largest allowed absolute difference (>= 0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
@@ -53,7 +37,7 @@ def command(folder, model_path, source, limit, batch_size, atol, seed, as_json, 
     from finplan.deploy.verify import verify
 
     deployment = load_deployment(folder)
-    x, _, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed)
+    x, _, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed, num_classes=deployment.num_classes())
     with progress_bar(quiet or as_json) as report:
         result = verify(folder, model_path, x, batch_size=batch_size, atol=atol, progress=report)
     if as_json:

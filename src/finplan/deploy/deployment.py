@@ -5,6 +5,8 @@ predictions, the network's links, the profiles) for the executor, the report and
 """
 from __future__ import annotations
 
+import json
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,19 @@ class Deployment:
     def node_folder(self, node: str) -> Path:
         return self.folder / node
 
+    def num_classes(self) -> int | None:
+        """Classes the exit heads score (their last axis), so labels can be checked against it;
+        None when a head's width is symbolic or the heads disagree."""
+        widths = set()
+        for node in self.nodes:
+            for stage in load_manifest(self.node_folder(node)).stages:
+                outputs = {t.name: t for t in stage.outputs}
+                for exit_ in stage.exits:
+                    spec = outputs.get(exit_.output)
+                    widths.add(spec.shape[-1] if spec is not None and spec.shape else None)
+        (width,) = widths if len(widths) == 1 else (None,)
+        return width if isinstance(width, int) and width > 0 else None
+
     def network_node(self, node: str) -> dict:
         for item in self.network.get("nodes", []):
             if item.get("name") == node:
@@ -97,6 +112,7 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
     if application is None:
         raise FinplanInputError(f"has no application {index['application']!r} (named by {DEPLOYMENT_FILE})",
                                 file=folder / PLAN_FILE, field="applications")
+    _check_index_against_plan(folder, index, plan, application)
     network_path = folder / NETWORK_FILE
     network = load_document(network_path, "network")
     links = {}
@@ -161,6 +177,19 @@ def check_recorded_hashes(folder: Path, index: dict) -> None:
                 check_parts_statically(manifest, folder / manifests[rel])  # so does a tensor the parts disagree with
             raise FinplanInputError(f"was altered after finplan emit: its sha256 differs from the one deployment.json "
                                     f"records; {RERUN}", file=path)
+
+
+def _check_index_against_plan(folder: Path, index: dict, plan: dict, application: dict) -> None:
+    """``deployment.json``'s fields that repeat the (hash-checked) plan must agree with it, so an
+    edit is blamed on deployment.json rather than surfacing later as a missing link or a wrong exit."""
+    index_path = folder / DEPLOYMENT_FILE
+    placement_nodes = list(dict.fromkeys(p.get("node") for p in application.get("placement") or []))
+    expected = {"source": application.get("source"), "final_exit": application.get("final_exit"),
+                "mode": (plan.get("options") or {}).get("mode"), "nodes": placement_nodes}
+    for key, value in expected.items():
+        if key in index and value is not None and index[key] != value:
+            raise FinplanInputError(f"is {json.dumps(index[key])}, but plan.json says {json.dumps(value)}; {RERUN}",
+                                    file=index_path, field=key)
 
 
 def _check_index_against_manifests(folder: Path, index: dict) -> None:

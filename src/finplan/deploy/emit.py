@@ -129,16 +129,24 @@ def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *
         inferred = inferred if inferred is not None else infer_shapes(model)
         model_bytes = _model_bytes(inferred, contract)
         card_path = _resolve_card(plan_model.get("card"), Path(file))
+        card_is_the_models = False
         if card_path is not None:
-            _check_card_bytes(card_path, model_bytes, have, model_path)
+            card_is_the_models = _check_card_bytes(card_path, model_bytes, have, model_path)
             checked = f"block and exit names and the bytes of card {card_path}"
         else:
             checked = "block and exit names and the bytes of the plan's transfers" + (
                 f" (its card {plan_model['card']!r} was not found)" if plan_model.get("card") else "")
         _check_transfer_bytes(app, model_bytes, file=file, field=field, model_path=model_path)
-        warnings.append(f"the plan's model card has no hash; only {checked} were checked against the model "
-                        "(profile the model for a card with its hash)")
+        if not card_is_the_models:  # a card carrying the model's hash vouches for the plan
+            warnings.append(f"the plan's model card has no hash; only {checked} were checked against the model "
+                            "(profile the model for a card with its hash)")
     return warnings
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def _model_bytes(inferred: onnx.ModelProto, contract: Contract) -> dict[str, int | None]:
@@ -161,9 +169,9 @@ def _resolve_card(ref, plan_path: Path) -> Path | None:
     return _resolve_profile(ref, plan_path)
 
 
-def _check_card_bytes(card_path: Path, model_bytes: dict[str, int | None], have: str, model_path) -> None:
+def _check_card_bytes(card_path: Path, model_bytes: dict[str, int | None], have: str, model_path) -> bool:
     """Refuse a card whose sizes are not the model's. A card whose hash is the model's is the
-    model's card (nothing to compare)."""
+    model's card (nothing to compare): returns True then, False when only sizes were compared."""
     from finplan.hardware_profiles import validate_card
 
     doc = validate_card(load_document(card_path, "model"), card_path)
@@ -172,7 +180,7 @@ def _check_card_bytes(card_path: Path, model_bytes: dict[str, int | None], have:
             raise FinplanInputError(f"has hash {doc['hash'][:19]}..., but {model_path} has hash {have[:19]}... "
                                     "(a card for another model; profile this model for its card, then plan again)",
                                     file=card_path, field="hash")
-        return
+        return True
     # the last block's output never crosses a link (only the final exit follows it), and hand-written
     # cards give it 0 bytes: it is not compared
     compared = [("input_bytes", "the input", "input", doc["input_bytes"])]
@@ -428,6 +436,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
     source = app.get("source") or placement[0]
     check_links(app, placement, source, plan.get("network"), file=plan_path, field=field, name=name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _chmod_like_mkdir(tmp)  # mkdtemp makes it 0700; the renamed folder should look like any other
     try:
         order: list[str] = []
         per_node: dict[str, list[dict]] = {}
