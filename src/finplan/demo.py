@@ -88,10 +88,14 @@ def run_demo(out: Path, *, quick: bool = False) -> None:
     _step("5. Verify: chained parts equal the whole model", "verify", str(deploy), "--model", model,
           "--data", "embedded", "--quiet")
     console.print(Rule("[bold]6. Run"))
+    # the analytic nodes' folders carry no profile, hence no thread count: run every node with
+    # the threads the profiler chose for this machine, so the stand-ins run as the device does
+    threads = json.loads(profile.read_text())["session_options"].get("intra_op_threads")
     console.print("All nodes run here, on this machine: edge and cloud parts take this machine's time, not the "
                   "analytic servers', so their busy times differ from the plan by design; links are emulated.")
     _step("6. Run the deployment and compare measured with predicted", "run", str(deploy), "--data", "embedded",
-          "--emulate-links", "--quiet", *(["--limit", "100"] if quick else []))
+          "--emulate-links", "--quiet", *(["--threads", str(threads)] if threads else []),
+          *(["--limit", "100"] if quick else []))
     console.print(Rule())
     console.print(f"Everything is in {out}/ (profile, card, network, scenario, plan, deployment).")
 
