@@ -87,3 +87,74 @@ def test_finite_number():
     for bad, kw in ((0, {"positive": True}), (-1, {"nonnegative": True}), (float("nan"), {}), ("1", {}), (True, {})):
         with pytest.raises(FinplanInputError):
             finite_number(bad, file="f", field="x", **kw)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e9", 1e9), ("1E-3", 1e-3), (".5e3", 500.0), ("-2e+3", -2000.0), ("+1e9", 1e9), ("-.5", -0.5),
+    ("6.7e-8", 6.7e-8), ("1.0e+9", 1e9), ("0.8", 0.8), ("1_000.5", 1000.5), ("12", 12),
+])
+def test_yaml_reads_yaml_1_2_floats_as_numbers(tmp_path, text, value):
+    path = tmp_path / "n.yaml"
+    path.write_text(f"schema: finplan.network/1\nx: {text}\n")
+    got = load_document(path, "network")["x"]
+    assert got == value and not isinstance(got, (str, bool))
+
+
+@pytest.mark.parametrize("text", ["5ms", "1e", "e9", "1.2.3", "1e9s", "phone-a"])
+def test_yaml_strings_stay_strings(tmp_path, text):
+    path = tmp_path / "n.yaml"
+    path.write_text(f"schema: finplan.network/1\nx: {text}\n")
+    assert load_document(path, "network")["x"] == text
+
+
+def test_a_network_with_1e9_loads(tmp_path):
+    from finplan.partition.problem import load_network
+
+    path = tmp_path / "net.yaml"
+    path.write_text("schema: finplan.network/1\n"
+                    "nodes:\n  - {name: device, compute: {ops_per_s: 1e9, power_w: 5}, memory_bytes: 2E6}\n"
+                    "  - {name: cloud, compute: {ops_per_s: 1.5e11, power_w: 200}}\n"
+                    "links:\n  - {from: device, to: cloud, bandwidth_bps: 1e8, latency_s: 1e-3, "
+                    "energy_j_per_bit: 4e-8}\n")
+    network = load_network(path)
+    assert network.nodes[0].ops_per_s == 1e9 and network.nodes[0].memory_bytes == 2e6
+    assert network.links[0].bandwidth_bps == 1e8 and network.links[0].latency_s == 1e-3
+
+
+@pytest.mark.parametrize("edit, field, known", [
+    (lambda d: d["blocks"][0].update(params=1000), r"blocks\[0\]\.params", "params_bytes"),
+    (lambda d: d.update(input_size=4), "input_size", "input_bytes"),
+    (lambda d: d["exits"][1].update(acc=0.9), r"exits\[1\]\.acc", "accuracy"),
+    (lambda d: d.update(calibration={"score": "max_softmax", "tabel": []}), r"calibration\.tabel", "table"),
+    (lambda d: d.update(calibration={"table": [{"thresholds": {}, "exit_rates": {"e2": 1.0}, "accuracy": 0.9,
+                                                "rates": {}}]}), r"calibration\.table\[0\]\.rates", "exit_rates"),
+])
+def test_unknown_card_fields_are_refused(tmp_path, edit, field, known):
+    import yaml
+
+    doc = yaml.safe_load(CARD)
+    edit(doc)
+    with pytest.raises(FinplanInputError, match=rf"c\.yaml: {field}: unknown field .*expected one of .*{known}"):
+        validate_card(doc, "c.yaml")
+
+
+def test_card_notes_are_allowed(tmp_path):
+    import yaml
+
+    doc = yaml.safe_load(CARD)
+    doc["description"] = "a tiny card"
+    doc["x-origin"] = {"by": "hand"}
+    doc["blocks"][0]["x-note"] = "the stem"
+    doc["exits"][0]["description"] = "early"
+    assert validate_card(doc, "c.yaml") is doc
+
+
+def test_the_shipped_and_profiler_written_cards_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cards = sorted((root / "examples" / "paper").glob("b-*.json")) + [
+        root / "examples" / "profiles" / "b-alexnet-digits.card.json"]
+    assert len(cards) >= 6
+    for path in cards:
+        assert load_card(path)["blocks"]

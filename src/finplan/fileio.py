@@ -38,13 +38,50 @@ def load_document(path: str | os.PathLike, kind: str, majors: tuple[int, ...] = 
     return doc
 
 
+_YAML_LOADER = None
+# YAML 1.2's floats (1e9, 1E-3, .5e3, 6.7e-8, ...) on top of YAML 1.1's (PyYAML's: 1.0e+9,
+# 1_000.5, 190:20:30.15, .inf, .nan): PyYAML reads "1e9" (no dot, no exponent sign) as a string.
+_YAML_FLOAT = r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$"""
+
+
+def yaml_loader():
+    """PyYAML's SafeLoader reading YAML 1.2 floats as numbers too (see _YAML_FLOAT); built once."""
+    global _YAML_LOADER
+    if _YAML_LOADER is None:
+        import re
+
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        float_tag = "tag:yaml.org,2002:float"
+        Loader.yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != float_tag]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        Loader.add_implicit_resolver(float_tag, re.compile(_YAML_FLOAT, re.X), list("-+0123456789."))
+        _YAML_LOADER = Loader
+    return _YAML_LOADER
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML the way every finplan file is read (safe; YAML 1.2 floats are numbers)."""
+    import yaml
+
+    return yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_text(text: str, path: str | os.PathLike) -> Any:
     suffix = Path(path).suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         else:
             doc = json.loads(text)
     except Exception as exc:  # json and yaml raise different types; both mean "not parsable"

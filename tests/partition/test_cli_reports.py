@@ -21,13 +21,15 @@ def test_capacity_reason_names_the_full_node_with_numbers(capsys, paper):
     code, out, _ = run(capsys, *shortcut(paper / "b-alexnet.json", paper / "network.yaml", "--json", *RATE_LIMITED))
     reason = json.loads(out)["applications"][0]["reason"]
     assert code == 0
-    assert reason.startswith("device would be at 10.3 of max_utilization 1.0 (block1 2.056 ms x 5000 Hz)")
+    assert reason.startswith("device would be busy 1028% of the time, over its max_utilization 100% "
+                             "(block1 2.056 ms x 5000 Hz)")
     assert "first_block_at_source" in reason  # why block1 cannot leave the device
     assert "remaining" not in reason and "(max_utilization, memory_bytes)" not in reason
     for solver in ("exhaustive", "milp", "min-latency"):  # every solver explains it the same way
         code, out, _ = run(capsys, *shortcut(paper / "b-alexnet.json", paper / "network.yaml", "--json",
                                              "--solver", solver, *RATE_LIMITED))
-        assert "device would be at 10.3 of max_utilization 1.0" in json.loads(out)["applications"][0]["reason"]
+        assert "device would be busy 1028% of the time, over its max_utilization 100%" in \
+            json.loads(out)["applications"][0]["reason"]
 
 
 def _paper_ctx(paper_network, card, max_latency_s, rate_hz, cloud_max_utilization=None):
@@ -42,8 +44,8 @@ def test_capacity_reason_counts_the_other_applications(paper_network, paper_card
     ctx = _paper_ctx(paper_network, paper_cards["b-alexnet"], 0.005, 250.0)
     kind, reason = infeasibility_reason(ctx, Usage(node_utilization={"device": 0.6}))
     assert kind == "capacity"
-    assert reason.startswith("device would be at 1.11 of max_utilization 1.0 (0.6 taken by the other applications "
-                             "+ block1 2.056 ms x 250 Hz)")
+    assert reason.startswith("device would be busy 111.4% of the time, over its max_utilization 100% (60% taken by "
+                             "the other applications + block1 2.056 ms x 250 Hz)")
 
 
 def test_capacity_reason_says_what_the_fastest_fitting_placement_takes(paper_network, paper_cards):
@@ -52,10 +54,10 @@ def test_capacity_reason_says_what_the_fastest_fitting_placement_takes(paper_net
     ctx = _paper_ctx(paper_network, paper_cards["b-alexnet"], 0.0023, 400.0, cloud_max_utilization=0.001)
     kind, reason = infeasibility_reason(ctx)
     assert kind == "capacity"
-    assert reason.startswith("cloud would be at ")
-    assert "of max_utilization 0.001 (block2 " in reason
-    assert re.search(r"with each block within the limits \(device, edge x4\) takes 2\.3\d* ms, over the 2\.3 ms limit",
-                     reason), reason
+    assert reason.startswith("cloud would be busy ")
+    assert "of the time, over its max_utilization 0.1% (block2 " in reason
+    assert re.search(r"the fastest placement within every node and link limit \(device, edge x4\) takes 2\.3\d* ms, "
+                     r"over the 2\.3 ms limit", reason), reason
 
 
 def test_fin_notes_are_in_user_terms(capsys):
@@ -148,3 +150,88 @@ def test_baseline_summary_does_not_claim_binding_constraints(capsys, paper):
     code, out, _ = run(capsys, *shortcut(paper / "b-alexnet.json", paper / "network.yaml", "--json", latency="100ms"))
     app = json.loads(out)["applications"][0]
     assert app["binding"] == ["accuracy"] and app["binding_basis"] == "relaxation" and app["at_limit"] == []
+
+
+@pytest.mark.parametrize("edit, field, expect", [
+    (lambda row: row.pop("energy_j"), "comparison[1].energy_j", "missing; expected a number or null"),
+    (lambda row: row.pop("feasible"), "comparison[1].feasible", "missing; expected true or false"),
+    (lambda row: row.update(fin_saving="abc"), "comparison[1].fin_saving", "is 'abc'; expected a number or null"),
+    (lambda row: row.update(solver=5), "comparison[1].solver", "is 5; expected a string"),
+    (lambda row: row.update(notes=None), "comparison[1].notes", "expected a list"),
+    (lambda row: row.update(latency_s="3ms"), "comparison[1].latency_s", "expected a number or null"),
+])
+def test_show_refuses_a_hand_edited_comparison_in_one_line(capsys, paper, tmp_path, edit, field, expect):
+    plan = tmp_path / "plan.json"
+    assert run(capsys, "plan", paper / "scenario.yaml", "--compare", "-o", plan)[0] == 0
+    doc = json.loads(plan.read_text())
+    edit(doc["comparison"][1])
+    plan.write_text(json.dumps(doc))
+    line = bad(capsys, "show", plan, expect=[str(plan), field, expect])
+    assert "Traceback" not in line
+
+
+@pytest.mark.parametrize("path, value", [
+    (("applications", 0, "constraints", "max_latency_s"), "5ms"),
+    (("applications", 0, "rate_hz"), "abc"),
+    (("applications", 0, "transfers", 0, "bytes"), None),
+    (("totals", "energy_j"), None),
+    (("totals",), 5),
+])
+def test_show_refuses_other_mistyped_fields_it_prints(capsys, paper, tmp_path, path, value):
+    plan = tmp_path / "plan.json"
+    assert run(capsys, "plan", paper / "scenario.yaml", "-o", plan)[0] == 0
+    doc = json.loads(plan.read_text())
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    plan.write_text(json.dumps(doc))
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    bad(capsys, "show", plan, expect=[field])
+
+
+def test_times_of_a_second_or_more_are_shown_in_seconds(capsys):
+    from finplan.cli.show import duration, print_comparison
+
+    assert duration(8.21) == "8.21 s" and duration(0.0123) == "12.3 ms" and duration(0.9999) == "1 s"
+    row = {"solver": "milp", "application": "a", "feasible": True, "energy_j": 1.0, "latency_s": 0.001,
+           "accuracy": 0.9, "placement": "x", "final_exit": "e", "fin_saving": 0.0}
+    print_comparison([row], {"milp": 8.21})
+    out = capsys.readouterr().out
+    assert "8.21 s" in out and "e+03" not in out
+
+
+def test_a_skipped_solver_is_a_footnote_not_a_wide_cell(capsys):
+    from finplan.cli.show import print_comparison
+
+    rows = []
+    for solver in ("fin", "milp"):
+        for app in ("a", "b"):
+            rows.append({"solver": solver, "application": app, "feasible": True, "energy_j": 1.0, "latency_s": 0.001,
+                         "accuracy": 0.9, "placement": "x", "final_exit": "e", "fin_saving": 0.0})
+    skipped = ("instance too large for the exhaustive solver: 60,466,176 placements to enumerate, over the limit of "
+               "2,000,000; use --solver milp (exact) or fin")
+    rows.insert(2, {"solver": "exhaustive", "skipped": skipped})
+    print_comparison(rows, {"fin": 0.001, "milp": 0.002})
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    row = next(line for line in lines if line.strip().startswith("exhaustive"))
+    assert re.search(r"exhaustive\s+skipped \(1\)\s*$", row), row
+    assert f"(1) exhaustive: {skipped}" in lines
+    widths = {len(line.rstrip()) for line in lines if re.match(r"\s+(fin|milp)\s", line)}
+    assert max(widths) < 110, out  # the table stays as narrow as without the skipped row
+
+
+def test_the_paper_example_readme_uses_no_deprecated_flag():
+    from partition_helpers import PAPER
+
+    text = (PAPER / "README.md").read_text()
+    assert "--reproducible" not in text and "-o plan.json" in text
+
+
+def test_plan_refuses_a_card_with_a_mistyped_block_field(capsys, paper):
+    doc = json.loads((paper / "b-alexnet.json").read_text())
+    doc["blocks"][0]["params"] = 1000  # meant params_bytes: it would never count against memory_bytes
+    (paper / "b-alexnet.json").write_text(json.dumps(doc))
+    bad(capsys, *shortcut(paper / "b-alexnet.json", paper / "network.yaml"),
+        expect=["b-alexnet.json", "blocks[0].params", "unknown field", "params_bytes"])

@@ -131,3 +131,34 @@ def test_lambda_pruning_stays_feasible_and_above_the_optimum(ctx, lam):
     if found.evaluation is not None:
         assert found.evaluation.feasible and best.evaluation is not None
         assert found.evaluation.energy_j >= best.evaluation.energy_j * (1 - 1e-9)
+
+
+EXPLAIN = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+@EXPLAIN
+@given(instances(capacity=True), st.floats(0.0, 0.9), st.floats(0.0, 0.9), st.sampled_from([2, 50, 1000]))
+def test_explanations_never_claim_what_is_not_so(ctx, source_taken, link_taken, gamma):
+    """With other applications' load on the source and a link: an explanation that proves no
+    plan exists is right (the exhaustive optimum has none), a placement it offers is feasible,
+    and FIN's gamma advice and "no plan" verdicts agree with the exhaustive optimum."""
+    from finplan.partition.evaluate import Usage
+    from finplan.partition.explain import explain
+
+    # shares of the limits (other applications never take more than a limit)
+    usage = Usage(node_utilization={"n0": source_taken * ctx.network.node("n0").max_utilization})
+    if ctx.network.links:
+        first = ctx.network.links[0]
+        usage.link_utilization[(first.src, first.dst)] = link_taken * first.max_utilization
+    best = exhaustive(ctx, usage)
+    why = explain(ctx, usage)
+    if why.proven:
+        assert best.evaluation is None, why.sentence
+    if why.witness is not None:
+        assert why.witness.feasible and best.evaluation is not None
+    found = fin(ctx, gamma=gamma, usage=usage)
+    if found.evaluation is None:
+        if "--gamma" in found.reason or "within every limit exists" in found.reason:
+            assert best.evaluation is not None, found.reason
+        if best.evaluation is not None:  # FIN missed it: it must not say that none exists
+            assert "--gamma" in found.reason or "--solver milp" in found.reason, found.reason

@@ -121,7 +121,8 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
 @click.option("--export-graph", type=click.Path(dir_okay=False), help="Write FIN's feasible inference graph (GraphML).")
 @click.option("--fail-infeasible", is_flag=True, help="Exit with code 1 when an application has no feasible plan.")
 @click.option("--timings", is_flag=True,
-              help="Also write solve times into the plan (and --json); without it equal inputs give equal bytes.")
+              help="Write the measured solve times into the plan (and --json); without it they are null, so equal "
+                   "inputs give equal bytes.")
 @click.option("--reproducible", is_flag=True,
               help="No effect: plans are reproducible by default (kept so that old scripts run).")
 @click.option("--model", help="Shortcut: model card (finplan.model/1).")
@@ -148,7 +149,7 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
     An application whose constraints nothing can meet is reported (feasible false, with the
     reason) and the exit code stays 0 unless --fail-infeasible is given.
 
-    The plan file holds no solve times unless --timings is given, so equal inputs give equal
+    The plan file's solve times are null unless --timings is given, so equal inputs give equal
     bytes; paths in it are relative to the plan file's folder (to the current folder when the
     plan is only printed with --json).
     """
@@ -179,7 +180,7 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
     rows = times = None
     if compare:
         rows, times = _compare(scen, gamma, lam, time_limit_s)
-        doc["comparison"] = [dict(r, solve_time_s=times.get(r["solver"])) if timings and "skipped" not in r else r
+        doc["comparison"] = [r if "skipped" in r else dict(r, solve_time_s=times.get(r["solver"]) if timings else None)
                              for r in rows]
     validate_plan(doc)
     graphs = []

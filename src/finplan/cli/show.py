@@ -20,7 +20,7 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
     params = ", ".join(f"{k}={v}" for k, v in solver["parameters"].items())
     if solve_time_s is None:
         solve_time_s = solver.get("solve_time_s")
-    took = "" if solve_time_s is None else f" in {solve_time_s * 1e3:.3g} ms"
+    took = "" if solve_time_s is None else f" in {duration(solve_time_s)}"
     stdout.print(f"[bold]Plan[/bold] by {solver['name']}" + (f" ({params})" if params else "") + took
                  + f", mode {doc['options']['mode']}")
     for app in doc["applications"]:
@@ -110,33 +110,36 @@ def print_comparison(rows: list[dict], times: dict | None = None) -> None:
                                                          "FIN saves", "time (solver total)" if several else "time"]
     for col in cols:
         table.add_column(col, overflow="fold")
-    notes: list[str] = []
+    # footnotes: text -> the rows it belongs to, as (solver, application or None); a text said
+    # for several rows is printed once and marked in each of them
+    notes: dict[str, list[tuple]] = {}
 
-    def mark(text: str) -> str:
-        if text not in notes:
-            notes.append(text)
-        return f"({notes.index(text) + 1})"
+    def mark(solver: str, text: str, application: str | None = None) -> str:
+        labels = notes.setdefault(text, [])
+        if (solver, application) not in labels:
+            labels.append((solver, application))
+        return f"({list(notes).index(text) + 1})"
 
     seen = set()
     for r in rows:
         if "skipped" in r:
-            table.add_row(*([r["solver"]] + ([""] if several else []) + ["skipped: " + r["skipped"]] + [""] * 6))
+            cells = [r["solver"]] + ([""] if several else []) + ["skipped " + mark(r["solver"], r["skipped"])]
+            table.add_row(*(cells + [""] * (len(cols) - len(cells))))
             continue
         seconds = (times or {}).get(r["solver"], r.get("solve_time_s"))
         first = r["solver"] not in seen
         seen.add(r["solver"])
-        took = "-" if seconds is None else f"{seconds * 1e3:.3g} ms"
+        took = "-" if seconds is None else duration(seconds)
         if not first:
             took = ""
-        marks = [mark(f"{r['solver']}: {note}") for note in r.get("notes", [])]
+        app = r["application"] if several else None
+        marks = [mark(r["solver"], note, app) for note in r.get("notes", [])]
         if r["energy_j"] is None:
-            energy = "no plan " + mark(f"{r['solver']}" + (f" ({r['application']})" if several else "")
-                                       + f": {r.get('reason') or 'no plan found'}")
+            energy = "no plan " + mark(r["solver"], r.get("reason") or "no plan found", app)
         else:
             energy = f"{r['energy_j']:.5g}"
             if not r["feasible"]:
-                energy += " infeasible " + mark(f"{r['solver']}" + (f" ({r['application']})" if several else "")
-                                                + f": {r.get('reason') or 'infeasible'}")
+                energy += " infeasible " + mark(r["solver"], r.get("reason") or "infeasible", app)
         saving = "-" if r["fin_saving"] is None or not r["feasible"] else f"{r['fin_saving']:.1%}"
         table.add_row(*([r["solver"] + (" " + " ".join(marks) if marks else "")]
                         + ([r["application"]] if several else []) + [
@@ -147,8 +150,23 @@ def print_comparison(rows: list[dict], times: dict | None = None) -> None:
     # pager handles long lines better than folded ones.
     console = stdout if stdout.is_terminal else Console(width=150, highlight=False, soft_wrap=True)
     console.print(table)
-    for i, note in enumerate(notes, 1):
-        console.print(f"({i}) {note}")
+    for i, (note, labels) in enumerate(notes.items(), 1):
+        console.print(f"({i}) {_labels(labels)}: {note}")
+
+
+def _labels(labels: list[tuple]) -> str:
+    """[(fin, a), (fin, b), (milp, a)] -> "fin (a, b), milp (a)"."""
+    grouped: dict[str, list] = {}
+    for solver, app in labels:
+        grouped.setdefault(solver, [])
+        if app is not None:
+            grouped[solver].append(app)
+    return ", ".join(solver + (f" ({', '.join(apps)})" if apps else "") for solver, apps in grouped.items())
+
+
+def duration(seconds: float) -> str:
+    """A solve time: milliseconds below one second, else seconds (8.21 s, not 8.21e+03 ms)."""
+    return f"{seconds * 1e3:.3g} ms" if seconds * 1e3 < 999.5 else f"{seconds:.3g} s"
 
 
 def _bytes(n: float) -> str:

@@ -64,7 +64,9 @@ def cloud_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
     result = _pick(ctx, candidates, usage)
     if result.evaluation is not None and ctx.options.first_block_at_source:
         ev = result.evaluation
-        ev.violations = [v for v in ev.violations if "must run at the source" not in v]
+        kept = [(v, tag) for v, tag in zip(ev.violations, ev.violated) if tag != "first_block_at_source"]
+        ev.violations = [v for v, _ in kept]
+        ev.violated = [tag for _, tag in kept]
         ev.feasible = not ev.violations
         result.reason = "; ".join(ev.violations) or None
         result.notes.append("sends the raw input off the source although first_block_at_source is true (this "

@@ -72,6 +72,69 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.4g} ms"
 
 
+def percent(share: float) -> str:
+    """A share of time as a percentage: 10.282 -> "1028%", 0.9333 -> "93.33%"."""
+    value = 100.0 * share
+    return f"{value:.0f}%" if abs(value) >= 1000 else f"{value:.4g}%"
+
+
+def over_limit(total: float, limit: float) -> tuple[str, str]:
+    """``total`` and ``limit`` as percentages, with enough digits to tell them apart."""
+    a, b = percent(total), percent(limit)
+    if a == b:
+        a, b = f"{100.0 * total:.8g}%", f"{100.0 * limit:.8g}%"
+    return a, b
+
+
+def bits_per_s(value: float) -> str:
+    for unit, scale in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value:.4g} bit/s"
+
+
+def node_busy_text(name: str, total: float, limit: float, parts: Sequence[tuple[str, float]], rate: float,
+                   taken: float = 0.0) -> str:
+    """The one wording of a node over its max_utilization (used by every solver and baseline):
+    "device would be busy 1028% of the time, over its max_utilization 100% (block1 2.056 ms x 5000 Hz)";
+    ``parts`` (block, busy seconds per input), ``taken`` the share the other applications use."""
+    shown, cap = over_limit(total, limit)
+    detail = ", ".join(f"{block} {ms(busy)}" for block, busy in parts) + f" x {rate:g} Hz"
+    if taken:
+        detail = f"{percent(taken)} taken by the other applications + {detail}"
+    return f"{name} would be busy {shown} of the time, over its max_utilization {cap} ({detail})"
+
+
+def node_memory_text(name: str, total: float, limit: float, parts: Sequence[tuple[str, float]],
+                     taken: float = 0.0) -> str:
+    from finplan.partition.draw import human_bytes
+
+    detail = ", ".join(f"{block} {human_bytes(nbytes)}" for block, nbytes in parts)
+    if taken:
+        detail = f"{human_bytes(taken)} taken by the other applications + {detail}"
+    return (f"{name} would hold {human_bytes(total)} of parameters, over its memory_bytes {human_bytes(limit)} "
+            f"({detail})")
+
+
+def sent_text(after: str, nbytes: float, probability: float) -> str:
+    """What a hop carries, in words: "block1's output 186.6 kB" (+ " (p=0.50)")."""
+    from finplan.partition.draw import human_bytes
+
+    what = "the input" if after == "input" else f"{after}'s output"
+    return f"{what} {human_bytes(nbytes)}" + (f" (p={probability:.2f})" if probability < 1 else "")
+
+
+def link_busy_text(src: str, dst: str, total: float, limit: float, sent: Sequence[str], bits: float, bandwidth: float,
+                   rate: float, taken: float = 0.0) -> str:
+    """The one wording of a link over its max_utilization: "link a -> b would be busy 261% of the
+    time, over its max_utilization 100% (block1's output 186.6 kB x 350 Hz = 522.6 Mbit/s of its 200 Mbit/s)"."""
+    shown, cap = over_limit(total, limit)
+    detail = f"{', '.join(sent)} x {rate:g} Hz = {bits_per_s(bits)} of its {bits_per_s(bandwidth)}"
+    if taken:
+        detail = f"{percent(taken)} taken by the other applications + {detail}"
+    return f"link {src} -> {dst} would be busy {shown} of the time, over its max_utilization {cap} ({detail})"
+
+
 def resolve_policy(app: Application, mode: str, final_exit: str, thresholds: Mapping[str, float] | None) -> ExitPolicy:
     """The exit policy named by a final exit and (dynamic mode) thresholds of earlier exits."""
     card = app.card
@@ -152,6 +215,8 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
 
     transfers: list[dict] = []
     link_util: dict[tuple[str, str], float] = {}
+    busy_parts: dict[str, list] = {}  # node -> [(block, busy seconds per input)], for the violation text
+    mem_parts: dict[str, list] = {}
     compute_energy = transfer_energy = 0.0
     reach_time = []  # worst-case time at which each block (and its heads) finishes
     clock = 0.0
@@ -183,24 +248,30 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
         t = table.block_time_s[b, n]
         en = table.block_energy_j[b, n]
         node_load["params_bytes"] += card.blocks[b].params_bytes
+        mem_b = card.blocks[b].params_bytes
         for h in heads[b]:
             t += table.exit_time_s[h, n]
             en += table.exit_energy_j[h, n]
             node_load["exits"].append(card.exits[h].name)
             node_load["params_bytes"] += card.exits[h].params_bytes
+            mem_b += card.exits[h].params_bytes
         if heads[b]:  # exit heads end a runtime stage: its fixed cost, once
             t += table.stage_overhead_s[n]
         compute_energy += prob[b] * en
         node_load["energy_j"] += prob[b] * en
         node_load["busy_s"] += prob[b] * t
+        busy = prob[b] * t
         clock += t
         reach_time.append(clock)
         if b + 1 < k and x[b + 1] != n:
             if not heads[b]:  # a node change ends a stage too (unless exit heads just ended one)
                 cut = table.stage_overhead_s[n]
                 node_load["busy_s"] += prob[b] * cut
+                busy += prob[b] * cut
                 clock += cut
             clock += send(n, x[b + 1], card.blocks[b].output_bytes, prob[b + 1], card.blocks[b].name)
+        busy_parts.setdefault(network.names[n], []).append((card.blocks[b].name, busy))
+        mem_parts.setdefault(network.names[n], []).append((card.blocks[b].name, mem_b))
     latency = clock
 
     # Expected latency: an input leaving at exit i waits for its block and the active heads
@@ -235,16 +306,16 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
             node_load["utilization"] = rate * node_load["busy_s"]
             total = usage.node_utilization.get(name, 0.0) + node_load["utilization"]
             if total > node.max_utilization * (1 + 1e-12):
-                violations.append(f"node {name} would be busy {total:.1%} of the time, over its max_utilization "
-                                  f"{node.max_utilization:.0%}")
+                violations.append(node_busy_text(name, total, node.max_utilization, busy_parts[name], rate,
+                                                 usage.node_utilization.get(name, 0.0)))
                 violated.append(f"utilization:{name}")
             elif total >= BINDING_SHARE * node.max_utilization:
                 at_limit.append(f"utilization:{name}")
         if node.memory_bytes is not None:
             total = usage.node_memory_bytes.get(name, 0.0) + node_load["params_bytes"]
             if total > node.memory_bytes * (1 + 1e-12):
-                violations.append(f"node {name} would hold {total:.0f} parameter bytes, over its memory_bytes "
-                                  f"{node.memory_bytes:.0f}")
+                violations.append(node_memory_text(name, total, node.memory_bytes, mem_parts[name],
+                                                   usage.node_memory_bytes.get(name, 0.0)))
                 violated.append(f"memory:{name}")
             elif total >= BINDING_SHARE * node.memory_bytes:
                 at_limit.append(f"memory:{name}")
@@ -252,8 +323,11 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
         link = network.link(*key)
         total = usage.link_utilization.get(key, 0.0) + value
         if total > link.max_utilization * (1 + 1e-12):
-            violations.append(f"link {key[0]} -> {key[1]} would be busy {total:.1%} of the time, over its "
-                              f"max_utilization {link.max_utilization:.0%}")
+            sent = [sent_text(t["after_block"], t["bytes"], t["probability"]) for t in transfers
+                    if (t["from"], t["to"]) == key]
+            violations.append(link_busy_text(key[0], key[1], total, link.max_utilization, sent,
+                                             value * link.bandwidth_bps, link.bandwidth_bps, rate,
+                                             usage.link_utilization.get(key, 0.0)))
             violated.append(f"link:{key[0]}->{key[1]}")
         elif total >= BINDING_SHARE * link.max_utilization:
             at_limit.append(f"link:{key[0]}->{key[1]}")

@@ -42,12 +42,25 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
     """
     if objective not in ("energy", "latency"):
         raise FinplanInputError(f"is {objective!r}; expected energy or latency", field="objective")
-    by_latency = objective == "latency"
     total = count_placements(ctx)
     if total > limit:
         raise FinplanInputError(
             f"instance too large for the exhaustive solver: {total:,} placements to enumerate, over the limit of "
             f"{limit:,}; use --solver milp (exact) or fin", field="--solver")
+    best_eval = enumerate_best(ctx, usage, objective)
+    if best_eval is None:
+        _kind, reason = infeasibility_reason(ctx, usage)
+        return AppResult(ctx.app, None, reason)
+    return AppResult(ctx.app, best_eval, None if best_eval.feasible else "; ".join(best_eval.violations))
+
+
+def enumerate_best(ctx: AppContext, usage: Usage | None = None, objective: str = "energy"):
+    """The enumeration of ``exhaustive`` without the size check: the best Evaluation, or None.
+
+    With objective "latency" the answer keeps every node and link limit and may be over the
+    latency bound (then ``violated`` is ["latency"]). Complexity: O(P N^B B).
+    """
+    by_latency = objective == "latency"
     usage = usage or Usage()
     table = ctx.table
     n_nodes = len(table.nodes)
@@ -143,7 +156,4 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
             ok = not [v for v in ev.violated if v != "latency"] if by_latency else ev.feasible
             if ok and better(key, best):
                 best, best_eval = key, ev
-    if best_eval is None:
-        _kind, reason = infeasibility_reason(ctx, usage)
-        return AppResult(ctx.app, None, reason)
-    return AppResult(ctx.app, best_eval, None if best_eval.feasible else "; ".join(best_eval.violations))
+    return best_eval

@@ -28,8 +28,8 @@ import numpy as np
 from finplan.errors import FinplanInputError
 from finplan.partition.context import AppContext, AppResult, better
 from finplan.partition.costs import Chain, LinkLists, is_close
-from finplan.partition.evaluate import Usage
-from finplan.partition.explain import infeasibility_reason, suggest_gamma
+from finplan.partition.evaluate import Usage, ms
+from finplan.partition.explain import compact_placement, explain, gamma_for
 
 # Default latency resolution. On the paper's reference system every gamma from 150 to 2600 (all scanned) solves
 # all 87 reference points optimally (the largest failing one is 149, on B-AlexNet at 0.80 /
@@ -550,9 +550,10 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
     Parameters: ``gamma`` latency units (int > 0); ``lam`` proximity pruning (>= 0);
     ``method`` the graph representation (``build_graph``; the answer does not depend on it).
     Returns an AppResult whose evaluation, when present, is feasible under the exact model.
-    When FIN finds nothing although a feasible placement exists (coarse gamma), the reason
-    says so and suggests a gamma. Cumulative capacity (several blocks on one node) is
-    checked exactly; a violating answer triggers a ban of the heaviest (block, node) or
+    When FIN finds nothing although a placement keeping every constraint exists (checked with
+    the exact evaluation, on the capacity ``usage`` leaves), the reason says so and suggests a
+    gamma (or, after capacity repairs, the exact MILP); when no plan exists, the reason says
+    why. Cumulative capacity (several blocks on one node) is checked exactly; a violating answer triggers a ban of the heaviest (block, node) or
     link hop on the violated resource and a re-solve (heuristic; the MILP is exact).
     Raises FinplanInputError for gamma <= 0, lambda < 0 or an unknown method.
     Complexity: O(P B |links| min(F, gamma)) for P exit policies and frontier size F (see
@@ -573,16 +574,31 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
             return AppResult(ctx.app, ev, notes=[_excluded_note(ctx, bans, link_bans)] if bans or link_bans else [])
         if not _ban_heaviest(ctx, ev, usage, bans, link_bans):
             break
-    kind, reason = infeasibility_reason(ctx, usage)
-    if kind == "capacity":
-        suggestion = suggest_gamma(ctx, gamma) if not bans and not link_bans else None
+    return AppResult(ctx.app, None, _no_plan_reason(ctx, gamma, usage, bans, link_bans))
+
+
+def _no_plan_reason(ctx: AppContext, gamma: int, usage: Usage | None, bans: set, link_bans: set) -> str:
+    """Why FIN returns no plan. When the explanation proves that none exists, that; when it
+    found a placement keeping every constraint (exact evaluation, with the capacity the other
+    applications take), what FIN missed: a coarse gamma (try a larger one) or its repair
+    (the exact --solver milp); when neither is known, the explanation and that FIN gave up."""
+    why = explain(ctx, usage)
+    if why.kind != "capacity" or why.proven:
+        return why.sentence
+    repaired = bool(bans or link_bans)
+    if why.witness is not None:
+        where = f"{compact_placement(why.witness.placement)}, {ms(why.witness.latency_s)}"
+        suggestion = None if repaired else gamma_for(ctx, why.witness, gamma)
         if suggestion is not None:
-            reason = (f"FIN with gamma={gamma} found no plan, but a placement within the latency limit exists; "
-                      f"try --gamma {suggestion}")
-        elif bans or link_bans:
-            reason += (f"; {_excluded_note(ctx, bans, link_bans)}, and then found no plan "
-                       "(the exact --solver milp may still find one)")
-    return AppResult(ctx.app, None, reason)
+            return (f"FIN with gamma={gamma} found no plan, but a placement within every limit exists ({where}); "
+                    f"try --gamma {suggestion}")
+        missed = f" ({_excluded_note(ctx, bans, link_bans)})" if repaired else ""
+        return (f"FIN with gamma={gamma} found no plan{missed}, but a placement within every limit exists "
+                f"({where}); the exact --solver milp finds the best one")
+    if repaired:
+        return (f"{why.sentence}; {_excluded_note(ctx, bans, link_bans)}, and then found no plan "
+                "(the exact --solver milp may still find one)")
+    return f"{why.sentence} (the exact --solver milp may still find a plan)"
 
 
 def _excluded_note(ctx: AppContext, bans: set, link_bans: set) -> str:
@@ -601,19 +617,20 @@ def _ban_heaviest(ctx: AppContext, ev, usage: Usage | None, bans: set, link_bans
     runs (the path then leaves the node earlier, like moving a cut); on a link, forbid the
     heaviest hop. Returns False when nothing is left to forbid."""
     names = ctx.network.names
-    for violation in ev.violations:
-        if violation.startswith("node "):
-            node = violation.split()[1]
+    for tag in ev.violated:
+        kind, _, where = tag.partition(":")
+        if kind in ("utilization", "memory"):
+            node = where
             n = names.index(node)
             pinned = 0 if ctx.options.first_block_at_source and n == ctx.source else -1
             on_node = [b for b, placed in enumerate(ev.placement) if placed == node and b != pinned and (b, n) not in bans]
             if on_node:
                 bans.add((on_node[-1], n))
                 return True
-        if violation.startswith("link "):
-            a, b_ = violation.split()[1], violation.split()[3]
-            hops = [t for t in ev.transfers if t["from"] == a and t["to"] == b_]
+        if kind == "link":
+            hops = [t for t in ev.transfers if f"{t['from']}->{t['to']}" == where]
             if hops:
+                a, b_ = hops[0]["from"], hops[0]["to"]
                 heaviest = max(hops, key=lambda t: (t["bytes"] * t["probability"]))
                 block = 0 if heaviest["after_block"] == "input" else \
                     [blk.name for blk in ctx.app.card.blocks].index(heaviest["after_block"]) + 1

@@ -11,7 +11,7 @@ import numpy as np
 
 from finplan.partition.context import AppContext, AppResult
 from finplan.partition.evaluate import Usage
-from finplan.partition.explain import infeasibility_reason
+from finplan.partition.explain import crowded_out, explain
 
 MAX_RETIGHTEN = 5
 NO_INCUMBENT = "MILP time limit reached before any feasible plan was found"
@@ -135,29 +135,46 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float
             break
     if info is not None:
         info.update(proven_optimal=outcome.proven, stopped=outcome.stopped, mip_gap=outcome.gap)
-    results = []
+    results: list = [None] * len(ctxs)
     running = Usage(dict(usage.node_utilization), dict(usage.node_memory_bytes), dict(usage.link_utilization))
     note = outcome.note()
+    notes = [note] if note else []
     for a, ctx in enumerate(ctxs):
-        ev = evaluations[a]
-        if ev is None:
-            if outcome.stopped is not None and not outcome.incumbent:
-                reason = NO_INCUMBENT if outcome.stopped == "time limit" else \
-                    f"the MILP stopped ({outcome.stopped}) before any feasible plan was found"
-            else:
-                _kind, reason = infeasibility_reason(ctx, running)
-                if outcome.stopped is not None:
-                    reason = (f"the MILP's best plan within its {outcome.stopped} leaves this application out "
-                              f"(not proven necessary); {reason}")
-                elif _kind == "capacity" and len(ctxs) > 1:
-                    reason = "the applications cannot all fit the shared node and link capacity; this one was left out"
-            results.append(AppResult(ctx.app, None, reason, [note] if note else []))
+        if evaluations[a] is None:
             continue
         ev = ctx.evaluate(chosen[a][0], chosen[a][1], running)
         running = running.plus(ev)
-        results.append(AppResult(ctx.app, ev, notes=[note] if note else []) if ev.feasible else
-                        AppResult(ctx.app, None, "; ".join(ev.violations), [note] if note else []))
+        results[a] = (AppResult(ctx.app, ev, notes=list(notes)) if ev.feasible else
+                      AppResult(ctx.app, None, "; ".join(ev.violations), list(notes)))
+    for a, ctx in enumerate(ctxs):
+        if results[a] is None:
+            reason = _left_out_reason(ctx, usage, running, outcome, len(ctxs), time_limit_s)
+            results[a] = AppResult(ctx.app, None, reason, list(notes))
     return results
+
+
+def _left_out_reason(ctx: AppContext, usage: Usage, served: Usage, outcome: _Outcome, n_apps: int,
+                     time_limit_s: float | None) -> str:
+    """Why the joint model serves no plan for ``ctx``. ``usage``: capacity taken before the
+    solve; ``served``: that plus the served applications' plans. When the application cannot
+    fit even alone, the reason it cannot (``explain`` with ``usage``); when it fits alone, what
+    a placement that fits alone would exceed next to the served applications."""
+    if outcome.stopped is not None and not outcome.incumbent:
+        return NO_INCUMBENT if outcome.stopped == "time limit" else \
+            f"the MILP stopped ({outcome.stopped}) before any feasible plan was found"
+    why = explain(ctx, usage)
+    alone = why.witness
+    if n_apps > 1 and why.kind == "capacity" and not why.proven and alone is None:
+        solo = milp([ctx], usage, time_limit_s)[0]  # exact: does it fit with no other application?
+        alone = solo.evaluation if solo.feasible else None
+    if n_apps > 1 and alone is not None:
+        reason = crowded_out(ctx, alone, served)
+    else:
+        reason = why.sentence
+    if outcome.stopped is not None:
+        reason = (f"the MILP's best plan within its {outcome.stopped} leaves this application out "
+                  f"(not proven necessary); {reason}")
+    return reason
 
 
 def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: float | None = None):

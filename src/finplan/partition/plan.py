@@ -130,8 +130,8 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
                   base_dir: str | os.PathLike | None = None, reproducible: bool | None = None) -> dict:
     """The ``finplan.plan/1`` document of a solve (self-contained: the network is inline).
 
-    Parameters: ``timings``: write solver.solve_time_s (the one field that varies between
-    runs); without it, equal inputs give equal bytes. ``base_dir``: the folder paths are
+    Parameters: ``timings``: write the measured solver.solve_time_s (the one field that varies
+    between runs); without it the field is null and equal inputs give equal bytes. ``base_dir``: the folder paths are
     recorded relative to (the plan file's; default the current folder, see ``recorded_path``).
     ``reproducible``: accepted for old callers, no effect (reproducible is the default).
     Returns the document (a dict).
@@ -144,9 +144,9 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
             node["profile"] = [recorded_path(r, base) for r in refs]
         elif isinstance(refs, str):
             node["profile"] = recorded_path(refs, base)
-    solver: dict[str, Any] = {"name": result.solver, "parameters": dict(result.parameters)}
-    if timings:
-        solver["solve_time_s"] = result.solve_time_s
+    # the one field that varies between runs: null unless asked for, so equal inputs give equal bytes
+    solver: dict[str, Any] = {"name": result.solver, "parameters": dict(result.parameters),
+                              "solve_time_s": result.solve_time_s if timings else None}
     doc = {
         "schema": SCHEMA,
         "solver": solver,
@@ -172,8 +172,37 @@ def validate_plan(doc: Any, path=None) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-        raise FinplanInputError(error.message, file=path, field=where or "(document)")
+        field, message = _schema_message(error, where)
+        raise FinplanInputError(message, file=path, field=field or "(document)")
     return doc
+
+
+_KINDS = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true or false",
+          "null": "null", "array": "a list", "object": "a mapping"}
+
+
+def _expected(schema: dict) -> str | None:
+    kinds = schema.get("type")
+    if kinds is None:
+        return None
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    return " or ".join(_KINDS.get(k, k) for k in kinds)
+
+
+def _schema_message(error, where: str) -> tuple[str, str]:
+    """(field, message) of a schema violation in the user's terms: a missing field is named
+    with what it should hold; a wrong type says what it is and what was expected."""
+    if error.validator == "required" and isinstance(error.instance, dict):
+        name = next((n for n in error.validator_value if n not in error.instance), None)
+        if name is not None:
+            expected = _expected(error.schema.get("properties", {}).get(name, {}))
+            return (f"{where}.{name}" if where else name), "missing" + (f"; expected {expected}" if expected else "")
+    if error.validator == "type":
+        shown = repr(error.instance)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return where, f"is {shown}; expected {_expected(error.schema)}"
+    return where, error.message
 
 
 # Solvers whose plan is (FIN: meant to be) the minimum-energy plan; the others are baselines.
