@@ -2,6 +2,7 @@
 from hand-written plans that put its 3 blocks on 1, 2 and 3 nodes, with and without early exits."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -82,3 +83,14 @@ def plan_factory(workdir, tiny):
 
     return make
 
+
+
+@pytest.fixture()
+def copy_of(deployments, tmp_path):
+    """A private copy of an emitted deployment (tests edit its files)."""
+    def make(layout="three-dynamic"):
+        target = tmp_path / f"{layout}.copy"
+        shutil.copytree(deployments[layout][0], target)
+        return target
+
+    return make

@@ -111,3 +111,23 @@ def fake_profile(model_hash):
             "blocks": [part(f"block{i}") for i in (1, 2, 3)],
             "exits": [part("exit1", after="block1"), part("exit2", after="block3")],
             "energy": {"method": "power-model", "measured": False}}
+
+
+def cli(capsys, *argv):
+    """Run ``finplan ARGV`` in-process: (exit code, stdout, stderr)."""
+    from finplan.cli.main import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_bad_input(code, out, err, *fragments):
+    """finplan's bad-input rule: exit 2, one line on stderr holding every fragment, no traceback."""
+    assert code == 2, (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in out + err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -5,47 +5,19 @@ for links the network lacks, a meaningless --atol."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from helpers import TINY_BLOCKS, network_doc, plan_doc, write_json
+from helpers import TINY_BLOCKS, assert_bad_input, cli, network_doc, plan_doc, write_json
 from onnx_builders import tiny_branchy_model
 
-from finplan.cli.main import main
 from finplan.contract import model_hash
 from finplan.deploy.emit import emit
 from finplan.deploy.manifest import sha256_file
 from finplan.errors import FinplanInputError
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_bad_input(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in out + err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture()
-def copy_of(deployments, tmp_path):
-    def make(layout="three-dynamic"):
-        target = tmp_path / f"{layout}.copy"
-        shutil.copytree(deployments[layout][0], target)
-        return target
-
-    return make
 
 
 def edit_json(path, change):

@@ -2,39 +2,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import onnx
 import pytest
 
-from finplan.cli.main import main
+from helpers import assert_bad_input, cli
+
 from finplan.deploy.manifest import sha256_file
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_bad_input(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in out + err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture()
-def copy_of(deployments, tmp_path):
-    def make(layout="three-dynamic"):
-        target = tmp_path / f"{layout}.copy"
-        shutil.copytree(deployments[layout][0], target)
-        return target
-
-    return make
 
 
 def test_emit_run_verify_happy_path(capsys, tiny, inputs, plan_factory, tmp_path, threshold):

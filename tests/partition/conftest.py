@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,3 +28,11 @@ def paper_network():
 @pytest.fixture(scope="session")
 def paper_cards():
     return {m: load_card_file(PAPER / f"{m}.json") for m in MODELS}
+
+
+@pytest.fixture
+def paper(tmp_path):
+    """A private copy of examples/paper (tests edit files)."""
+    target = tmp_path / "paper"
+    shutil.copytree(PAPER, target)
+    return target

@@ -2,56 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-from finplan.cli.main import main
 from finplan.partition.plan import validate_plan
-from partition_helpers import MULTI, PAPER, ROOT
-
-
-@pytest.fixture
-def paper(tmp_path):
-    """A private copy of examples/paper (tests edit files)."""
-    target = tmp_path / "paper"
-    shutil.copytree(PAPER, target)
-    return target
-
-
-def run(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # --fail-infeasible leaves through sys.exit
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(capsys, *args, expect=()):
-    code, out, err = run(capsys, *args)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finplan: error: "), err
-    assert "Traceback" not in out + err
-    for word in expect:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-def write_network(path, nodes=None, links=None):
-    doc = {"schema": "finplan.network/1",
-           "nodes": nodes or [{"name": "device", "tier": "mobile", "compute": {"ops_per_s": 11e9, "power_w": 6}},
-                              {"name": "edge", "tier": "edge", "compute": {"ops_per_s": 153.4e9, "power_w": 140}}],
-           "links": links if links is not None else [{"from": "device", "to": "edge", "bandwidth_bps": 1e9,
-                                                       "latency_s": 0, "energy_j_per_bit": 6.7e-8}]}
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def shortcut(card, net, *extra, source="device", latency="5ms", accuracy="0.8"):
-    return ["plan", "--model", card, "--network", net, "--source", source, "--max-latency", latency,
-            "--min-accuracy", accuracy, *extra]
+from partition_helpers import MULTI, ROOT, bad, lenet_profile, run, shortcut, write_network
 
 
 def test_plan_writes_a_valid_plan_and_summary(capsys, paper, tmp_path):
@@ -254,13 +209,7 @@ def test_bad_source_and_parameters(capsys, paper, tmp_path):
 
 
 def test_profile_hash_mismatch(capsys, paper, tmp_path):
-    profile = {"schema": "finplan.profile/1", "model": {"name": "b-lenet", "hash": "sha256:other"},
-               "device": {"name": "d", "cpu": "c", "cores": 1, "execution_provider": "CPU", "onnxruntime_version": "1"},
-               "session_options": {}, "flops_convention": "x",
-               "blocks": [{"name": f"block{i}", "flops": 1, "output_bytes": 1, "params_bytes": 0,
-                           "latency_s": {"n": 1, "mean": 1e-3, "p50": 1e-3, "p90": 1e-3, "p99": 1e-3, "stdev": 0},
-                           "energy_j": {"value": 1e-3, "method": "rapl", "measured": True}} for i in (1, 2, 3)],
-               "exits": [], "energy": {"method": "rapl", "measured": True}}
+    profile = lenet_profile("sha256:other", 1e-3)
     (tmp_path / "device.profile.json").write_text(json.dumps(profile))
     net = write_network(tmp_path / "net.json", nodes=[{"name": "device", "profile": "device.profile.json"}], links=[])
     doc = json.loads((paper / "b-lenet.json").read_text())

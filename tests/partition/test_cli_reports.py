@@ -11,8 +11,8 @@ from finplan.partition.context import contexts
 from finplan.partition.evaluate import Usage
 from finplan.partition.explain import infeasibility_reason
 from finplan.partition.problem import Application, Options, Scenario, network_from_dict
-from partition_helpers import MULTI
-from test_cli import bad, paper, run, shortcut, write_network  # noqa: F401 (paper is a fixture)
+from partition_helpers import MULTI, lenet_profile
+from partition_helpers import bad, run, shortcut, write_network
 
 RATE_LIMITED = ["--rate", "5000"]
 
@@ -67,19 +67,9 @@ def test_fin_notes_are_in_user_terms(capsys):
     assert any("block4 on phone-a" in n for n in notes)
 
 
-def _profile(model_hash):
-    return {"schema": "finplan.profile/1", "model": {"name": "b-lenet", "hash": model_hash},
-            "device": {"name": "d", "cpu": "c", "cores": 1, "execution_provider": "CPU", "onnxruntime_version": "1"},
-            "session_options": {}, "flops_convention": "x",
-            "blocks": [{"name": f"block{i}", "flops": 1, "output_bytes": 1, "params_bytes": 0,
-                        "latency_s": {"n": 1, "mean": 1e-4, "p50": 1e-4, "p90": 1e-4, "p99": 1e-4, "stdev": 0},
-                        "energy_j": {"value": 1e-4, "method": "rapl", "measured": True}} for i in (1, 2, 3)],
-            "exits": [], "energy": {"method": "rapl", "measured": True}}
-
-
 @pytest.mark.parametrize("profile_hash", ["sha256:other", "sha256:mine"])
 def test_a_profile_of_another_model_falls_back_visibly(capsys, paper, tmp_path, profile_hash):
-    (tmp_path / "device.profile.json").write_text(json.dumps(_profile(profile_hash)))
+    (tmp_path / "device.profile.json").write_text(json.dumps(lenet_profile(profile_hash, 1e-4)))
     net = write_network(tmp_path / "net.json", nodes=[
         {"name": "device", "profile": "device.profile.json", "compute": {"ops_per_s": 11e9, "power_w": 6}},
         {"name": "edge", "tier": "edge", "compute": {"ops_per_s": 153.4e9, "power_w": 140}}])

@@ -13,7 +13,7 @@ from finplan.partition.fin import fin
 from finplan.partition.problem import load_scenario
 from finplan.partition.solve import solve
 from partition_helpers import MULTI, PAPER
-from test_cli import run, shortcut
+from partition_helpers import run, shortcut
 
 ALEXNET = PAPER / "b-alexnet.json"
 

@@ -19,13 +19,11 @@ points against ``rate_tolerance``; every other number by its relative error agai
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from finplan.deploy.deployment import Deployment
 from finplan.deploy.executor import Measurements, link_key
-from finplan.deploy.report_latency import mixture_percentile, predicted_latency
+from finplan.deploy.report_latency import finite_number as _num, mixture_percentile, predicted_latency
 
 REPORT_SCHEMA = "finplan.run-report/1"
 DEFAULT_TOLERANCE = 0.15
@@ -43,16 +41,6 @@ def relative_error(measured: float | None, predicted: float | None) -> float | N
     if predicted == 0:
         return 0.0 if measured == 0 else None
     return (measured - predicted) / abs(predicted)
-
-
-def _num(value) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 class _Rows:

@@ -86,7 +86,8 @@ def exit_blocks(deployment: Deployment) -> dict[str, str]:
     return after
 
 
-def _num(value) -> float | None:
+def finite_number(value) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -103,12 +104,12 @@ def _same(a: float, b: float) -> bool:
 def predicted_latency(deployment: Deployment) -> PredictedLatency:
     app = deployment.application
     predicted = app.get("predicted") or {}
-    rates = {name: float(r) for name, r in (predicted.get("exit_rates") or {}).items() if _num(r) and r > 0}
-    worst, mean = _num(predicted.get("latency_s")), _num(predicted.get("expected_latency_s"))
+    rates = {name: float(r) for name, r in (predicted.get("exit_rates") or {}).items() if finite_number(r) and r > 0}
+    worst, mean = finite_number(predicted.get("latency_s")), finite_number(predicted.get("expected_latency_s"))
     final = app.get("final_exit") or deployment.index.get("final_exit")
     if worst is None or mean is None or not rates or final is None:
         return PredictedLatency(None, rates, None, "the plan has no latency_s, expected_latency_s or exit_rates")
-    given = {name: _num(v) for name, v in (predicted.get("exit_latency_s") or {}).items()}
+    given = {name: finite_number(v) for name, v in (predicted.get("exit_latency_s") or {}).items()}
     if rates and all(given.get(name) is not None for name in rates):
         return PredictedLatency({name: given[name] for name in rates}, rates, "plan")
     early = [name for name in rates if name != final]

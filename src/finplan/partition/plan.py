@@ -19,6 +19,7 @@ from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import CAPACITY_TAGS, Usage, ms
+from finplan.partition.explain import policy_of
 from finplan.partition.problem import Scenario, cost_source
 
 SCHEMA = "finplan.plan/1"
@@ -231,15 +232,6 @@ def _best_plan(ctx, usage: Usage | None, gamma: int, exact_limit: int):
     return fin(ctx, gamma, 0.0, usage).evaluation
 
 
-def _policy_index(ctx, ev) -> int:
-    card = ctx.app.card
-    for i, policy in enumerate(ctx.policies):
-        if (card.exits[policy.final_exit].name == ev.final_exit and policy.thresholds(card) == ev.thresholds
-                and policy.accuracy == ev.accuracy):
-            return i
-    raise ValueError(f"no exit policy of {card.name} matches {ev.final_exit} {ev.thresholds}")  # a bug, not input
-
-
 def binding_constraints(ctx, ev, usage: Usage | None, gamma: int, exact_limit: int = BINDING_EXACT_LIMIT) -> list[str]:
     """The constraints that bind the plan ``ev`` of one application.
 
@@ -275,7 +267,7 @@ def binding_constraints(ctx, ev, usage: Usage | None, gamma: int, exact_limit: i
     for kind, cand in candidates.items():
         if cand is None:
             continue
-        real = ctx.evaluate(_policy_index(ctx, cand), [names.index(n) for n in cand.placement], usage)
+        real = ctx.evaluate(policy_of(ctx, cand), [names.index(n) for n in cand.placement], usage)
         checked[kind] = real
         if real.feasible:  # a plan keeping every constraint: the reference was not the best
             best_kept = min(best_kept, real.energy_j)
