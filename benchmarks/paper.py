@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/paper.py --quick    # reduced sweep (seconds; used by the smoke test)
 
 Everything runs on the paper's reference system (examples/paper/: one device, one edge server,
-one cloud server; cost model of PAPER.md section 2) with the B-AlexNet, B-ResNet and B-LeNet
+one cloud server; cost model of section 2 of the FIN paper (Singhal et al., INFOCOM 2024)) with the B-AlexNet, B-ResNet and B-LeNet
 cards. Writes into --out (default benchmarks/results/):
 
   sweeps.csv               every solver at every sweep point (energy vs min accuracy at 5 ms,
@@ -621,7 +621,7 @@ def headline(rows, gamma_rows, scan_rows, multi_rows, dyn_rows, scores_source, a
 def summary_md(h, rows, dyn_rows) -> str:
     out = ["# Paper reproduction: measured results\n",
            f"Command: `{h['command']}` (finished in {h['elapsed_s']:.0f} s). Machine: {h['machine']}.\n",
-           "Reference system: examples/paper/ (PAPER.md section 2). Energies are per inference, from the exact "
+           "Reference system: examples/paper/ (section 2 of the FIN paper (Singhal et al., INFOCOM 2024)). Energies are per inference, from the exact "
            "evaluator. Timings: median over "
            f"{h['repeats']} repeat(s) of the solver's own clock; only timing columns change between runs.\n",
            "## FIN against the exhaustive optimum\n",

@@ -46,7 +46,9 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
     add(f"- Machine: {h['machine']}.")
     add(f"- Commands: `.venv/bin/python benchmarks/paper.py` ({h['elapsed_s']:.0f} s)"
         + (f" and `.venv/bin/python benchmarks/speed.py` ({s['elapsed_s']:.0f} s)" if s else "")
-        + "; `--quick` runs a reduced sweep in seconds (the smoke test in `tests/benchmarks/` does).")
+        + "; they rewrite benchmarks/results/, docs/results.md and this section (`--out DIR --no-docs` "
+          "leaves the repository alone); `--quick` runs a reduced sweep in seconds (the smoke test in "
+          "`tests/benchmarks/` does).")
     add(f"- Full tables: [{FIG}/summary.md]({FIG}/summary.md)" + (f", [{FIG}/speed.md]({FIG}/speed.md)" if s else "")
         + f"; one CSV per figure in [{FIG}/]({FIG}/). Timings are medians over repeats in one run; "
           "only timing columns change between runs.\n")
@@ -113,7 +115,7 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
         f"numbers are given for, FIN saves {_pct(alex['mean'])} on average. On B-LeNet and B-ResNet, MCP stops "
         "at the first exit for low accuracy targets, like the optimum, so those points save 0% and pull "
         "the all-model mean down.")
-    add(f"2. Against the MCP of PAPER.md section 5 (device, edge, cloud, cloud, cloud with the last exit, "
+    add(f"2. Against the FIN paper's MCP baseline (its section 5: device, edge, cloud, cloud, cloud with the last exit, "
         f"0.199 J, at every B-AlexNet point) the optimum saves {_pct(alex['min'])} .. {_pct(alex['max'])}. "
         "The numbers re-derived from the paper's parameters give 55-94% too. The paper's 87.6% is probably "
         "taken over a subset of points or from its own MCP run, which the published parameters do not pin down.")
@@ -124,7 +126,7 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
         "much larger than the paper's 28%. The paper's MCP must have behaved differently on B-ResNet, in "
         "ways the published description does not fix.")
     add(f"4. Both solvers finish in well under a millisecond on this 3-node instance (FIN "
-        f"{h['fin_solve_ms']['all']['median']:.2f} ms, inside issue 4's 5 ms target). MCP's greedy is a few scalar "
+        f"{h['fin_solve_ms']['all']['median']:.2f} ms, inside the 5 ms target). MCP's greedy is a few scalar "
         "operations per block; FIN builds the feasible inference graph (on sparse Pareto frontiers of latency "
         "units, so its cost hardly depends on gamma once dominated replicas are dropped) and re-checks its "
         "answer with the exact model. The ratio is a ratio of two sub-millisecond Python timings and moves "
@@ -237,7 +239,7 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
                      f"FIN optimal on {m['fin_optimal']} of {m['both_feasible']} (worst gap {_pct(m['worst_gap'], 3)}); "
                      f"FIN takes {m['time_ratio_median']:.3f}x the MILP's time (median; FIN {m['fin_ms_median']:.1f} ms, "
                      f"MILP {m['milp_ms_median']:.0f} ms)", "-"])
-        add(md_table(["target (issue 4)", "target", "measured", ""], rows, "llll"))
+        add(md_table(["what", "target", "measured", ""], rows, "llll"))
         e = s["exponents"]
         add(f"\nGrowth of FIN's time on random tiered networks (fitted exponent of time ~ size^k): nodes "
             f"k = {e['nodes']['time']:.2f}, blocks k = {e['blocks']['time']:.2f}, gamma k = {e['gamma']['time']:.2f}. "

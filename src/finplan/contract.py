@@ -185,15 +185,18 @@ def model_hash(model: onnx.ModelProto) -> str:
 FORBIDDEN_OPS = ("If", "Loop", "Scan")
 
 
-def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os.PathLike | None = None) -> None:
+def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os.PathLike | None = None,
+                      *, where: str | None = None) -> None:
     """Prove that the contract describes ``model``: names exist, blocks are in order, every
     block and exit head can be cut out on its own, and the graph is static.
 
-    Raises FinplanInputError naming the file, the contract field and the offending tensor.
+    ``where`` names the contract in messages when it does not come from the file's metadata
+    (e.g. the command line's --block/--exit). Raises FinplanInputError naming the file, the
+    contract field and the offending tensor.
     """
     from finplan.onnx_parts import GraphIndex  # local: onnx_parts imports this module's types
 
-    field = f"metadata_props[{METADATA_KEY}]"
+    field = where or f"metadata_props[{METADATA_KEY}]"
     for node in model.graph.node:
         if node.op_type in FORBIDDEN_OPS:
             raise FinplanInputError(f"node {node.name or node.output[0]!r} is {node.op_type}; finplan needs a static graph "
@@ -275,11 +278,13 @@ def load_branchy_model(path: str | os.PathLike, *, blocks: list[str] | None = No
                        exits: list[str] | None = None) -> tuple[onnx.ModelProto, Contract]:
     """Load an ONNX model and its contract (from metadata, or from ``--block/--exit`` arguments), validated."""
     model = load_onnx(path)
+    where = None
     if blocks:
         contract = contract_from_cli(model, blocks, exits or [], file=path)
+        where = "the --block/--exit contract"
     elif exits:
         raise FinplanInputError("--exit given without --block; describe the blocks too", file=path)
     else:
         contract = read_contract(model, file=path)
-    validate_contract(model, contract, file=path)
+    validate_contract(model, contract, file=path, where=where)
     return model, contract

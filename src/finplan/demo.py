@@ -21,7 +21,7 @@ from finplan.fileio import atomic_write_text
 
 console = Console(highlight=False)
 
-# The FIN paper's edge and cloud servers and links (PAPER.md section 2); the device is this machine.
+# The FIN paper's edge and cloud servers and links (section 2 of the FIN paper (Singhal et al., INFOCOM 2024)); the device is this machine.
 PAPER_EDGE = {"name": "edge", "tier": "edge", "compute": {"ops_per_s": 153.4e9, "power_w": 140.0}}
 PAPER_CLOUD = {"name": "cloud", "tier": "cloud", "compute": {"ops_per_s": 312e9, "power_w": 400.0}}
 PAPER_LINKS = [

@@ -3,7 +3,7 @@
 Why here, below both: the runtime decides with these scorers, and the profiler measures what
 one runtime stage costs (``stage_overhead_s``) by running this very code on a probe part, so
 the plan's per-stage cost is the cost of the code that runs. Neither package imports the
-other (DESIGN.md, tests/test_layering.py).
+other (the import rules checked by tests/test_layering.py).
 
 Scoring: one scorer per policy, used by the runtime, the verifier and the tests' direct
 computation, so every place decides the same way (``confidence >= threshold``; ties exit).

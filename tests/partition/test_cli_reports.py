@@ -225,3 +225,11 @@ def test_plan_refuses_a_card_with_a_mistyped_block_field(capsys, paper):
     (paper / "b-alexnet.json").write_text(json.dumps(doc))
     bad(capsys, *shortcut(paper / "b-alexnet.json", paper / "network.yaml"),
         expect=["b-alexnet.json", "blocks[0].params", "unknown field", "params_bytes"])
+
+
+def test_the_summary_says_where_the_energy_comes_from(capsys):
+    """Every node of the paper's network is an analytic model: the summary must call it an estimate."""
+    code, out, _ = run(capsys, "plan", MULTI.parent / "paper" / "scenario.yaml")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "energy basis" in line)
+    assert "ESTIMATE" in line and "device compute model" in line and "link J/bit model" in line

@@ -69,7 +69,7 @@ def command():
 @click.option("-o", "--output", required=True, type=str, help="ONNX file to write.")
 @click.option("--calib-out", default=None, type=str, help="Also write the calibration split (.npz).")
 @click.option("--checkpoint-out", default=None, type=str, help="Also write a torch checkpoint.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batch_size, lr, num_classes, channels,
           limit, output, calib_out, checkpoint_out, quiet):
     """Train a zoo model jointly on all exits, then export it to ONNX with its contract.

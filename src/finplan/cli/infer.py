@@ -24,7 +24,7 @@ def _ms(value) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="Print this many predictions.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(url, source, limit, concurrency, batch_size, timeout_s, seed, show, as_json, quiet):
     """Send inputs to URL (printed by finplan serve); print predictions, exits and latency.
 

@@ -53,7 +53,7 @@ def cli():
 
     \b
     A day with finplan:
-      finplan profile model.onnx -o phone.profile.json --card model.card.json   (on each device)
+      finplan profile model.onnx --calib calib.npz -o phone.profile.json --card model.card.json   (on each device)
       finplan plan scenario.yaml -o plan.json
       finplan emit plan.json --model model.onnx -o deploy/
       finplan run deploy/ --data digits

@@ -50,7 +50,7 @@ def _bytes(value) -> str:
               "cores, the fastest for the whole model, measured; the deployment runs with the same).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
 @click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 def command(model_path, blocks, exits, output, card_path, calib, limit, energy, power_w, idle_w, busy_w, energy_file,
             energy_window_s, threads, budget_s, device_name, quiet, as_json):
@@ -189,8 +189,9 @@ def _print_human(model_path, result, output, card_path) -> None:
                      f"by the fallback power model[/bold], which {energy['method']} could not resolve; "
                      f"{energy['method']} for the rest:")
     if energy["measured"]:
-        stdout.print(f"energy: measured ({energy['method']}: {energy['reason']}); idle power "
-                     f"{profile['energy'].get('idle_power_w') or 0:.2f} W subtracted")
+        idle_w = profile["energy"].get("idle_power_w")
+        stdout.print(f"energy: measured ({energy['method']}: {energy['reason']}); "
+                     + ("no idle power subtracted (none known)" if idle_w is None else f"idle power {idle_w:.2f} W subtracted"))
     else:
         stdout.print(f"[bold]energy: ESTIMATED (method {energy['method']})[/bold], not measured: {energy['note']}")
         for skipped in energy["skipped"]:

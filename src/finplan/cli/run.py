@@ -53,7 +53,7 @@ def _error(row) -> str:
               help="Warn when an exit rate or the accuracy is off by more than this (fraction points).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(folder, source, limit, batch_size, emulate_links, engine, threads, tolerance, rate_tolerance, seed,
             as_json, quiet):
     """Run a deployment on inputs and print measured vs predicted.

@@ -60,6 +60,9 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
                          f"{pred['transfer_energy_j']:.5g} J), latency {ms(pred['latency_s'])}"
                          + (f" (expected {ms(pred['expected_latency_s'])})" if doc["options"]["mode"] == "dynamic" else "")
                          + f", accuracy {pred['accuracy']:.4f}")
+            basis = _energy_basis(app)
+            if basis:
+                stdout.print("  " + basis)
             if app["feasible"]:
                 stdout.print("  " + _binding_line(app, solver["name"]))
         for note in app.get("notes", []):
@@ -204,3 +207,28 @@ def command(plan, png, as_json):
         atomic_write_bytes(png, plan_png(doc))
         if not as_json:
             stdout.print(f"drawing written to {png}")
+
+
+def _energy_basis(app: dict) -> str | None:
+    """Where the energy figure of ``app`` comes from, node by node: an estimate is never shown as
+    a measurement (the plan's ``costs``; plans written before it have none)."""
+    costs = app.get("costs") or {}
+    used = list(dict.fromkeys(p["node"] for p in app.get("placement") or []))
+    parts, estimate = [], False
+    for node in used:
+        cost = costs.get(node)
+        if not cost:
+            continue
+        if cost.get("from") == "profile" and cost.get("energy") == "measured":
+            parts.append(f"{node} measured ({', '.join(cost.get('energy_methods') or [])})")
+        elif cost.get("from") == "profile":
+            estimate = True
+            parts.append(f"{node} profile estimate ({', '.join(cost.get('energy_methods') or []) or 'estimated'})")
+        else:
+            estimate = True
+            parts.append(f"{node} compute model (power_w x flops / ops_per_s)")
+    if not parts:
+        return None
+    if app.get("transfers"):
+        parts.append("transfers: link J/bit model")
+    return ("energy basis: ESTIMATE: " if estimate else "energy basis: ") + "; ".join(parts)

@@ -22,7 +22,7 @@ class VerifyFailed(click.ClickException):
               help="Largest allowed absolute difference (>= 0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data split and order.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(folder, model_path, source, limit, batch_size, atol, seed, as_json, quiet):
     """Check that every input's exit outputs from the chained parts equal the original model's.
 

@@ -2,7 +2,7 @@
 
 Singhal, Wu, Malandrino, Levorato, Chiasserini, "Resource-aware Deployment of Dynamic DNNs
 over Multi-tiered Interconnected Systems", IEEE INFOCOM 2024 (arXiv 2404.08060); see
-PAPER.md section 3 for the construction as finplan builds it.
+section 3 of the FIN paper (Singhal et al., INFOCOM 2024) for the construction as finplan builds it.
 
 Two representations of one graph layer (all the vertices (b, ., .) of block b), with
 bit-identical DP results (same energies, parents and tie-breaking):
@@ -432,7 +432,7 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
     Complexity: dense O(B |links| gamma) time, O(B N gamma) memory; sparse O(B |links| F)
     time and O(B N F) memory for frontier size F <= gamma + 1 (after pruning, F is the number
     of Pareto-optimal (units, energy) replicas of a (block, node), usually a handful).
-    Reference: PAPER.md section 3 (stage 3); Singhal et al., IEEE INFOCOM 2024.
+    Reference: section 3 of the FIN paper (Singhal et al., INFOCOM 2024) (stage 3); Singhal et al., IEEE INFOCOM 2024.
     """
     if method not in METHODS:
         raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")

@@ -214,7 +214,7 @@ def _check_fields(doc: dict, known: tuple[str, ...], *, file, where: str) -> Non
 
 
 def _max_utilization(doc: dict, *, file, where: str) -> float:
-    """``max_utilization``, or ``capacity`` (DESIGN.md's name for the same share of time); default 1."""
+    """``max_utilization``, or ``capacity`` (the design notes' name for the same share of time); default 1."""
     if "capacity" in doc and "max_utilization" in doc and doc["capacity"] != doc["max_utilization"]:
         raise FinplanInputError(f"is {doc['capacity']!r} but max_utilization is {doc['max_utilization']!r}; they "
                                 "are the same limit (capacity is its other name): give one", file=file,
