@@ -272,4 +272,9 @@ def splice_into_readme(text: str, readme: Path = README) -> bool:
 
 
 if __name__ == "__main__":
-    print(render())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Re-render docs/results.md and the README's results section "
+                                                 "from the numbers the last benchmark run wrote (runs nothing).")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the benchmarks' output folder")
+    print(render(parser.parse_args().out))

@@ -184,6 +184,15 @@ def test_external_json_and_csv(tmp_path):
     table.write_text("name,energy_j\nblock1,nan\n")
     with pytest.raises(FinplanInputError, match="finite"):
         ExternalMeter(table)
+    table.write_text("name,energy_j\nblock1,0.5\nexit2,0\n")  # a part that takes time is never free
+    with pytest.raises(FinplanInputError, match="line 3.energy_j: is 0"):
+        ExternalMeter(table)
+
+
+def test_codecarbon_windows_are_at_least_a_second():
+    """codecarbon integrates power over about a second: a 2 ms window read 3.5x too high."""
+    assert CodecarbonMeter().window_s(0.002) == 1.0 and CodecarbonMeter().window_s(3.0) == 3.0
+    assert PowerModelMeter().window_s(0.002) == 0.002
 
 
 def test_auto_falls_back_to_an_estimate_and_says_so(tmp_path):

@@ -45,7 +45,7 @@ def _bytes(value) -> str:
 @click.option("--busy-w", type=float, help="power-model: extra watts at full CPU utilisation.")
 @click.option("--energy-file", help="external: JSON/CSV of joules per block and exit.")
 @click.option("--energy-window-s", type=float, default=1.0, show_default=True,
-              help="Shortest energy window per part (counters tick every 1-100 ms).")
+              help="Shortest energy window per part (RAPL/NVML counters tick every 1-100 ms; codecarbon windows are raised to 1 s).")
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
               "cores, the fastest for the whole model, measured; the deployment runs with the same).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")

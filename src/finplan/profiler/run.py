@@ -125,7 +125,7 @@ class ProfileJob:
                 times = timing.times[name]
                 utilisation = cpu_utilisation(runners[name]) if meter.needs_utilisation else None
                 workloads[name] = Workload(name, self._kind(name), runners[name], times.summary().p50, utilisation)
-                reading = meter.measure(workloads[name], min_window_s=self.options.min_window_s)
+                reading = meter.measure(workloads[name], min_window_s=meter.window_s(self.options.min_window_s))
                 if name == WHOLE and isinstance(meter, ExternalMeter) and np.isnan(reading.energy_j):
                     continue  # an energy file need not give the whole model
                 energies[name] = reading
@@ -286,7 +286,7 @@ class ProfileJob:
             **({"stage_overhead_s": stage_overhead} if stage_overhead is not None else {}),
             "energy": energy,
             "timing": {**timing.to_dict(), "input": self.timing_input_source, "warmup_runs": 3,
-                       "energy_min_window_s": self.options.min_window_s if meter.needs_window else None},
+                       "energy_min_window_s": meter.window_s(self.options.min_window_s) if meter.needs_window else None},
             "finplan_version": _version(),
         }
 

@@ -78,6 +78,12 @@ class EnergyMeter(ABC):
     measured: bool = False
     needs_window: bool = False  # True when measuring means running the part for a window
     needs_utilisation: bool = False  # True when the meter uses the part's CPU utilisation (power model)
+    # The shortest window the backend resolves; shorter requested windows are raised to it.
+    min_window_floor_s: float = 0.0
+
+    def window_s(self, requested_s: float) -> float:
+        """The energy window to use for a requested ``--energy-window-s``."""
+        return max(float(requested_s), self.min_window_floor_s)
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:

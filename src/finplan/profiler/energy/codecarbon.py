@@ -33,6 +33,9 @@ MEASURING_CPU_MODES = ("intel_rapl", "intel_power_gadget", "apple_powermetrics")
 class CodecarbonMeter(EnergyMeter):
     method = "codecarbon"
     needs_window = True
+    # codecarbon integrates power over about a second: windows of a few ms read 3.5x too high
+    # (its RAM term is charged over its own task time) or fall into the idle noise
+    min_window_floor_s = 1.0
 
     def __init__(self, *, country_iso_code: str = "FRA", include_gpu: bool = False,
                  idle_window_s: float = DEFAULT_MIN_WINDOW_S, sleep=time.sleep):
@@ -120,8 +123,8 @@ class CodecarbonMeter(EnergyMeter):
         if self.tdp_w and self.threads:
             per_thread = f" = {self.tdp_w / self.threads:.3g} W per busy thread (TDP {self.tdp_w:g} W / {self.threads})"
         return (f"ESTIMATED by codecarbon: CPU via {self.cpu_mode or 'unknown'} mode, this process's CPU time x TDP per "
-                f"thread{per_thread}, no power counters here; RAM from the process's memory; idle subtracted; "
-                "not a measurement")
+                f"thread{per_thread}, no power counters here; codecarbon's constant RAM power is part of the idle "
+                "power subtracted; not a measurement")
 
     def measure(self, workload: Workload, *, min_window_s: float = DEFAULT_MIN_WINDOW_S) -> EnergyReading:
         if self._tracker is None:

@@ -40,6 +40,14 @@ class ExternalMeter(EnergyMeter):
             raise FinplanInputError(f"is {value}; expected a finite number of joules >= 0", file=self.path, field=field)
         return number
 
+    def _joules(self, value, field: str) -> float:
+        """A part's joules per run: > 0, since every part takes time (0 J would make it free to plan)."""
+        number = self._number(value, field)
+        if number == 0:
+            raise FinplanInputError("is 0; expected the meter's joules per run (> 0): a part that takes time costs "
+                                    "energy", file=self.path, field=field)
+        return number
+
     def _load(self) -> None:
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -53,7 +61,7 @@ class ExternalMeter(EnergyMeter):
                 raise FinplanInputError("expected a CSV header 'name,energy_j' and one row per block and exit",
                                         file=self.path)
             for index, row in enumerate(rows, start=2):
-                self.energies[row["name"].strip()] = self._number(row["energy_j"].strip(), f"line {index}.energy_j")
+                self.energies[row["name"].strip()] = self._joules(row["energy_j"].strip(), f"line {index}.energy_j")
             return
         try:
             doc = json.loads(text)
@@ -71,9 +79,9 @@ class ExternalMeter(EnergyMeter):
             if not isinstance(entries, dict):
                 raise FinplanInputError("expected an object {name: joules per run}", file=self.path, field=group)
             for name, value in entries.items():
-                self.energies[name] = self._number(value, f"{group}.{name}")
+                self.energies[name] = self._joules(value, f"{group}.{name}")
         for name, value in doc.items():
-            self.energies[name] = self._number(value, name)
+            self.energies[name] = self._joules(value, name)
 
     def check_parts(self, names: list[str]) -> None:
         """Every part has an energy and no entry names a part the model lacks (before measuring)."""
