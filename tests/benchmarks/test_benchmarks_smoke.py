@@ -142,3 +142,21 @@ def test_speed_files(speed_out):
     assert "Targets (issue 4)" in text and "Machine:" in text
     head = json.loads((speed_out / "speed_headline.json").read_text())
     assert head["paper_instance"]["fin_energy_j"] <= head["paper_instance"]["mcp_energy_j"]
+
+
+def test_runtime_overhead_runs_and_reports_every_figure():
+    """benchmarks/runtime_overhead.py (issue 5's targets) end to end on a small budget: every figure
+    is there; the exit rates, which do not depend on timing, match the plan's on the calibration set."""
+    import math
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtime_overhead.py"), "--repeats", "1",
+                           "--limit", "30", "--budget-s", "1", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    overhead, loop = doc["overhead"], doc["closed_loop"]
+    assert overhead["samples"] == 30 and overhead["ratio_median"] > 0
+    assert overhead["executor_batch1_s_median"] > 0 and overhead["whole_model_session_s_median"] > 0
+    assert math.isfinite(loop["latency_relative_error"]) and loop["measured_mean_latency_s"] > 0
+    assert set(loop["exit_rates_measured"]) == set(loop["plan"]["exit_rates"])
+    assert all(abs(d) < 1e-9 for d in loop["exit_rate_difference_points"].values())

@@ -11,11 +11,19 @@ from finplan.deploy.policy import max_softmax
 from finplan.deploy.verify import verify
 
 
+def _softmax_max(logits):
+    """max softmax probability and argmax, written out here (not the library's scorer)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return p.max(axis=1), p.argmax(axis=1)
+
+
 def expected_exits(whole, threshold):
     """Direct computation from the whole model's exit scores: exit1 when its max softmax reaches the
     threshold, else exit2 (with the argmax of that exit's logits)."""
-    confidence, predicted1 = max_softmax(whole["exit1"])
-    _, predicted2 = max_softmax(whole["exit2"])
+    confidence, predicted1 = _softmax_max(whole["exit1"])
+    _, predicted2 = _softmax_max(whole["exit2"])
     early = confidence >= threshold if threshold is not None else np.zeros(len(confidence), bool)
     return np.where(early, "exit1", "exit2"), np.where(early, predicted1, predicted2)
 

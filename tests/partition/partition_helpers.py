@@ -42,7 +42,11 @@ def run(capsys, *args):
 
 
 def bad(capsys, *args, expect=()):
+    """A bad-input run: exit 2, one line naming what is wrong, no traceback, and no -o file written."""
+    args = [str(a) for a in args]
+    target = Path(args[args.index("-o") + 1]) if "-o" in args else None
     code, out, err = run(capsys, *args)
+    assert target is None or not target.exists(), f"{target} was written"
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("finplan: error: "), err

@@ -152,6 +152,12 @@ def test_bad_network_inputs(capsys, paper, tmp_path):
          ["nodes[0].compute.ops_per_s"]),
         (dict(nodes=[{"name": "device", "compute": {"ops_per_s": -1, "power_w": 1}}], links=[]),
          ["nodes[0].compute.ops_per_s"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 0, "power_w": 1}}], links=[]),
+         ["nodes[0].compute.ops_per_s"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 11e9, "power_w": -2}}], links=[]),
+         ["nodes[0].compute.power_w"]),
+        (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 11e9, "power_w": float("nan")}}], links=[]),
+         ["nodes[0].compute.power_w"]),
         (dict(nodes=[{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}},
                      {"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}}], links=[]),
          ["nodes[1].name", "duplicate"]),
@@ -186,12 +192,13 @@ def test_bad_card_inputs(capsys, paper, tmp_path):
         edit(doc)
         card = tmp_path / f"card{i}.json"
         card.write_text(json.dumps(doc))
-        bad(capsys, *shortcut(card, net), expect=[f"card{i}.json", expect])
+        bad(capsys, *shortcut(card, net, "-o", tmp_path / f"plan{i}.json"), expect=[f"card{i}.json", expect])
 
 
 def test_bad_source_and_parameters(capsys, paper, tmp_path):
     card, net = paper / "b-alexnet.json", paper / "network.yaml"
-    bad(capsys, *shortcut(card, net, source="phone"), expect=["--source", "phone", "not a node"])
+    out = tmp_path / "plan.json"
+    bad(capsys, *shortcut(card, net, "-o", out, source="phone"), expect=["--source", "phone", "not a node"])
     tiny = write_network(tmp_path / "tiny.json", nodes=[
         {"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}, "memory_bytes": 10},
         {"name": "edge", "compute": {"ops_per_s": 1e9, "power_w": 1}}], links=[])
@@ -199,13 +206,13 @@ def test_bad_source_and_parameters(capsys, paper, tmp_path):
     doc["blocks"][0]["params_bytes"] = 1000
     heavy = tmp_path / "heavy.json"
     heavy.write_text(json.dumps(doc))
-    bad(capsys, *shortcut(heavy, tiny, "--raw-offload"), expect=["--source", "no link"])
-    bad(capsys, *shortcut(heavy, tiny), expect=["--source", "cannot hold block1"])
+    bad(capsys, *shortcut(heavy, tiny, "-o", out, "--raw-offload"), expect=["--source", "no link"])
+    bad(capsys, *shortcut(heavy, tiny, "-o", out), expect=["--source", "cannot hold block1"])
     for gamma in ("0", "-5", "abc"):
-        bad(capsys, *shortcut(card, net, "--gamma", gamma), expect=["--gamma"])
-    bad(capsys, *shortcut(card, net, "--lambda", "-1"), expect=["--lambda"])
-    bad(capsys, *shortcut(card, net, latency="fast"), expect=["--max-latency"])
-    bad(capsys, *shortcut(card, net, accuracy="2"), expect=["--min-accuracy"])
+        bad(capsys, *shortcut(card, net, "-o", out, "--gamma", gamma), expect=["--gamma"])
+    bad(capsys, *shortcut(card, net, "-o", out, "--lambda", "-1"), expect=["--lambda"])
+    bad(capsys, *shortcut(card, net, "-o", out, latency="fast"), expect=["--max-latency"])
+    bad(capsys, *shortcut(card, net, "-o", out, accuracy="2"), expect=["--min-accuracy"])
 
 
 def test_profile_hash_mismatch(capsys, paper, tmp_path):
@@ -216,24 +223,42 @@ def test_profile_hash_mismatch(capsys, paper, tmp_path):
     doc["hash"] = "sha256:mine"
     card = tmp_path / "lenet.json"
     card.write_text(json.dumps(doc))
-    bad(capsys, *shortcut(card, net), expect=["device.profile.json", "lenet.json", "hash"])
+    bad(capsys, *shortcut(card, net, "-o", tmp_path / "plan.json"), expect=["device.profile.json", "lenet.json", "hash"])
 
 
 def test_too_large_for_exhaustive(capsys, paper, tmp_path):
     nodes = [{"name": "device", "compute": {"ops_per_s": 1e9, "power_w": 1}}] + \
         [{"name": f"n{i}", "compute": {"ops_per_s": 1e10, "power_w": 10}} for i in range(40)]
     net = write_network(tmp_path / "big.json", nodes=nodes, links=[])
-    bad(capsys, *shortcut(paper / "b-alexnet.json", net, "--solver", "exhaustive"),
+    bad(capsys, *shortcut(paper / "b-alexnet.json", net, "--solver", "exhaustive", "-o", tmp_path / "plan.json"),
         expect=["too large for the exhaustive solver", "milp"])
 
 
 def test_bad_scenario_file(capsys, paper, tmp_path):
     text = (paper / "scenario.yaml").read_text()
     (paper / "s1.yaml").write_text(text.replace("min_accuracy: 0.80", "min_accuracy: lots"))
-    bad(capsys, "plan", paper / "s1.yaml", expect=["s1.yaml", "applications[0].min_accuracy"])
+    bad(capsys, "plan", paper / "s1.yaml", "-o", tmp_path / "plan.json", expect=["s1.yaml", "applications[0].min_accuracy"])
     (paper / "s2.yaml").write_text(text.replace("mode: static", "mode: turbo"))
-    bad(capsys, "plan", paper / "s2.yaml", expect=["options.mode"])
+    bad(capsys, "plan", paper / "s2.yaml", "-o", tmp_path / "plan.json", expect=["options.mode"])
     (paper / "s3.yaml").write_text(text.replace("min_accuracy: 0.80", "min_accuracy: 0.80\n    rate: 200", 1))
-    bad(capsys, "plan", paper / "s3.yaml", expect=["s3.yaml", "applications[0].rate", "unknown field", "rate_hz"])
-    bad(capsys, "plan", tmp_path / "missing.yaml", expect=["missing.yaml", "not found"])
-    bad(capsys, "plan", paper / "scenario.yaml", "--model", "x.json", expect=["not both"])
+    bad(capsys, "plan", paper / "s3.yaml", "-o", tmp_path / "plan.json", expect=["s3.yaml", "applications[0].rate", "unknown field", "rate_hz"])
+    bad(capsys, "plan", tmp_path / "missing.yaml", "-o", tmp_path / "plan.json", expect=["missing.yaml", "not found"])
+    bad(capsys, "plan", paper / "scenario.yaml", "-o", tmp_path / "plan.json", "--model", "x.json", expect=["not both"])
+
+
+def test_plans_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    """Two separate processes with different string-hash seeds: any output order that follows set
+    or dict-of-str iteration would show here, not in two runs inside one process."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for seed in ("1", "2"):
+        target = tmp_path / f"plan{seed}.json"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run([sys.executable, "-m", "finplan", "plan", str(MULTI / "scenario.yaml"), "--compare",
+                               "-o", str(target), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]

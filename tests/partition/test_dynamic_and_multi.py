@@ -190,3 +190,43 @@ def test_capacity_is_max_utilization_by_its_design_name(paper_network):
     same = json.loads(json.dumps(doc))
     same["nodes"][1]["max_utilization"] = 0.25
     assert network_from_dict(same).nodes[1].max_utilization == 0.25
+
+
+def _multi_with_memory(tmp_path, edge_memory_bytes=None):
+    """examples/multi with parameter bytes on every block (1, 2, 3.. MB) and, optionally, a
+    memory limit on edge-1: the shipped cards carry no parameter sizes, so memory never binds there."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(MULTI, tmp_path / "multi")
+    shutil.copytree(MULTI.parent / "paper", tmp_path / "paper")
+    for card in (tmp_path / "paper").glob("b-*.json"):
+        doc = json.loads(card.read_text())
+        for i, block in enumerate(doc["blocks"]):
+            block["params_bytes"] = 1e6 * (i + 1)
+        card.write_text(json.dumps(doc))
+    if edge_memory_bytes is not None:
+        net_path = tmp_path / "multi" / "network.yaml"
+        net = yaml.safe_load(net_path.read_text())
+        for node in net["nodes"]:
+            if node["name"] == "edge-1":
+                node["memory_bytes"] = edge_memory_bytes
+        net_path.write_text(json.dumps(net))
+    return load_scenario(tmp_path / "multi" / "scenario.yaml")
+
+
+def test_shared_memory_is_respected_by_every_solver(tmp_path):
+    free = solve(_multi_with_memory(tmp_path / "free"), "fin")
+    held = _loads(None, free.apps).node_memory_bytes.get("edge-1", 0.0)
+    assert held > 0  # the unconstrained plans put parameters on edge-1
+    scenario = _multi_with_memory(tmp_path / "tight", edge_memory_bytes=held / 2)
+    for solver in SOLVERS:
+        result = solve(scenario, solver)
+        usage = _loads(scenario, result.apps)
+        for name, value in usage.node_memory_bytes.items():
+            limit = scenario.network.node(name).memory_bytes
+            assert limit is None or value <= limit * (1 + 1e-9), (solver, name, value, limit)
+        if solver == "fin":  # the limit binds: FIN's placements change
+            assert [r.evaluation and r.evaluation.placement for r in result.apps] != \
+                [r.evaluation and r.evaluation.placement for r in free.apps]
