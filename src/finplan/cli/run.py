@@ -95,7 +95,9 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     # "this run", not "measured": energies are derived from the profiles or estimated, and say so
     table = Table(title="Predicted vs measured, derived or estimated (per inference)", title_justify="left")
     for column in ("metric", "predicted", "this run", "error", "how obtained"):
-        table.add_column(column, justify="left" if column in ("metric", "how obtained") else "right")
+        # fold long metric names (bytes[device->cloud]) rather than cut them: the name is the key
+        table.add_column(column, justify="left" if column in ("metric", "how obtained") else "right",
+                         overflow="fold" if column == "metric" else "ellipsis")
     for row in result["comparison"]:
         style = "yellow" if row["warn"] else None
         table.add_row(escape(row["metric"]), _fmt(row["predicted"], row["unit"]), _fmt(row["measured"], row["unit"]),

@@ -82,9 +82,14 @@ class Deployment:
         return self.links[(src, dst)]
 
 
+def _as_json(value) -> str:
+    """A value as the file spells it (null, not None) in messages about JSON files."""
+    return json.dumps(value, default=str)
+
+
 def _number(value, *, file, field) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise FinplanInputError(f"is {value!r}; expected a number >= 0", file=file, field=field)
+        raise FinplanInputError(f"is {_as_json(value)}; expected a number >= 0", file=file, field=field)
     return float(value)
 
 
@@ -101,7 +106,7 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
         if key not in index:
             raise FinplanInputError("missing; expected a folder written by finplan emit", file=index_path, field=key)
     if not isinstance(index["nodes"], list) or not all(isinstance(n, str) for n in index["nodes"]):
-        raise FinplanInputError(f"is {index['nodes']!r}; expected a list of node names", file=index_path, field="nodes")
+        raise FinplanInputError(f"is {_as_json(index['nodes'])}; expected a list of node names", file=index_path, field="nodes")
     for node in index["nodes"]:
         if not (folder / node).is_dir():
             raise FinplanInputError(f"node folder {node!r} is missing", file=index_path, field="nodes")
@@ -154,7 +159,7 @@ def check_recorded_hashes(folder: Path, index: dict) -> None:
     index_path = folder / DEPLOYMENT_FILE
     recorded = index.get("sha256")
     if not isinstance(recorded, dict):
-        raise FinplanInputError(f"is {recorded!r}; expected the sha256 of each file emit wrote (a folder from an older "
+        raise FinplanInputError(f"is {_as_json(recorded)}; expected the sha256 of each file emit wrote (a folder from an older "
                                 f"finplan, or edited); {RERUN}", file=index_path, field="sha256")
     manifests = {f"{node}/{MANIFEST_FILE}": node for node in index["nodes"]}
     for rel in [PLAN_FILE, NETWORK_FILE, *manifests]:
@@ -205,7 +210,7 @@ def _check_index_against_manifests(folder: Path, index: dict) -> None:
     expected = manifests[entry].input
     if not isinstance(spec, dict) or spec.get("name") != expected.name or spec.get("dtype") != expected.dtype \
             or spec.get("shape") != list(expected.shape):
-        raise FinplanInputError(f"is {spec!r}, but node {entry!r} takes {expected.describe()}; {RERUN}",
+        raise FinplanInputError(f"is {_as_json(spec)}, but node {entry!r} takes {expected.describe()}; {RERUN}",
                                 file=index_path, field="input")
     exits = {e.name: e.threshold for node in manifests.values() for stage in node.stages for e in stage.exits}
     listed = index.get("active_exits")
@@ -216,5 +221,5 @@ def _check_index_against_manifests(folder: Path, index: dict) -> None:
             named = None
         if named != exits:
             held = ", ".join(f"{n} ({'final' if t is None else t})" for n, t in exits.items())
-            raise FinplanInputError(f"lists {listed!r}, but the manifests hold exits {held}; {RERUN}",
+            raise FinplanInputError(f"lists {_as_json(listed)}, but the manifests hold exits {held}; {RERUN}",
                                     file=index_path, field="active_exits")
