@@ -21,6 +21,13 @@ Sources (``load_data(source, ...)``):
 * a folder with one subfolder per class holding PNG/JPEG/PGM images; the class index is the
   position of the subfolder's name in sorted order.
 
+Models with several inputs (``load_model_data(source, specs, ...)`` with one ``InputSpec`` per graph
+input): a ``.npz`` whose arrays are named after the graph inputs plus optionally ``y``. Dtypes
+must be the graph's exactly (int64 ids get int64; float64 for a float32 input is refused, never
+cast), every array holds the same number of samples, a missing input or an unknown array is
+named. A single-input model keeps accepting ``x`` (read by ``load_data`` as above, float
+precision cast included) and the builtin sources and image folders.
+
 Pixel sources (digits, fashion-mnist, image folders) and ``embedded`` give float data, cast to
 the model input's float dtype. Pixel sources are scaled to [0, 1] and then
 normalised the same way everywhere: ``(value - PIXEL_MEAN) / PIXEL_STD``, i.e. to [-1, 1].
@@ -379,3 +386,213 @@ def _as_labels(array: np.ndarray, label: str) -> np.ndarray:
 
 def _fmt(shape) -> str:
     return "x".join(str(d) for d in shape) if len(shape) else "()"
+
+
+# --------------------------------------------------------------------------- models with several inputs
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects of one graph input: ``shape`` is per sample (batch axis excluded), ints only."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Samples for a model with one or several inputs: ``inputs`` maps each graph input's name (in
+    graph order) to ``[N, *shape]`` in that input's dtype; ``y``: int64 ``[N]`` or None."""
+
+    inputs: dict[str, np.ndarray]
+    y: np.ndarray | None
+    name: str
+
+    def __len__(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def take(self, index) -> "ModelData":
+        """The rows ``index`` (a slice or an index array) of every array."""
+        return ModelData({name: array[index] for name, array in self.inputs.items()},
+                         None if self.y is None else self.y[index], self.name)
+
+
+LEGACY_INPUT_KEY = "x"  # the single-input .npz key of earlier versions
+
+
+def input_specs(model, *, file: str | os.PathLike | None = None) -> list[InputSpec]:
+    """The graph inputs of an ONNX ``model`` (a ModelProto) as InputSpecs, in graph order.
+
+    Raises FinplanInputError naming the input when a dimension beyond the batch axis is symbolic
+    or the element type has no numpy equivalent."""
+    from onnx import helper
+
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError, ValueError):
+            raise FinplanInputError(f"graph input {value.name!r} has ONNX element type {tensor.elem_type}; expected a "
+                                    "numeric or boolean tensor", file=file, field="graph.input") from None
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+        specs.append(InputSpec(value.name, dtype, tuple(dims[1:])))
+    return check_specs(specs, file=file)
+
+
+def check_specs(specs, *, file=None, field: str = "graph.input") -> list[InputSpec]:
+    """Validate InputSpecs once (names unique, numeric dtypes, static positive per-sample shapes)."""
+    specs = list(specs)
+    if not specs:
+        raise FinplanInputError("the model has no inputs; expected at least one", file=file, field=field)
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise FinplanInputError(f"input names repeat ({', '.join(names)}); expected distinct names", file=file, field=field)
+    checked = []
+    for spec in specs:
+        try:
+            dtype = np.dtype(spec.dtype)
+        except TypeError:
+            raise FinplanInputError(f"input {spec.name!r} has dtype {spec.dtype!r}; expected a numpy dtype name",
+                                    file=file, field=field) from None
+        if dtype.kind not in "biuf":
+            raise FinplanInputError(f"input {spec.name!r} has dtype {dtype}; finplan feeds numeric or boolean inputs",
+                                    file=file, field=field)
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in spec.shape):
+            raise FinplanInputError(f"input {spec.name!r} has per-sample shape {_fmt(spec.shape)} (batch axis excluded); "
+                                    "finplan needs static positive sizes (no symbolic dimension) beyond the batch axis (re-export with a fixed "
+                                    "sequence length / image size)", file=file, field=field)
+        checked.append(InputSpec(spec.name, dtype, tuple(int(d) for d in spec.shape)))
+    return checked
+
+
+def load_model_data(source: str, specs, *, split: str = "calibration", seed: int = 0, limit: int | None = None,
+                    num_classes: int | None = None, field: str = "--data") -> ModelData:
+    """Samples for a model whose graph inputs are ``specs`` (a list of InputSpec, graph order).
+
+    Parameters
+    ----------
+    source : a builtin dataset name or an image folder (single-input image models, as ``load_data``),
+        or a ``.npz`` whose arrays are named after the graph inputs, plus optional ``y`` (labels).
+        A single-input model keeps accepting the array ``x`` (earlier versions' format).
+    split, seed, limit, num_classes : as ``load_data``.
+    field : the name the caller knows the source by (a CLI option), for messages about the source itself.
+
+    Raises
+    ------
+    FinplanInputError, one line per problem naming the file, the array and what was expected: a
+    missing input, an unknown array, arrays with different sample counts, a per-sample shape or a
+    dtype that is not the input's (exact dtypes: float64 data for a float32 input is refused, never
+    cast), NaN/inf, labels out of range, no samples.
+
+    Notes
+    -----
+    The legacy key ``x`` of a single-input model goes through ``load_data`` unchanged, so float
+    data there is still cast to the input's float precision (float64 files are numpy's default; the
+    existing single-input tests and users' files rely on it). Arrays named after the graph inputs are
+    checked exactly. Cost: one read of the file, O(total array size).
+    """
+    source = str(source)
+    specs = check_specs(specs, field="model input")
+    if split not in SPLITS:
+        raise FinplanInputError(f"split is {split!r}; expected one of {', '.join(SPLITS)}", file=source)
+    if limit is not None and limit <= 0:
+        raise FinplanInputError(f"limit is {limit}; expected a positive number of samples", file=source)
+    path = Path(source)
+    is_npz = path.is_file() and path.suffix.lower() == ".npz"
+    if not is_npz or _legacy_single_input(path, specs):
+        if len(specs) != 1:
+            names = ", ".join(spec.name for spec in specs)
+            if not path.exists() and (path.suffix.lower() == ".npz" or "/" in source):
+                raise FinplanInputError("file not found", file=source, field=field)
+            raise FinplanInputError(f"is not a .npz file; the model has {len(specs)} inputs: expected a .npz with "
+                                    f"arrays {names} (and optionally y)", file=source, field=field)
+        spec = specs[0]
+        data = load_data(source, spec.shape, split=split, seed=seed, limit=limit, num_classes=num_classes,
+                         dtype=spec.dtype)
+        return ModelData({spec.name: data.x}, data.y, data.name)
+    arrays, y = _read_model_npz(path, specs, source)
+    count = len(next(iter(arrays.values())))
+    if y is not None:
+        if y.min() < 0:
+            raise FinplanInputError(f"labels out of range: found {int(y.min())}; expected class indices >= 0",
+                                    file=source, field="y")
+        if num_classes is not None and y.max() >= num_classes:
+            raise FinplanInputError(f"labels out of range: found {int(y.max())}; expected integers in "
+                                    f"0..{num_classes - 1} for a {num_classes}-class model", file=source, field="y")
+    order = _split_order(count, split, seed)
+    if limit is not None:
+        order = order[:limit]
+    if len(order) == 0:
+        raise FinplanInputError(f"the {split} split is empty; expected at least one sample", file=source)
+    inputs = {spec.name: np.ascontiguousarray(arrays[spec.name][order]) for spec in specs}
+    return ModelData(inputs, None if y is None else np.ascontiguousarray(y[order]), path.name)
+
+
+def _legacy_single_input(path: Path, specs: list[InputSpec]) -> bool:
+    """A single-input model given an ``x`` array (earlier versions' file, or an input named x): read it as
+    ``load_data`` always has."""
+    if len(specs) != 1:
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+    except (OSError, ValueError, EOFError):
+        return False  # _read_model_npz names the unreadable file
+    return LEGACY_INPUT_KEY in keys
+
+
+def _read_model_npz(path: Path, specs: list[InputSpec], label: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    expected = [spec.name for spec in specs]
+    wanted = ", ".join(expected) + " (and optionally y)"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            missing = [name for name in expected if name not in keys]
+            if missing:
+                raise FinplanInputError(f"has no array for graph input {missing[0]!r} (found: {', '.join(keys) or 'none'}); "
+                                        f"expected arrays {wanted}", file=label, field=missing[0])
+            unknown = [key for key in keys if key not in expected and key != "y"]
+            if unknown:
+                raise FinplanInputError(f"array {unknown[0]!r} is not a graph input of the model; expected arrays {wanted}",
+                                        file=label, field=unknown[0])
+            arrays = {name: archive[name] for name in expected}
+            y_raw = archive["y"] if "y" in keys else None
+    except FinplanInputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:  # also object arrays refused by allow_pickle=False
+        raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})", file=label) from None
+    counts = {name: (int(array.shape[0]) if array.ndim else None) for name, array in arrays.items()}
+    for spec in specs:
+        array = arrays[spec.name]
+        if array.dtype != spec.dtype or array.ndim == 0 or tuple(array.shape[1:]) != spec.shape:
+            why = ""
+            if array.dtype != spec.dtype:
+                why = (f" (dtype {array.dtype} given for a {spec.dtype} input; finplan never casts: save "
+                       f"{spec.name} as {spec.dtype})")
+            raise FinplanInputError(f"has shape {_fmt(array.shape)} dtype {array.dtype}; the graph input needs shape "
+                                    f"[N]x{_fmt(spec.shape)} dtype {spec.dtype}{why}", file=label, field=spec.name)
+    if len(set(counts.values())) != 1:
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise FinplanInputError(f"arrays hold different numbers of samples ({listed}); expected the same N for every "
+                                "input", file=label, field=expected[-1] if len(expected) > 1 else expected[0])
+    count = next(iter(counts.values()))
+    if count == 0:
+        raise FinplanInputError("holds no samples; expected at least one", file=label, field=expected[0])
+    for spec in specs:
+        array = arrays[spec.name]
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise FinplanInputError(f"holds {bad} NaN or infinite values; expected finite numbers", file=label,
+                                    field=spec.name)
+    y = None
+    if y_raw is not None:
+        y = _as_labels(y_raw, label)
+        if y.shape != (count,):
+            raise FinplanInputError(f"y has shape {_fmt(y.shape)}; expected one label per sample ({count})",
+                                    file=label, field="y")
+    return arrays, y
