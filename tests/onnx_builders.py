@@ -67,7 +67,7 @@ def tiny_branchy_model(*, residual: bool = False, skip_across: bool = False, cha
 
 def tiny_contract() -> Contract:
     return Contract(
-        input="x",
+        inputs=("x",),
         blocks=(Block("block1", "block1"), Block("block2", "block2"), Block("block3", "block3")),
         exits=(Exit("exit1", "block1", "exit1"), Exit("exit2", "block3", "exit2")),
     )

@@ -16,7 +16,7 @@ from finplan.contract import (
     strip_node_metadata, validate_contract, write_contract,
 )
 from finplan.errors import FinplanInputError
-from finplan.onnx_parts import describe_branchy, split_branchy
+from finplan.onnx_parts import boundaries, describe_branchy, split_branchy
 from onnx_builders import tiny_branchy_model, tiny_contract
 
 
@@ -45,7 +45,7 @@ def test_round_trip_through_file(tmp_path):
 
 def test_write_contract_replaces_the_old_one():
     model = tiny_branchy_model()
-    other = Contract("x", (Block("a", "block1"), Block("b", "block3")), ())
+    other = Contract(("x",), (Block("a", "block1"), Block("b", "block3")), (Exit("e", "b", "exit2"),))
     write_contract(model, other)
     assert [p.key for p in model.metadata_props].count(METADATA_KEY) == 1
     assert read_contract(model) == other
@@ -69,7 +69,7 @@ def test_hash_ignores_node_metadata_and_contract_but_not_weights():
     entry = noisy.graph.node[0].metadata_props.add()
     entry.key, entry.value = "pkg.torch.onnx.stack_trace", "/home/someone/model.py:12"
     noisy.graph.node[1].doc_string = "exported from /abs/path"
-    write_contract(noisy, Contract("x", (Block("block1", "block1"),), ()))
+    write_contract(noisy, Contract(("x",), (Block("block1", "block1"),), (Exit("e", "block1", "exit1"),)))
     assert model_hash(noisy) == base
     assert model_hash(tiny_branchy_model(seed=1)) != base
     strip_node_metadata(noisy)
@@ -105,21 +105,35 @@ def test_describe_reports_shapes_and_sizes():
 
 # ----------------------------------------------------------------------------- bad contracts
 
+_E1 = [{"name": "e", "after": "b1", "output": "exit1"}]
 BAD_CONTRACTS = {
-    "missing tensor": ({"input": "x", "blocks": [{"name": "b1", "output": "nope"}], "exits": []},
+    "missing tensor": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "nope"}], "exits": _E1},
                        "blocks[0].output", "'nope'"),
-    "missing input": ({"input": "y", "blocks": [{"name": "b1", "output": "block1"}], "exits": []},
-                      ".input", "not a graph input"),
-    "out of order": ({"input": "x", "blocks": [{"name": "b1", "output": "block2"}, {"name": "b2", "output": "block1"}],
-                      "exits": []}, "blocks[1]", "execution order"),
+    "missing input": ({"input": "y", "blocks": [{"name": "b1", "output": "block1"}], "exits": _E1},
+                      ".inputs", "not a graph input"),
+    "inputs not a list": ({"inputs": "x", "blocks": [{"name": "b1", "output": "block1"}], "exits": _E1},
+                          "metadata_props[finplan]", "malformed"),
+    "out of order": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "block2"}, {"name": "b2", "output": "block1"}],
+                      "exits": _E1}, "blocks[1]", "execution order"),
     "exit after unknown block": ({"input": "x", "blocks": [{"name": "b1", "output": "block1"}],
                                   "exits": [{"name": "e", "after": "b9", "output": "exit1"}]},
                                  "exits[0].after", "'b9'"),
     "exit tensor missing": ({"input": "x", "blocks": [{"name": "b1", "output": "block1"}],
                              "exits": [{"name": "e", "after": "b1", "output": "zzz"}]}, "exits[0].output", "'zzz'"),
-    "malformed": ({"input": "x", "blocks": [{"output": "block1"}], "exits": []}, "metadata_props[finplan]", "malformed"),
+    "malformed": ({"input": "x", "blocks": [{"output": "block1"}], "exits": _E1}, "metadata_props[finplan]", "malformed"),
     "duplicate block": ({"input": "x", "blocks": [{"name": "b", "output": "block1"}, {"name": "b", "output": "block2"}],
-                         "exits": []}, "blocks[1].name", "duplicate"),
+                         "exits": [{"name": "e", "after": "b", "output": "exit1"}]}, "blocks[1].name", "duplicate"),
+    "no exit": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "block1"}], "exits": []},
+                "metadata_props[finplan].exits", "no exits"),
+    "exit is a feature map": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "block1"}],
+                               "exits": [{"name": "e", "after": "b1", "output": "block1"}]},
+                              "exits[0].output", "shape ['batch', 4, 4, 4]; expected a class-score vector"),
+    "exit before its block": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "block1"},
+                                                           {"name": "b2", "output": "block3"}],
+                               "exits": [{"name": "e", "after": "b2", "output": "exit1"}]},
+                              "exits[0]", "does not depend on the output 'block3'"),
+    "cut on a constant": ({"inputs": ["x"], "blocks": [{"name": "b1", "output": "b1.w"}], "exits": _E1},
+                          "blocks[0]", "does not depend on the graph inputs"),
 }
 
 
@@ -133,10 +147,16 @@ def test_bad_contract_is_named(case, tmp_path):
     assert str(path) in message and field in message and words in message
 
 
-def test_cut_across_a_skip_connection_names_the_tensor(tmp_path):
+def test_a_skip_across_a_cut_joins_the_live_set(tmp_path):
+    """A skip from block 1 into block 2 (formerly refused) crosses cut 1 next to block 1's output."""
     path = _save(tiny_branchy_model(skip_across=True), tmp_path)
-    with pytest.raises(FinplanInputError, match=r"blocks\[1\].*needs tensor 'b1.relu'.*skip connection"):
-        load_branchy_model(path)
+    model, contract = load_branchy_model(path)
+    live = boundaries(model, contract)
+    assert [[t.name for t in b] for b in live] == [["x"], ["b1.relu", "block1"], ["block2"], []]
+    assert [t.bytes_per_sample for t in live[1]] == [4 * 8 * 8 * 4, 4 * 4 * 4 * 4]
+    blocks, _ = split_branchy(model, contract)
+    assert (blocks[0].inputs, blocks[0].outputs) == (["x"], ["block1", "b1.relu"])
+    assert (blocks[1].inputs, blocks[1].outputs) == (["b1.relu", "block1"], ["block2"])
 
 
 def test_residual_inside_a_block_is_fine():
@@ -194,13 +214,13 @@ def test_inspect_prints_blocks_and_exits(tmp_path):
     assert "block3" in human.stdout and "exit2" in human.stdout
 
 
-@pytest.mark.parametrize("make", ["not_onnx", "no_contract", "skip"])
+@pytest.mark.parametrize("make", ["not_onnx", "no_contract"])
 def test_inspect_bad_input_is_one_line_exit_2(make, tmp_path):
     if make == "not_onnx":
         path = tmp_path / "x.onnx"
         path.write_text("hello")
     else:
-        path = _save(tiny_branchy_model(with_contract=make != "no_contract", skip_across=make == "skip"), tmp_path)
+        path = _save(tiny_branchy_model(with_contract=False), tmp_path)
     result = _finplan("inspect", path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

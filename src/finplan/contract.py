@@ -3,13 +3,15 @@
 A branchy model is one static ONNX graph computing every block output and every exit
 output. Model metadata key ``finplan`` holds JSON::
 
-    {"input": "x",
-     "blocks": [{"name": "block1", "output": "t1"}, ...],          # in execution order
+    {"inputs": ["input_ids", "attention_mask"],                    # the graph inputs, in graph order
+     "blocks": [{"name": "block1", "output": "t1"}, ...],          # one cut tensor per block, in execution order
      "exits":  [{"name": "exit1", "after": "block1", "output": "logits1"}, ...]}
 
-Block k is the part of the graph between boundary k-1 (the input for k = 1) and boundary
-k; exit head e is the part between the output of the block it follows and its own output.
-``validate`` proves that these parts really separate the graph.
+A contract written before several inputs were allowed (``"input": "x"``) loads as
+``inputs=("x",)``. The boundary after block k is not listed: it is the block's *live set*
+(every graph input or earlier tensor that later blocks or exit heads still read), computed
+from the graph by ``finplan.onnx_parts.boundaries``. ``validate_contract`` proves that every
+block and exit head can be cut out from its live set.
 """
 from __future__ import annotations
 
@@ -38,15 +40,35 @@ class Exit:
     output: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Contract:
-    input: str
+    inputs: tuple[str, ...]  # the graph inputs, in graph order
     blocks: tuple[Block, ...]
     exits: tuple[Exit, ...]
 
+    def __init__(self, inputs: str | tuple[str, ...] | list[str] | None = None, blocks=(), exits=(), *,
+                 input: str | None = None):
+        # ``input=`` / a single string: contracts (and callers) from before several inputs were allowed.
+        if inputs is None:
+            inputs = () if input is None else (input,)
+        elif input is not None:
+            raise TypeError("give inputs or input, not both")
+        if isinstance(inputs, str):
+            inputs = (inputs,)
+        object.__setattr__(self, "inputs", tuple(inputs))
+        object.__setattr__(self, "blocks", tuple(blocks))
+        object.__setattr__(self, "exits", tuple(exits))
+
+    @property
+    def input(self) -> str:
+        """The sole graph input of a single-input model (kept for callers written before ``inputs``)."""
+        if len(self.inputs) != 1:
+            raise ValueError(f"the contract has {len(self.inputs)} inputs; use Contract.inputs")
+        return self.inputs[0]
+
     def to_dict(self) -> dict:
         return {
-            "input": self.input,
+            "inputs": list(self.inputs),
             "blocks": [{"name": b.name, "output": b.output} for b in self.blocks],
             "exits": [{"name": e.name, "after": e.after, "output": e.output} for e in self.exits],
         }
@@ -55,15 +77,21 @@ class Contract:
     def from_dict(cls, doc: dict, *, file: str | os.PathLike | None = None) -> "Contract":
         field = f"metadata_props[{METADATA_KEY}]"
         try:
+            if "inputs" in doc:
+                if isinstance(doc["inputs"], (str, bytes)) or not isinstance(doc["inputs"], list):
+                    raise TypeError("inputs")
+                inputs = tuple(str(i) for i in doc["inputs"])
+            else:
+                inputs = (str(doc["input"]),)
             return cls(
-                input=str(doc["input"]),
+                inputs=inputs,
                 blocks=tuple(Block(str(b["name"]), str(b["output"])) for b in doc["blocks"]),
                 exits=tuple(Exit(str(e["name"]), str(e["after"]), str(e["output"])) for e in doc["exits"]),
             )
         except (KeyError, TypeError) as exc:
             raise FinplanInputError(
                 f"malformed contract ({exc!r} missing or wrong type); expected "
-                '{"input", "blocks": [{"name", "output"}], "exits": [{"name", "after", "output"}]}',
+                '{"inputs": [...], "blocks": [{"name", "output"}], "exits": [{"name", "after", "output"}]}',
                 file=file, field=field) from None
 
     def block_index(self, name: str) -> int:
@@ -73,7 +101,10 @@ class Contract:
         raise KeyError(name)
 
     def boundary_before(self, index: int) -> str:
-        """Tensor that feeds block ``index`` (0-based): the model input or the previous block's output."""
+        """The contract tensor before block ``index`` (0-based): the sole input or the previous block's output.
+
+        Only the chain view: what really crosses a cut is the live set, ``finplan.onnx_parts.boundaries``.
+        """
         return self.input if index == 0 else self.blocks[index - 1].output
 
     def exits_after(self, block_name: str) -> tuple[Exit, ...]:
@@ -95,8 +126,10 @@ def read_contract(model: onnx.ModelProto, file: str | os.PathLike | None = None)
                 raise FinplanInputError("expected a JSON object", file=file, field=f"metadata_props[{METADATA_KEY}]")
             return Contract.from_dict(doc, file=file)
     raise FinplanInputError(
-        "has no finplan contract (metadata_props key 'finplan'); describe the model with "
-        "--block TENSOR (repeated, in order) and --exit NAME=BLOCK:TENSOR", file=file)
+        "has no finplan contract (metadata_props key 'finplan'); write one into a copy with "
+        "`finplan annotate MODEL.onnx --block TENSOR ... --exit NAME=BLOCK:TENSOR -o OUT.onnx` "
+        "(`finplan cuts MODEL.onnx` lists the tensors), or describe it with --block/--exit where a command takes them",
+        file=file)
 
 
 def has_contract(model: onnx.ModelProto) -> bool:
@@ -119,10 +152,7 @@ def contract_from_cli(model: onnx.ModelProto, blocks: list[str], exits: list[str
 
     Unnamed blocks are called block1, block2, ... in the order given.
     """
-    inputs = graph_input_names(model)
-    if len(inputs) != 1:
-        raise FinplanInputError(f"the graph has {len(inputs)} inputs ({', '.join(inputs)}); finplan needs exactly one",
-                                file=file, field="graph.input")
+    inputs = graph_input_names(model)  # all of them, in graph order, any dtype
     parsed_blocks = []
     for index, spec in enumerate(blocks, start=1):
         name, sep, tensor = spec.partition("=")
@@ -138,7 +168,7 @@ def contract_from_cli(model: onnx.ModelProto, blocks: list[str], exits: list[str
         if not (sep and sep2 and name and block and tensor):
             raise FinplanInputError(f"--exit {spec!r}: expected NAME=BLOCK:TENSOR (e.g. exit1=block1:logits1)", file=file)
         parsed_exits.append(Exit(name, block, tensor))
-    return Contract(input=inputs[0], blocks=tuple(parsed_blocks), exits=tuple(parsed_exits))
+    return Contract(inputs=tuple(inputs), blocks=tuple(parsed_blocks), exits=tuple(parsed_exits))
 
 
 def graph_input_names(model: onnx.ModelProto) -> list[str]:
@@ -188,13 +218,15 @@ FORBIDDEN_OPS = ("If", "Loop", "Scan")
 def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os.PathLike | None = None,
                       *, where: str | None = None) -> None:
     """Prove that the contract describes ``model``: names exist, blocks are in order, every
-    block and exit head can be cut out on its own, and the graph is static.
+    block and exit head can be cut out from its live set, every live tensor can be sent sample
+    by sample, every exit is a class-score vector, and the graph is static.
 
     ``where`` names the contract in messages when it does not come from the file's metadata
     (e.g. the command line's --block/--exit). Raises FinplanInputError naming the file, the
     contract field and the offending tensor.
     """
-    from finplan.onnx_parts import GraphIndex  # local: onnx_parts imports this module's types
+    # local: onnx_parts imports this module's types
+    from finplan.onnx_parts import CutError, GraphIndex, compute_layout, infer_shapes, layout_boundaries, tensor_shape
 
     field = where or f"metadata_props[{METADATA_KEY}]"
     for node in model.graph.node:
@@ -204,12 +236,19 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
                                     file=file, field="graph.node")
     if not contract.blocks:
         raise FinplanInputError("lists no blocks; expected at least one", file=file, field=f"{field}.blocks")
+    if not contract.exits:
+        raise FinplanInputError("lists no exits; expected at least one exit head (NAME=BLOCK:TENSOR, a class-score "
+                                "output) for an early-exit model", file=file, field=f"{field}.exits")
     _check_unique_names([b.name for b in contract.blocks], file, f"{field}.blocks")
     _check_unique_names([e.name for e in contract.exits], file, f"{field}.exits")
     index = GraphIndex(model)
-    if contract.input not in graph_input_names(model):
-        raise FinplanInputError(f"names tensor {contract.input!r}, which is not a graph input "
-                                f"(inputs: {', '.join(graph_input_names(model))})", file=file, field=f"{field}.input")
+    graph_inputs = graph_input_names(model)
+    if list(contract.inputs) != graph_inputs:
+        unknown = [name for name in contract.inputs if name not in graph_inputs]
+        what = (f"names tensor {unknown[0]!r}, which is not a graph input" if unknown
+                else f"names {list(contract.inputs)}")
+        raise FinplanInputError(f"{what}; expected every graph input in graph order: {graph_inputs}",
+                                file=file, field=f"{field}.inputs")
     for i, block in enumerate(contract.blocks):
         if not index.exists(block.output):
             raise FinplanInputError(f"names tensor {block.output!r}, which the graph does not have",
@@ -222,29 +261,25 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
         if not index.exists(exit_.output):
             raise FinplanInputError(f"names tensor {exit_.output!r}, which the graph does not have",
                                     file=file, field=f"{field}.exits[{i}].output")
-    for i in range(1, len(contract.blocks)):
-        before, block = contract.boundary_before(i), contract.blocks[i]
-        if not index.depends_on(block.output, before):
-            raise FinplanInputError(
-                f"block {block.name!r} (tensor {block.output!r}) does not depend on the previous block's output "
-                f"{before!r}: blocks must be listed in execution order", file=file, field=f"{field}.blocks[{i}]")
-    for i, block in enumerate(contract.blocks):
-        crossing = index.crossing_tensor([contract.boundary_before(i)], [block.output])
-        if crossing is not None:
-            raise FinplanInputError(
-                f"block {block.name!r} cannot be cut out between {contract.boundary_before(i)!r} and {block.output!r}: "
-                f"it also needs tensor {crossing!r} from before its input (a skip connection crosses the cut; "
-                "move the boundary after the connection rejoins)", file=file, field=f"{field}.blocks[{i}]")
+    try:
+        inferred = infer_shapes(model)
+    except Exception as exc:  # onnx raises InferenceError / ValidationError with long texts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise FinplanInputError(f"ONNX shape inference failed ({first}); finplan needs the shapes of the cut tensors",
+                                file=file, field="graph") from None
+    try:
+        layout_boundaries(compute_layout(inferred, contract), contract)
+    except CutError as exc:
+        at = (f".exits[{exc.exit}]" if exc.exit is not None
+              else f".blocks[{exc.block}]" if exc.block is not None else ".inputs")
+        raise FinplanInputError(str(exc), file=file, field=f"{field}{at}") from None
     for i, exit_ in enumerate(contract.exits):
-        boundary = contract.blocks[contract.block_index(exit_.after)].output
-        if exit_.output != boundary and not index.depends_on(exit_.output, boundary):
-            raise FinplanInputError(f"exit {exit_.name!r} (tensor {exit_.output!r}) does not depend on the output "
-                                    f"{boundary!r} of block {exit_.after!r}", file=file, field=f"{field}.exits[{i}]")
-        crossing = index.crossing_tensor([boundary], [exit_.output])
-        if crossing is not None:
+        shape = tensor_shape(inferred, exit_.output)
+        if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 2:
             raise FinplanInputError(
-                f"exit head {exit_.name!r} cannot be cut out from {boundary!r}: it also needs tensor {crossing!r} "
-                "from before that block's output", file=file, field=f"{field}.exits[{i}]")
+                f"exit {exit_.name!r} (tensor {exit_.output!r}) has shape {shape}; expected a class-score vector "
+                "[batch, classes] with classes >= 2 (attach a head: pooling + linear)",
+                file=file, field=f"{field}.exits[{i}].output")
 
 
 def _check_unique_names(names: list[str], file, field: str) -> None:

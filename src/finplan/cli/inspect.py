@@ -35,16 +35,29 @@ def command(model_path, blocks, exits, as_json):
         print_json(summary)
         return
     stdout.print(f"[bold]{model_path}[/bold]  {summary['hash'][:19]}…")
-    stdout.print(f"input {summary['input']!r}  shape {_shape(summary['input_shape'])}  "
-                 f"{summary['input_bytes']:,} bytes per sample")
+    for tensor in summary["inputs"]:
+        stdout.print(f"input {tensor['name']!r}  {tensor['dtype']}  shape {_shape(tensor['shape'])}  "
+                     f"{tensor['bytes']:,} bytes per sample")
     for title, rows in (("Blocks", summary["blocks"]), ("Exits", summary["exits"])):
         table = Table(title=title, title_justify="left")
         for column in ("name", "after", "output", "output shape", "params bytes", "output bytes/sample"):
             if column == "after" and title == "Blocks":
                 continue
             table.add_column(column, justify="right" if "bytes" in column else "left")
+        if title == "Blocks":
+            table.add_column("crossing bytes/sample", justify="right")
         for r in rows:
             cells = [r["name"]] + ([r["after"]] if title == "Exits" else [])
             cells += [r["output"], _shape(r["output_shape"]), f"{r['params_bytes']:,}", f"{r['output_bytes']:,}"]
+            if title == "Blocks":
+                cells.append(f"{r['live_set_bytes']:,}" if r["live_set"] else "-")
             table.add_row(*cells)
         stdout.print(table)
+    # what a transfer after each block carries, tensor by tensor (its live set)
+    table = Table(title="Crossing each cut (the live set after a block)", title_justify="left")
+    for column in ("after", "tensor", "dtype", "shape", "bytes/sample"):
+        table.add_column(column, justify="right" if "bytes" in column else "left")
+    for r in summary["blocks"][:-1]:
+        for t in r["live_set"]:
+            table.add_row(r["name"], t["name"], t["dtype"], _shape(t["shape"]), f"{t['bytes']:,}")
+    stdout.print(table)
