@@ -16,8 +16,8 @@ from finplan.contract import (
     strip_node_metadata, validate_contract, write_contract,
 )
 from finplan.errors import FinplanInputError
-from finplan.onnx_parts import boundaries, describe_branchy, split_branchy
-from onnx_builders import tiny_branchy_model, tiny_contract
+from finplan.onnx_parts import TensorInfo, boundaries, describe_branchy, split_branchy
+from onnx_builders import text_contract, text_inputs, tiny_branchy_model, tiny_contract, tiny_text_model
 
 
 def _save(model, tmp_path, name="m.onnx"):
@@ -226,3 +226,126 @@ def test_inspect_bad_input_is_one_line_exit_2(make, tmp_path):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert str(path) in result.stderr
+
+
+# ----------------------------------------------------------------------------- live sets
+
+# the shipped model's hash as main computed it before several inputs were allowed
+EMBEDDED_HASH = "sha256:2a2d781591a8d42a262af5ba5d629d49ee277436d3b9f4447da3e55637b2ad43"
+
+LIVE_MODELS = {
+    "chain": (lambda: tiny_branchy_model(), tiny_contract),
+    "skip across cut 1": (lambda: tiny_branchy_model(skip_across=True), tiny_contract),
+    "skip from block 1 to block 3": (lambda: tiny_branchy_model(skip_to_block3=True), tiny_contract),
+    "text, int64 mask read by every layer": (lambda: tiny_text_model(), text_contract),
+    "text, bool mask": (lambda: tiny_text_model(mask_dtype=onnx.TensorProto.BOOL), text_contract),
+    "text, mask computed in block 1": (lambda: tiny_text_model(mask_inside=True), text_contract),
+}
+
+
+def _feeds(model, count=5):
+    if model.graph.name == "tiny_text":
+        bool_mask = model.graph.input[1].type.tensor_type.elem_type == onnx.TensorProto.BOOL
+        return text_inputs(count, mask_dtype=np.bool_ if bool_mask else np.int64)
+    return {"x": np.random.default_rng(0).random((count, 1, 8, 8), dtype=np.float32)}
+
+
+@pytest.mark.parametrize("case", list(LIVE_MODELS))
+def test_live_set_bytes_are_what_onnxruntime_returns(case):
+    """Every live tensor, fetched from the whole model as an extra output: its nbytes / batch, dtype and shape."""
+    build, make_contract = LIVE_MODELS[case]
+    model, contract = build(), make_contract()
+    validate_contract(model, contract)
+    live = boundaries(model, contract)
+    assert len(live) == len(contract.blocks) + 1 and live[-1] == ()
+    assert [t.name for t in live[0]] == list(contract.inputs)
+    names = sorted({t.name for b in live[1:] for t in b})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in known)
+    feeds = _feeds(model)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = dict(zip(names, session.run(names, feeds)))
+    got.update(feeds)
+    for boundary in live:
+        for t in boundary:
+            array = got[t.name]
+            assert t.bytes_per_sample == array.nbytes // len(array) and array.nbytes % len(array) == 0, t
+            assert t.dtype == array.dtype.name and list(t.shape[1:]) == list(array.shape[1:]), t
+
+
+@pytest.mark.parametrize("case", list(LIVE_MODELS))
+def test_parts_chained_on_live_sets_equal_the_whole_model(case):
+    """The runtime's loop (an environment of named tensors; send exactly the live set) gives the whole model's exits."""
+    build, make_contract = LIVE_MODELS[case]
+    model, contract = build(), make_contract()
+    live = boundaries(model, contract)
+    blocks, exits = split_branchy(model, contract)
+    feeds = _feeds(model)
+    whole = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = dict(zip([e.output for e in contract.exits], whole.run([e.output for e in contract.exits], feeds)))
+
+    def run(part, env):
+        session = ort.InferenceSession(part.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == part.inputs
+        return dict(zip(part.outputs, session.run(part.outputs, {n: env[n] for n in part.inputs})))
+
+    env = dict(feeds)
+    for k, block in enumerate(blocks, start=1):
+        assert set(block.inputs) <= {t.name for t in live[k - 1]}
+        env.update(run(block, env))
+        for exit_ in (e for e in exits if e.after == block.name):
+            np.testing.assert_allclose(run(exit_, env)[exit_.outputs[0]], expected[exit_.outputs[0]], atol=1e-6)
+        env = {t.name: env[t.name] for t in live[k]}  # a transfer carries the live set, nothing else
+    for block in blocks:  # a tensor forwarded through a block is never one of its outputs
+        assert not set(block.outputs) & set(block.inputs)
+
+
+def test_live_set_names_the_forwarded_mask_and_the_skip():
+    text = boundaries(tiny_text_model(), text_contract())
+    assert [[t.name for t in b] for b in text] == [
+        ["input_ids", "attention_mask"], ["attention_mask", "layer1"], ["attention_mask", "layer2"], []]
+    assert text[1][0] == TensorInfo("attention_mask", "int64", ("batch", 6), 6 * 8)
+    skip = boundaries(tiny_branchy_model(skip_to_block3=True), tiny_contract())
+    assert [[t.name for t in b] for b in skip] == [["x"], ["block1"], ["block1", "block2"], []]
+    blocks, _ = split_branchy(tiny_text_model(mask_inside=True), text_contract())
+    assert blocks[0].outputs == ["layer1", "embeddings.mask3"]  # made in block 1, read by every later one
+    assert blocks[1].inputs == ["embeddings.mask3", "layer1"] and blocks[1].outputs == ["layer2"]
+
+
+def test_old_single_input_contract_loads_as_inputs():
+    model = tiny_branchy_model(with_contract=False)
+    old = {"input": "x", **{k: v for k, v in tiny_contract().to_dict().items() if k != "inputs"}}
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(old)
+    assert read_contract(model) == tiny_contract() and read_contract(model).inputs == ("x",)
+    assert tiny_contract().to_dict()["inputs"] == ["x"] and tiny_contract().input == "x"
+
+
+def test_several_inputs_through_the_cli_contract():
+    model = tiny_text_model(with_contract=False)
+    contract = contract_from_cli(model, ["layer1", "layer2", "layer3"], ["e1=block1:exit1", "e3=block3:exit3"])
+    assert contract.inputs == ("input_ids", "attention_mask")
+    validate_contract(model, contract, where="the --block/--exit contract")
+
+
+def test_contract_inputs_must_be_every_graph_input_in_order():
+    model = tiny_text_model()
+    wrong = Contract(("attention_mask", "input_ids"), text_contract().blocks, text_contract().exits)
+    with pytest.raises(FinplanInputError, match=r"\.inputs.*graph order"):
+        validate_contract(model, wrong, "m.onnx")
+
+
+def test_embedded_model_keeps_its_hash_and_chain_parts():
+    """The shipped model: same hash as before (nothing of it changed) and single-tensor chain parts."""
+    from importlib.resources import files
+    path = files("finplan") / "embedded" / "b-alexnet-digits.onnx"
+    model, contract = load_branchy_model(str(path))
+    assert model_hash(model) == EMBEDDED_HASH
+    blocks, exits = split_branchy(model, contract)
+    previous = contract.inputs[0]
+    for block, spec in zip(blocks, contract.blocks):
+        assert (block.inputs, block.outputs) == ([previous], [spec.output])
+        previous = spec.output
+    assert all(e.inputs == [contract.blocks[contract.block_index(e.after)].output] for e in exits)
