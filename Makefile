@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[torch,ray,energy,plot,dev]'
+	$(BIN)/pip install -q -e '.[torch,zoo,ray,energy,plot,dev]'
 	touch $(STAMP)
 
 .PHONY: venv demo test bench paper clean

@@ -7,6 +7,7 @@ A ``BranchyNet``'s forward returns every block output and every exit output in o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,6 +15,27 @@ from torch import nn
 from finplan.contract import Block, Contract, Exit
 
 INPUT_NAME = "x"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its ONNX name, numpy dtype name and per-sample shape (batch axis excluded)."""
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def make_contract(inputs: Sequence[str], blocks: Sequence[str], exits: Sequence[str],
+                  exit_after: Sequence[str]) -> Contract:
+    """The contract of an export whose tensor names equal the block/exit names."""
+    block_list = tuple(Block(name, name) for name in blocks)
+    exit_list = tuple(Exit(name, after, name) for name, after in zip(exits, exit_after))
+    if "inputs" in getattr(Contract, "__dataclass_fields__", {}):
+        return Contract(inputs=tuple(inputs), blocks=block_list, exits=exit_list)
+    # the single-input contract of the version before live sets (until contract.py takes several inputs)
+    if len(inputs) != 1:
+        raise ValueError(f"this finplan's contract takes one input, not {len(inputs)} ({', '.join(inputs)})")
+    return Contract(input=inputs[0], blocks=block_list, exits=exit_list)
 
 
 class BranchyNet(nn.Module):
@@ -51,14 +73,18 @@ class BranchyNet(nn.Module):
         """ONNX output tensor names, in the order forward returns them."""
         return self.block_names + self.exit_names
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (INPUT_NAME,)
+
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        return (InputSpec(INPUT_NAME, "float32", self.input_shape),)
+
     def contract(self) -> Contract:
         """The finplan contract of this model's export (tensor names equal block/exit names)."""
-        return Contract(
-            input=INPUT_NAME,
-            blocks=tuple(Block(name, name) for name in self.block_names),
-            exits=tuple(Exit(name, self.block_names[after], name)
-                        for name, after in zip(self.exit_names, self.exit_after)),
-        )
+        return make_contract(self.input_names, self.block_names, self.exit_names,
+                             [self.block_names[after] for after in self.exit_after])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         block_outputs = []
@@ -91,65 +117,3 @@ def make_exit_head(example_output: torch.Tensor, num_classes: int, *, pool_to: i
         features = nn.Sequential(*layers).eval()(example_output[:1]).shape[1]
     layers.append(nn.Linear(features, num_classes))
     return nn.Sequential(*layers)
-
-
-def attach_exits(model: nn.Module, after: Sequence[int | str], *, example_input: torch.Tensor,
-                 num_classes: int | None = None, pool_to: int = 2) -> BranchyNet:
-    """Turn ``model`` (an nn.Sequential, or a module whose children run in order) into a BranchyNet.
-
-    ``after`` names where exits go: child indices (0-based) or child names. Each named child
-    ends a block and gets a new exit head; the children after the last one form the final
-    block, whose own output (the model's output) is the final exit. When the last child is
-    named, every exit is a new head. ``num_classes`` defaults to the size of the model's
-    output. The model's children are reused (shared parameters), not copied.
-
-    Raises ValueError when running the children in order does not reproduce ``model``'s
-    output on ``example_input`` (then the model does work outside its children: wrap it in
-    an nn.Sequential that does the same), or when ``after`` names no child.
-    """
-    children = list(model.named_children())
-    if not children:
-        raise ValueError("the model has no children to split into blocks")
-    names = [name for name, _ in children]
-    positions = []
-    for item in after:
-        if isinstance(item, str) and not item.lstrip("-").isdigit():
-            if item not in names:
-                raise ValueError(f"no child named {item!r}; children: {', '.join(names)}")
-            positions.append(names.index(item))
-        else:
-            index = int(item)
-            if not 0 <= index < len(children):
-                raise ValueError(f"child index {index} out of range 0..{len(children) - 1}")
-            positions.append(index)
-    positions = sorted(set(positions))
-    if not positions:
-        raise ValueError("after is empty; name at least one child to put an exit after")
-
-    model = model.eval()
-    with torch.no_grad():
-        reference = model(example_input)
-        hidden = example_input
-        outputs = []
-        for _, child in children:
-            hidden = child(hidden)
-            outputs.append(hidden)
-    if not isinstance(reference, torch.Tensor) or reference.shape != hidden.shape \
-            or not torch.allclose(reference, hidden, atol=1e-5, rtol=1e-4):
-        raise ValueError("running the model's children in order does not reproduce its output; "
-                         "its forward does more than call them in turn (wrap it in an nn.Sequential)")
-    if num_classes is None:
-        num_classes = int(hidden.shape[-1])
-
-    blocks: list[nn.Module] = []
-    heads: list[tuple[int, nn.Module]] = []
-    start = 0
-    for position in positions:
-        blocks.append(nn.Sequential(*(child for _, child in children[start:position + 1])))
-        heads.append((len(blocks) - 1, make_exit_head(outputs[position], num_classes, pool_to=pool_to)))
-        start = position + 1
-    if start < len(children):
-        blocks.append(nn.Sequential(*(child for _, child in children[start:])))
-        heads.append((len(blocks) - 1, nn.Identity()))  # the model's own output is the final exit
-    input_shape = tuple(example_input.shape[1:])
-    return BranchyNet(blocks, heads, input_shape=input_shape, num_classes=num_classes)

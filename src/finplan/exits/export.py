@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import warnings
@@ -14,7 +15,6 @@ import torch
 
 from finplan.contract import Contract, model_hash, strip_node_metadata, validate_contract, write_contract
 from finplan.errors import FinplanInputError
-from finplan.exits.branchy import INPUT_NAME, BranchyNet
 from finplan.fileio import atomic_write_bytes
 
 DEFAULT_OPSET = 18
@@ -38,28 +38,33 @@ class ExportReport:
     check_samples: int
 
 
-def to_onnx(model: BranchyNet, check_inputs: np.ndarray, *, opset: int = DEFAULT_OPSET,
+def to_onnx(model, check_inputs, *, opset: int = DEFAULT_OPSET,
             max_abs_diff: float = MAX_ABS_DIFF) -> tuple[onnx.ModelProto, float]:
-    """Export ``model`` (dynamo exporter, dynamic batch axis), write the contract, strip node
-    metadata, check it, and compare onnxruntime with torch on ``check_inputs``.
+    """Export ``model`` (a BranchyNet or AttachedExits; dynamo exporter, dynamic batch axis), write
+    the contract, strip node metadata, check it, and compare onnxruntime with torch on ``check_inputs``.
+
+    ``check_inputs``: an array (a single-input model) or a dict of arrays named after the model's
+    inputs. Integer inputs keep their dtype (int64 token ids stay int64); float data is brought to
+    the input's float dtype; any other dtype mismatch is refused.
 
     Returns the model and the max abs difference. Raises ExportMismatchError above
-    ``max_abs_diff`` and FinplanInputError when the contract does not validate.
+    ``max_abs_diff`` and FinplanInputError when the check inputs or the contract do not fit.
     """
     if opset < 18:
         raise ValueError("finplan exports with opset >= 18")
-    check = np.ascontiguousarray(check_inputs[:CHECK_SAMPLES], dtype=np.float32)
-    if check.ndim < 1 or check.shape[1:] != model.input_shape or len(check) == 0:
-        raise FinplanInputError(f"check inputs have shape {'x'.join(map(str, check.shape))}; the model input needs "
-                                f"[N]x{'x'.join(map(str, model.input_shape))}", field="check inputs")
+    check = check_feeds(model, check_inputs)
     model.eval()
     # Trace with a batch of 2: a batch of 1 invites the exporter to specialise the batch axis.
-    example = torch.from_numpy(np.repeat(check[:1], 2, axis=0))
+    example = tuple(torch.from_numpy(np.repeat(array[:1], 2, axis=0)) for array in check.values())
+    batch = torch.export.Dim("batch")
+    dynamic = tuple({0: batch} for _ in example)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values()):
+        dynamic = (dynamic,)  # forward(*inputs): torch.export sees one argument, the tuple
     with _quiet_exporter():
         program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=list(model.output_names),
-            dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
+            model, example, dynamo=True, opset_version=opset, verbose=False,
+            input_names=list(model.input_names), output_names=list(model.output_names),
+            dynamic_shapes=dynamic, external_data=False,
         )
     proto = program.model_proto
     strip_node_metadata(proto)
@@ -71,31 +76,65 @@ def to_onnx(model: BranchyNet, check_inputs: np.ndarray, *, opset: int = DEFAULT
     difference = max_difference(proto, model, check)
     if not difference <= max_abs_diff:
         raise ExportMismatchError(f"the exported ONNX differs from torch by {difference:.3g} (max abs) on "
-                                  f"{len(check)} inputs; expected at most {max_abs_diff:g}", field="export")
+                                  f"{len(next(iter(check.values())))} inputs; expected at most {max_abs_diff:g}",
+                                  field="export")
     return proto, difference
 
 
-def export_onnx(model: BranchyNet, path: str | os.PathLike, check_inputs: np.ndarray, *,
+def check_feeds(model, check_inputs) -> dict[str, np.ndarray]:
+    """``check_inputs`` as {input name: at most CHECK_SAMPLES rows}, checked against the model's inputs."""
+    specs = model.inputs
+    if not isinstance(check_inputs, dict):
+        if len(specs) != 1:
+            raise FinplanInputError(f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); "
+                                    "expected a dict of arrays named after them", field="check inputs")
+        check_inputs = {specs[0].name: check_inputs}
+    names = [s.name for s in specs]
+    if sorted(check_inputs) != sorted(names):
+        raise FinplanInputError(f"check inputs are named {', '.join(sorted(check_inputs))}; the model's inputs are "
+                                f"{', '.join(names)}", field="check inputs")
+    feeds = {}
+    counts = set()
+    for spec in specs:
+        array = np.asarray(check_inputs[spec.name])[:CHECK_SAMPLES]
+        target = np.dtype(spec.dtype)
+        if array.dtype != target and not (array.dtype.kind == "f" and target.kind == "f"):
+            raise FinplanInputError(f"{spec.name} has dtype {array.dtype}; the model input needs {target}",
+                                    field="check inputs")
+        if array.ndim < 1 or tuple(array.shape[1:]) != tuple(spec.shape) or len(array) == 0:
+            raise FinplanInputError(f"{spec.name} has shape {'x'.join(map(str, array.shape))}; the model input "
+                                    f"needs [N]x{'x'.join(map(str, spec.shape))}", field="check inputs")
+        feeds[spec.name] = np.ascontiguousarray(array, dtype=target)
+        counts.add(len(array))
+    if len(counts) != 1:
+        raise FinplanInputError(f"check inputs hold different sample counts ({', '.join(map(str, sorted(counts)))}); "
+                                "expected the same for every input", field="check inputs")
+    return feeds
+
+
+def export_onnx(model, path: str | os.PathLike, check_inputs, *,
                 opset: int = DEFAULT_OPSET, max_abs_diff: float = MAX_ABS_DIFF) -> ExportReport:
     """``to_onnx`` then an atomic write to ``path`` (nothing is written when any check fails)."""
     proto, difference = to_onnx(model, check_inputs, opset=opset, max_abs_diff=max_abs_diff)
     data = proto.SerializeToString()
     written = atomic_write_bytes(path, data)
+    samples = len(next(iter(check_feeds(model, check_inputs).values())))
     return ExportReport(path=written, contract=model.contract(), opset=opset, size_bytes=len(data),
                         model_hash=model_hash(proto), max_abs_diff=difference, max_abs_diff_limit=max_abs_diff,
-                        check_samples=min(len(check_inputs), CHECK_SAMPLES))
+                        check_samples=samples)
 
 
-def max_difference(proto: onnx.ModelProto, model: BranchyNet, inputs: np.ndarray) -> float:
-    """Largest |onnxruntime - torch| over all outputs for ``inputs``."""
+def max_difference(proto: onnx.ModelProto, model, inputs) -> float:
+    """Largest |onnxruntime - torch| over all outputs for ``inputs`` (an array or a dict of arrays)."""
     import onnxruntime as ort
 
+    feeds = check_feeds(model, inputs) if not isinstance(inputs, dict) else inputs
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    onnx_outputs = session.run(list(model.output_names), {INPUT_NAME: inputs})
+    onnx_outputs = session.run(list(model.output_names), feeds)
     with torch.no_grad():
-        torch_outputs = [t.numpy() for t in model(torch.from_numpy(inputs))]
+        torch_outputs = [t.numpy() for t in model(*(torch.from_numpy(feeds[n]) for n in model.input_names))]
     worst = 0.0
     for ours, theirs in zip(onnx_outputs, torch_outputs):
         if ours.shape != theirs.shape:

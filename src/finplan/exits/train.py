@@ -59,22 +59,22 @@ def train(model: BranchyNet, data: Dataset, *, epochs: int, seed: int,
                          f"{','.join(map(str, weights))}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError("epochs and batch size must be >= 1 and the learning rate > 0")
-    x, y = _tensors(data, model.num_classes)
+    inputs, y = _tensors(data, model)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    batches = (len(x) + batch_size - 1) // batch_size
+    batches = (len(y) + batch_size - 1) // batch_size
     reports = []
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         for epoch in range(1, epochs + 1):
             model.train()
-            order = torch.randperm(len(x), generator=generator)
+            order = torch.randperm(len(y), generator=generator)
             loss_sum, correct, seen = 0.0, torch.zeros(exit_count), 0
             for batch in range(batches):
                 index = order[batch * batch_size:(batch + 1) * batch_size]
-                logits = model.exit_logits(x[index])
+                logits = model.exit_logits(*(t[index] for t in inputs))
                 loss = sum(w * loss_fn(out, y[index]) for w, out in zip(weights, logits))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -99,16 +99,16 @@ def train(model: BranchyNet, data: Dataset, *, epochs: int, seed: int,
 def evaluate(model: BranchyNet, data: Dataset, *, batch_size: int = 256,
              confidence_threshold: float = CONFIDENCE_THRESHOLD) -> ExitMetrics:
     """Per-exit accuracy and how often each exit is confident (max softmax >= threshold)."""
-    x, y = _tensors(data, model.num_classes)
+    inputs, y = _tensors(data, model)
     model.eval()
     exit_count = len(model.heads)
     correct = np.zeros(exit_count)
     confident = np.zeros(exit_count)
     confident_correct = np.zeros(exit_count)
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
+        for start in range(0, len(y), batch_size):
             labels = y[start:start + batch_size]
-            for e, logits in enumerate(model.exit_logits(x[start:start + batch_size])):
+            for e, logits in enumerate(model.exit_logits(*(t[start:start + batch_size] for t in inputs))):
                 probabilities = torch.softmax(logits, dim=1)
                 top, predicted = probabilities.max(dim=1)
                 right = predicted == labels
@@ -116,7 +116,7 @@ def evaluate(model: BranchyNet, data: Dataset, *, batch_size: int = 256,
                 correct[e] += float(right.sum())
                 confident[e] += float(sure.sum())
                 confident_correct[e] += float((right & sure).sum())
-    samples = len(x)
+    samples = len(y)
     return ExitMetrics(
         accuracy=tuple(float(c / samples) for c in correct),
         confident_share=tuple(float(c / samples) for c in confident),
@@ -124,9 +124,28 @@ def evaluate(model: BranchyNet, data: Dataset, *, batch_size: int = 256,
         confidence_threshold=confidence_threshold, samples=samples)
 
 
-def _tensors(data: Dataset, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(data, model) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The model's inputs (in its input order) and the labels of ``data``: a Dataset (``x``, one
+    input) or anything with ``inputs`` (a dict of arrays named after the model's inputs) and ``y``.
+    Float data goes to the input's float dtype; integer inputs (token ids, masks) keep theirs."""
+    num_classes = model.num_classes
     if data.y is None:
         raise ValueError(f"{data.name}: has no labels (y); training and evaluation need them")
     if len(data.y) and (data.y.min() < 0 or data.y.max() >= num_classes):
         raise ValueError(f"{data.name}: labels out of range 0..{num_classes - 1}")
-    return torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)), torch.from_numpy(data.y.astype(np.int64))
+    arrays = data.inputs if hasattr(data, "inputs") else {model.input_names[0]: data.x}
+    missing = [spec.name for spec in model.inputs if spec.name not in arrays]
+    if missing:
+        raise ValueError(f"{data.name}: has no {', '.join(missing)}; the model's inputs are "
+                         f"{', '.join(model.input_names)}")
+    tensors = []
+    for spec in model.inputs:
+        array = np.asarray(arrays[spec.name])
+        target = np.dtype(spec.dtype)
+        if array.dtype != target and not (array.dtype.kind == "f" and target.kind == "f"):
+            raise ValueError(f"{data.name}: {spec.name} has dtype {array.dtype}; the model input needs {target}")
+        if len(array) != len(data.y):
+            raise ValueError(f"{data.name}: {spec.name} holds {len(array)} samples and y {len(data.y)}; "
+                             "expected the same")
+        tensors.append(torch.from_numpy(np.ascontiguousarray(array, dtype=target)))
+    return tuple(tensors), torch.from_numpy(data.y.astype(np.int64))
