@@ -189,6 +189,11 @@ def tensor_shape(model: onnx.ModelProto, name: str) -> list[int | str | None]:
             init = next(i for i in model.graph.initializer if i.name == name)
             return list(init.dims)
         return []
+    return value_info_shape(info)
+
+
+def value_info_shape(info: onnx.ValueInfoProto) -> list[int | str | None]:
+    """The dims of a ValueInfoProto: ints, symbolic names, or None when unknown."""
     dims = []
     for dim in info.type.tensor_type.shape.dim:
         if dim.HasField("dim_value"):

@@ -16,6 +16,8 @@ from finplan.errors import FinplanInputError
 # name -> (module under finplan.cli, one-line help shown by `finplan --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "Show the blocks and exits of a branchy ONNX model."),
+    "cuts": ("cuts", "List every candidate cut of an ONNX graph and what would cross it."),
+    "annotate": ("annotate", "Write a validated block/exit contract into a copy of an ONNX model."),
     "exits": ("exits", "Build, train and export branchy models (needs the [torch] extra)."),
     "profile": ("profile", "Measure every block and exit of a model on this device."),
     "profiles": ("profiles", "Compare hardware profiles side by side."),
