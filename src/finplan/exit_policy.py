@@ -97,28 +97,42 @@ def exits_here(confidence: np.ndarray, threshold: float | None) -> np.ndarray:
 
 class StageRunner:
     """One stage as the runtime runs it: one session call (output names resolved once), then
-    its exit heads in order. ``heads``: (exit name, output index, threshold or None, policy);
-    ``next_output``: the output handed on (None when the stage ends with the final exit);
-    ``next_stage``: the stage that follows on the same node (None: the tensor leaves)."""
+    its exit heads in order. The stage works on an environment of named tensors: it feeds the
+    part ``input_names`` (a name, or several) from what it received, and hands on ``carry`` (the
+    live set of the next cut: tensors it computed or received and passes through).
 
-    __slots__ = ("run", "input_name", "output_names", "heads", "next_output", "next_stage")
+    ``heads``: (exit name, output index, threshold or None, policy); ``next_output``: for a
+    single-tensor hop, the output handed on (``carry`` defaults to its name; None when the stage
+    ends with the final exit); ``next_stage``: the stage that follows on the same node (None: the
+    tensors leave)."""
 
-    def __init__(self, session, input_name: str, output_names: Sequence[str],
+    __slots__ = ("run", "input_name", "input_names", "output_names", "heads", "next_output", "next_stage",
+                 "carry", "carry_from")
+
+    def __init__(self, session, input_names: str | Sequence[str], output_names: Sequence[str],
                  heads: Sequence[tuple[str, int, float | None, str]], next_output: int | None,
-                 next_stage: int | None):
+                 next_stage: int | None, carry: Sequence[str] | None = None):
         self.run = session.run
-        self.input_name = input_name
+        self.input_names = [input_names] if isinstance(input_names, str) else list(input_names)
+        self.input_name = self.input_names[0]
         self.output_names = list(output_names)
         self.heads = tuple((e, i, t, SCORERS[p], SCORERS_ONE[p], REPORTERS_ONE[p]) for e, i, t, p in heads)
         self.next_output = next_output
         self.next_stage = next_stage
+        if carry is None:
+            carry = [] if next_output is None else [self.output_names[next_output]]
+        self.carry = list(carry)
+        # per carried tensor: the output index that computes it, or None when it passes through
+        self.carry_from = tuple((name, self.output_names.index(name) if name in self.output_names else None)
+                                for name in self.carry)
 
 
 class ChainOutcome:
     """What ``run_chain`` did: per sample of the batch, the exit taken (None: not here),
     predicted class, confidence, logits row and seconds from ``start`` to its decision; the
     stages run with how many samples each; and the samples that go on (``alive``, positions in
-    the batch), their tensor and the stage that produced it (``last``)."""
+    the batch), their tensors (``remaining``: name -> rows of the samples that go on; None when
+    none do) and the stage that produced them (``last``)."""
 
     __slots__ = ("exits", "predictions", "confidences", "logits", "offsets", "stage_samples", "alive",
                  "remaining", "last")
@@ -135,28 +149,38 @@ class ChainOutcome:
         self.last = last
 
 
-def run_chain(stages: Sequence[StageRunner], first: int, tensor: np.ndarray, start: float,
+def _environment(stages: Sequence[StageRunner], first: int, tensors) -> dict:
+    return {stages[first].input_name: tensors} if isinstance(tensors, np.ndarray) else tensors
+
+
+def _handed_on(stage: StageRunner, env: dict, values: list) -> dict:
+    return {name: env[name] if index is None else values[index] for name, index in stage.carry_from}
+
+
+def run_chain(stages: Sequence[StageRunner], first: int, tensors, start: float,
               clock: Callable[[], float] = time.perf_counter) -> ChainOutcome:
-    """Run ``stages`` from ``first`` on ``tensor`` while they stay on this node, exiting samples
-    at the first head that is confident (the final head takes all). Samples that exit leave the
-    batch; the rest go on together, and downstream stages run only on them."""
-    n = tensor.shape[0]
+    """Run ``stages`` from ``first`` on ``tensors`` (a dict name -> array, or one array for a
+    single-input stage) while they stay on this node, exiting samples at the first head that is
+    confident (the final head takes all). Samples that exit leave the batch; the rest go on
+    together, and downstream stages run only on them, with every tensor of the live set."""
+    env = _environment(stages, first, tensors)
+    n = next(iter(env.values())).shape[0]
     if n == 1:
-        return _run_one(stages, first, tensor, start, clock)
+        return _run_one(stages, first, env, start, clock)
     exits: list = [None] * n
     predictions = [-1] * n
     confidences = [math.nan] * n
     logits: list = [None] * n
     offsets = [math.nan] * n
     stage_samples: list[tuple[int, int]] = []
-    alive = list(range(n))  # batch positions of the samples in ``current``
-    current, index = tensor, first
+    alive = list(range(n))  # batch positions of the samples in ``env``
+    index = first
     while True:
         stage = stages[index]
-        values = stage.run(stage.output_names, {stage.input_name: current})
+        values = stage.run(stage.output_names, {name: env[name] for name in stage.input_names})
         count = len(alive)
         stage_samples.append((index, count))
-        staying = range(count)  # positions in ``current`` still undecided
+        staying = range(count)  # positions in ``env`` still undecided
         for exit_name, output_index, threshold, scorer, _one, _reported in stage.heads:
             if not staying:
                 break
@@ -179,25 +203,25 @@ def run_chain(stages: Sequence[StageRunner], first: int, tensor: np.ndarray, sta
             staying = undecided
         if not staying:
             return ChainOutcome(exits, predictions, confidences, logits, offsets, stage_samples, [], None, index)
-        if stage.next_output is None:  # a valid manifest has no last stage without a final exit
+        if not stage.carry:  # a valid manifest has no last stage without a final exit
             raise RuntimeError(f"{len(staying)} samples reached the end of the chain without exiting")
-        remaining = values[stage.next_output]
-        if len(staying) < count:
-            remaining = np.ascontiguousarray(remaining[list(staying)])  # per-sample split: only these go on
+        remaining = _handed_on(stage, env, values)
+        if len(staying) < count:  # per-sample split: only these go on, every tensor of the live set
+            rows = list(staying)
+            remaining = {name: np.ascontiguousarray(array[rows]) for name, array in remaining.items()}
         alive = [alive[local] for local in staying]
         if stage.next_stage is None:
             return ChainOutcome(exits, predictions, confidences, logits, offsets, stage_samples, alive, remaining,
                                 index)
-        current, index = remaining, stage.next_stage
+        env, index = remaining, stage.next_stage
 
 
-def _run_one(stages, index, tensor, start, clock) -> ChainOutcome:
+def _run_one(stages, index, env, start, clock) -> ChainOutcome:
     """``run_chain`` for one sample: no per-sample lists to filter, scalar scores."""
     stage_samples = []
-    current = tensor
     while True:
         stage = stages[index]
-        values = stage.run(stage.output_names, {stage.input_name: current})
+        values = stage.run(stage.output_names, {name: env[name] for name in stage.input_names})
         stage_samples.append((index, 1))
         for exit_name, output_index, threshold, _scorer, one, reported in stage.heads:
             head = values[output_index]
@@ -209,9 +233,9 @@ def _run_one(stages, index, tensor, start, clock) -> ChainOutcome:
                     continue
             return ChainOutcome([exit_name], [predicted], [confidence], [head[0]], [clock() - start],
                                 stage_samples, [], None, index)
-        if stage.next_output is None:
+        if not stage.carry:
             raise RuntimeError("1 sample reached the end of the chain without exiting")
-        current = values[stage.next_output]
+        env = _handed_on(stage, env, values)
         if stage.next_stage is None:
-            return ChainOutcome([None], [-1], [math.nan], [None], [math.nan], stage_samples, [0], current, index)
+            return ChainOutcome([None], [-1], [math.nan], [None], [math.nan], stage_samples, [0], env, index)
         index = stage.next_stage

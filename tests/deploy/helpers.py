@@ -31,15 +31,21 @@ def network_doc(nodes=("device", "edge", "cloud"), *, profile: str | None = None
 
 def plan_doc(placement: list[str], *, model_hash: str | None, thresholds: dict[str, float] | None = None,
              final_exit: str | None = None, feasible: bool = True, name: str = "tiny",
-             network: dict | None = None, exit_rates: dict[str, float] | None = None) -> dict:
+             network: dict | None = None, exit_rates: dict[str, float] | None = None,
+             blocks: tuple[str, ...] = TINY_BLOCKS, exits_after: dict[str, str] | None = None,
+             bytes_after: dict[str, float] | None = None) -> dict:
     """A finplan.plan/1 document with the planner's fields; predictions are simple made-up
-    numbers (the report tests only need them to be present and finite)."""
+    numbers (the report tests only need them to be present and finite). ``blocks``,
+    ``exits_after`` (exit -> block) and ``bytes_after`` (block -> bytes per sample crossing the
+    cut after it: the live set's sum) describe another model than the tiny one."""
+    exits_after = exits_after or TINY_EXITS
+    bytes_after = bytes_after or TINY_BYTES
     thresholds = thresholds or {}
     final_exit = final_exit or ("exit2" if len(placement) == 3 else "exit1")
     mode = "dynamic" if thresholds else "static"
     rates = exit_rates or ({final_exit: 1.0} if not thresholds else {**{k: 0.5 for k in thresholds}, final_exit: 0.5})
     per_node: dict[str, dict] = {}
-    for block, node in zip(TINY_BLOCKS, placement):
+    for block, node in zip(blocks, placement):
         entry = per_node.setdefault(node, {"blocks": [], "exits": [], "energy_j": 0.0, "busy_s": 0.0,
                                            "params_bytes": 1000.0, "utilization": None})
         entry["blocks"].append(block)
@@ -48,10 +54,10 @@ def plan_doc(placement: list[str], *, model_hash: str | None, thresholds: dict[s
     transfers = []
     for i in range(1, len(placement)):
         if placement[i] != placement[i - 1]:
-            prob = 1.0 - sum(r for e, r in rates.items() if e != final_exit and TINY_BLOCKS.index(TINY_EXITS[e]) < i)
-            transfers.append({"from": placement[i - 1], "to": placement[i], "after_block": TINY_BLOCKS[i - 1],
-                              "bytes": TINY_BYTES[TINY_BLOCKS[i - 1]], "probability": prob, "time_s": 0.001,
-                              "energy_j": prob * TINY_BYTES[TINY_BLOCKS[i - 1]] * 8e-8})
+            prob = 1.0 - sum(r for e, r in rates.items() if e != final_exit and blocks.index(exits_after[e]) < i)
+            transfers.append({"from": placement[i - 1], "to": placement[i], "after_block": blocks[i - 1],
+                              "bytes": bytes_after[blocks[i - 1]], "probability": prob, "time_s": 0.001,
+                              "energy_j": prob * bytes_after[blocks[i - 1]] * 8e-8})
     return {
         "schema": "finplan.plan/1",
         "solver": {"name": "hand", "parameters": {}, "solve_time_s": 0.0},
@@ -63,7 +69,7 @@ def plan_doc(placement: list[str], *, model_hash: str | None, thresholds: dict[s
             "source": placement[0],
             "constraints": {"max_latency_s": 1.0, "min_accuracy": 0.0},
             "feasible": feasible,
-            "placement": [{"block": b, "node": n} for b, n in zip(TINY_BLOCKS, placement)],
+            "placement": [{"block": b, "node": n} for b, n in zip(blocks, placement)],
             "final_exit": final_exit,
             "active_exits": [{"name": k, "threshold": v} for k, v in thresholds.items()] + [{"name": final_exit, "threshold": None}],
             "thresholds": dict(thresholds),

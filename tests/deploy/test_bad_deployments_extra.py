@@ -35,8 +35,9 @@ def edit_json(path, change):
 def test_a_manifest_tensor_spec_the_part_does_not_declare_is_refused(capsys, copy_of, inputs, field, value, fragments):
     folder = copy_of()
     path = folder / "cloud" / "manifest.json"
-    edit_json(path, lambda m: m["stages"][0]["inputs"][0].__setitem__(field, value)
-              or m["input"].__setitem__(field, value))  # input too: it is the first stage's input
+    # what the node receives too (inputs, its entry's tensors): they are the first stage's input
+    edit_json(path, lambda m: [spec.__setitem__(field, value)
+                               for spec in (m["stages"][0]["inputs"][0], m["inputs"][0], m["entries"][0]["tensors"][0])])
     code, out, err = cli(capsys, "run", folder, "--data", inputs[2])
     assert_bad_input(code, out, err, "cloud/manifest.json", *fragments)
     # a node loaded on its own (what the Ray layer does per node) refuses it too, before any run
@@ -51,7 +52,9 @@ def test_a_manifest_output_spec_the_part_does_not_declare_is_refused(copy_of):
     from finplan.deploy.node_runtime import NodeRuntime
 
     folder = copy_of()
-    edit_json(folder / "edge" / "manifest.json", lambda m: m["stages"][0]["outputs"][0].__setitem__("shape", ["batch", 4, 4]))
+    # the tensor handed on too (next.tensors), which the manifest checks against the stage's outputs
+    edit_json(folder / "edge" / "manifest.json", lambda m: [spec.__setitem__("shape", ["batch", 4, 4]) for spec in
+                                                            (m["stages"][0]["outputs"][0], m["stages"][0]["next"]["tensors"][0])])
     with pytest.raises(FinplanInputError, match=r"stages\[0\]\.outputs\[0\]\.shape.*declares 'block2'"):
         NodeRuntime(folder / "edge")
 
@@ -60,8 +63,8 @@ def test_a_manifest_input_that_is_not_its_first_stage_input_is_refused(copy_of):
     from finplan.deploy.manifest import load_manifest
 
     folder = copy_of()
-    edit_json(folder / "edge" / "manifest.json", lambda m: m["input"].__setitem__("shape", ["batch", 4, 4, 5]))
-    with pytest.raises(FinplanInputError, match=r"edge/manifest\.json: input: .*first stage takes block1"):
+    edit_json(folder / "edge" / "manifest.json", lambda m: m["inputs"][0].__setitem__("shape", ["batch", 4, 4, 5]))
+    with pytest.raises(FinplanInputError, match=r"edge/manifest\.json: inputs: .*first entry takes block1"):
         load_manifest(folder / "edge")
 
 
@@ -96,7 +99,7 @@ def test_a_deployment_without_recorded_hashes_is_refused(capsys, copy_of, inputs
 
 @pytest.mark.parametrize("change, field", [
     (lambda d: d["active_exits"][0].__setitem__("threshold", 0.01), "active_exits"),
-    (lambda d: d["input"].__setitem__("shape", ["batch", 1, 8, 9]), "input"),
+    (lambda d: d["inputs"][0].__setitem__("shape", ["batch", 1, 8, 9]), "inputs"),
     # the fields that repeat plan.json: blamed on deployment.json, not on a link the plan never used
     (lambda d: d.__setitem__("source", "edge"), "source"),
     (lambda d: d.__setitem__("final_exit", "exit1"), "final_exit"),

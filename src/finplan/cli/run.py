@@ -40,7 +40,7 @@ def _error(row) -> str:
 @click.command("run")
 @click.argument("folder", metavar="DEPLOY/", type=click.Path())
 @click.option("--data", "source", required=True,
-              help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
+              help="Inputs: embedded, digits, fashion-mnist, an image folder, or a .npz with one array per graph input (named after it; x for a single-input model) and optionally y.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inputs per batch (samples that exit leave the batch; the rest go on together).")
@@ -69,7 +69,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     from finplan.deploy.report import build_report
 
     deployment = load_deployment(folder)
-    x, y, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed, num_classes=deployment.num_classes())
+    x, y, name = load_inputs(source, deployment.input_specs, limit=limit, seed=seed, num_classes=deployment.num_classes())
     with progress_bar(quiet or as_json) as report, \
             (foreign_output_to_stderr() if engine != "local" else contextlib.nullcontext()):
         measurements = get_engine(engine)(folder, x, y, batch_size=batch_size, emulate_links=emulate_links,

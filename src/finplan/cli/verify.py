@@ -15,7 +15,7 @@ class VerifyFailed(click.ClickException):
 @click.argument("folder", metavar="DEPLOY/", type=click.Path())
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="The original branchy ONNX model.")
 @click.option("--data", "source", required=True,
-              help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
+              help="Inputs: embedded, digits, fashion-mnist, an image folder, or a .npz with one array per graph input (named after it; x for a single-input model) and optionally y.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--atol", type=FiniteNonNegative(), default=1e-5, show_default=True,
@@ -37,7 +37,7 @@ def command(folder, model_path, source, limit, batch_size, atol, seed, as_json, 
     from finplan.deploy.verify import verify
 
     deployment = load_deployment(folder)
-    x, _, name = load_inputs(source, deployment.input_spec, limit=limit, seed=seed, num_classes=deployment.num_classes())
+    x, _, name = load_inputs(source, deployment.input_specs, limit=limit, seed=seed, num_classes=deployment.num_classes())
     with progress_bar(quiet or as_json) as report:
         result = verify(folder, model_path, x, batch_size=batch_size, atol=atol, progress=report)
     if as_json:

@@ -49,9 +49,15 @@ class Deployment:
         return self.index["model"].get("hash")
 
     @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The graph inputs, in graph order (a legacy index: its one ``input``)."""
+        listed = self.index["inputs"] if "inputs" in self.index else [self.index["input"]]
+        return tuple(TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]) for spec in listed)
+
+    @property
     def input_spec(self) -> TensorSpec:
-        spec = self.index["input"]
-        return TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])
+        """The first graph input (the sole one of a single-input model)."""
+        return self.input_specs[0]
 
     def node_folder(self, node: str) -> Path:
         return self.folder / node
@@ -102,7 +108,7 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
         raise FinplanInputError("deployment folder not found" if not folder.exists() else "is not a folder", file=folder)
     index_path = folder / DEPLOYMENT_FILE
     index = load_document(index_path, "deployment")
-    for key in ("application", "model", "source", "entry_node", "input", "nodes"):
+    for key in ("application", "model", "source", "entry_node", "inputs" if "input" not in index else "input", "nodes"):
         if key not in index:
             raise FinplanInputError("missing; expected a folder written by finplan emit", file=index_path, field=key)
     if not isinstance(index["nodes"], list) or not all(isinstance(n, str) for n in index["nodes"]):
@@ -206,12 +212,14 @@ def _check_index_against_manifests(folder: Path, index: dict) -> None:
     if entry not in manifests:
         raise FinplanInputError(f"is {entry!r}, which is not one of nodes ({', '.join(manifests)}); {RERUN}",
                                 file=index_path, field="entry_node")
-    spec = index["input"]
-    expected = manifests[entry].input
-    if not isinstance(spec, dict) or spec.get("name") != expected.name or spec.get("dtype") != expected.dtype \
-            or spec.get("shape") != list(expected.shape):
-        raise FinplanInputError(f"is {_as_json(spec)}, but node {entry!r} takes {expected.describe()}; {RERUN}",
-                                file=index_path, field="input")
+    key = "inputs" if "inputs" in index else "input"
+    listed = index[key] if key == "inputs" else [index[key]]
+    expected = manifests[entry].inputs
+    if not isinstance(listed, list) or len(listed) != len(expected) or any(
+            not isinstance(spec, dict) or spec.get("name") != want.name or spec.get("dtype") != want.dtype
+            or spec.get("shape") != list(want.shape) for spec, want in zip(listed, expected)):
+        raise FinplanInputError(f"is {_as_json(index[key])}, but node {entry!r} takes "
+                                f"{', '.join(t.describe() for t in expected)}; {RERUN}", file=index_path, field=key)
     exits = {e.name: e.threshold for node in manifests.values() for stage in node.stages for e in stage.exits}
     listed = index.get("active_exits")
     if listed is not None:

@@ -20,8 +20,8 @@ from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes, sha256_file
 from finplan.errors import FinplanInputError
 from finplan.fileio import atomic_write_json, load_document, parse_text
-from finplan.onnx_parts import (BATCH_DIM, GraphIndex, PartError, bytes_per_sample, extract_part, infer_shapes,
-                                 tensor_dtype, tensor_shape)
+from finplan.onnx_parts import (BATCH_DIM, CutError, Layout, PartError, compute_layout, extract_part, infer_shapes,
+                                 layout_boundaries, tensor_dtype, tensor_shape)
 
 DEPLOYMENT_SCHEMA = "finplan.deployment/1"
 DEPLOYMENT_FILE = "deployment.json"
@@ -105,7 +105,8 @@ def _check_threshold(name, threshold, exit_names, *, file, field):
 
 
 def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *, file, field: str, model_path,
-                        inferred: onnx.ModelProto | None = None) -> list[str]:
+                        inferred: onnx.ModelProto | None = None, live_bytes: dict[str, int | None] | None = None
+                        ) -> list[str]:
     """Refuse a plan made for another model; returns warnings when the plan cannot tell.
 
     With the model hash in the plan, the hash decides. Without it (a hand-written card), the
@@ -126,8 +127,8 @@ def check_model_matches(app: dict, model: onnx.ModelProto, contract: Contract, *
             f"{have[:19]}... (a plan for another model; plan again with this model's card)",
             file=file, field=f"{field}.model.hash")
     if want is None:
-        inferred = inferred if inferred is not None else infer_shapes(model)
-        model_bytes = _model_bytes(inferred, contract)
+        model_bytes = live_bytes if live_bytes is not None else _model_bytes(
+            inferred if inferred is not None else infer_shapes(model), contract, model_path)
         card_path = _resolve_card(plan_model.get("card"), Path(file))
         card_is_the_models = False
         if card_path is not None:
@@ -149,16 +150,23 @@ def _chmod_like_mkdir(path: Path) -> None:
     os.chmod(path, 0o777 & ~umask)
 
 
-def _model_bytes(inferred: onnx.ModelProto, contract: Contract) -> dict[str, int | None]:
-    """Bytes per sample of the model's input (key ``"input"``, as the plan's transfers name it)
-    and of each block's output; None where the shape is not static."""
-    def size(tensor: str) -> int | None:
-        try:
-            return bytes_per_sample(inferred, tensor)
-        except ValueError:
-            return None
+def _model_bytes(inferred: onnx.ModelProto, contract: Contract, model_path) -> dict[str, int | None]:
+    """Bytes per sample that cross each cut: the graph inputs (key ``"input"``, as the plan's
+    transfers name it) and each block's live set, summed over its tensors (what a card's
+    ``output_bytes`` and a plan's transfer price)."""
+    try:
+        live = layout_boundaries(compute_layout(inferred, contract), contract)
+    except CutError as exc:
+        raise FinplanInputError(str(exc), file=model_path) from None
+    return _live_bytes(live, contract)
 
-    return {"input": size(contract.input), **{b.name: size(b.output) for b in contract.blocks}}
+
+def _live_bytes(live, contract: Contract) -> dict[str, int | None]:
+    sizes = {"input": sum(t.bytes_per_sample for t in live[0])}
+    for k, block in enumerate(contract.blocks, start=1):
+        # the last block's live set is empty: only its own output would cross (it never does)
+        sizes[block.name] = sum(t.bytes_per_sample for t in live[k]) if k < len(contract.blocks) else None
+    return sizes
 
 
 def _resolve_card(ref, plan_path: Path) -> Path | None:
@@ -288,6 +296,35 @@ def _spec(inferred: onnx.ModelProto, name: str) -> dict:
     return {"name": name, "shape": shape, "dtype": str(tensor_dtype(inferred, name))}
 
 
+def _stage_tensors(layout: Layout, contract: Contract, stage: StagePlan, received: list[str],
+                   sent: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(part outputs, their roles, part inputs) of one stage: blocks first..last and the exit heads after last.
+
+    Outputs: the live tensors handed on that the stage computes (the last block's contract output
+    first), then the exit outputs; a tensor of ``sent`` the stage only passes through is not an
+    output (the runtime forwards it). Inputs: the tensors of ``received`` that the stage's blocks
+    and heads read, in the live set's order."""
+    parts = [layout.blocks[b] for b in stage.blocks]
+    heads = {name for name, _ in stage.exits}
+    parts += [spec for spec in layout.exits if spec.name in heads]
+    nodes = layout.index.model.graph.node
+    produced = {name for b in stage.blocks for position in layout.blocks[b].positions
+                for name in nodes[position].output if name}
+    key = contract.blocks[stage.blocks[-1]].output
+    outputs = ([key] if sent else []) + [t for t in sent if t in produced and t != key]
+    roles = ["block"] * len(outputs)
+    for exit_name, _ in stage.exits:
+        exit_ = next(e for e in contract.exits if e.name == exit_name)
+        if exit_.output not in outputs:
+            outputs.append(exit_.output)
+            roles.append("exit")
+    read = {name for part in parts for name in part.inputs} - produced
+    missing = read - set(received)
+    if missing:  # the layout's live sets say otherwise: finplan's bug, not the user's
+        raise RuntimeError(f"stage {stage.blocks} reads {sorted(missing)}, which its live set {received} lacks")
+    return outputs, roles, [t for t in received if t in read]
+
+
 def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
     """``max_probability`` for a head that already ends in Softmax, else ``max_softmax`` (the
     profiler scores calibration data the same way, so planned and run exit rates agree)."""
@@ -299,11 +336,11 @@ def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
 
 
 def _set_part_metadata(part: onnx.ModelProto, contract: Contract, stage: StagePlan, *, node: str, index: int,
-                       application: str, parent_name: str, parent_hash: str) -> None:
+                       application: str, parent_name: str, parent_hash: str, inputs: list[str]) -> None:
     blocks = [contract.blocks[b] for b in stage.blocks]
     exit_names = {name for name, _ in stage.exits}
     doc = {
-        "input": contract.boundary_before(stage.blocks[0]),
+        "inputs": inputs,
         "blocks": [{"name": b.name, "output": b.output} for b in blocks],
         "exits": [{"name": e.name, "after": e.after, "output": e.output} for e in contract.exits if e.name in exit_names],
         "part": {"node": node, "stage": index, "application": application,
@@ -414,8 +451,13 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
 
     model, contract = load_branchy_model(model_path)
     inferred = infer_shapes(model)
+    try:
+        layout = compute_layout(inferred, contract)
+        live = layout_boundaries(layout, contract)
+    except CutError as exc:
+        raise FinplanInputError(str(exc), file=model_path) from None
     warnings = check_model_matches(app, model, contract, file=plan_path, field=field, model_path=model_path,
-                                   inferred=inferred)
+                                   inferred=inferred, live_bytes=_live_bytes(live, contract))
     placement = placement_of(app, contract, file=plan_path, field=field)
     final, early = active_exits_of(app, contract, file=plan_path, field=field)
     final_after = contract.block_index(next(e for e in contract.exits if e.name == final).after)
@@ -431,7 +473,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
     parent_hash = model_hash(model)
     plan_model = app.get("model") or {}
     parent_name = str(plan_model.get("name") or model.graph.name or model_path.stem)
-    graph_index = GraphIndex(inferred)
+    graph_index = layout.index
 
     source = app.get("source") or placement[0]
     check_links(app, placement, source, plan.get("network"), file=plan_path, field=field, name=name)
@@ -452,35 +494,31 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 summary[node] = []
                 (tmp / node).mkdir()
             first, last = stage.blocks[0], stage.blocks[-1]
-            input_name = contract.boundary_before(first)
-            outputs: list[str] = []
-            roles: list[str] = []
-            if not stage.is_last:
-                outputs.append(contract.blocks[last].output)
-                roles.append("block")
+            received = [t.name for t in live[first]]           # the live set arriving before the first block
+            sent = [] if stage.is_last else [t.name for t in live[last + 1]]  # the live set handed on
+            key_in = contract.inputs[0] if first == 0 else contract.blocks[first - 1].output
+            outputs, roles, input_names = _stage_tensors(layout, contract, stage, received, sent)
             exit_specs = []
             for exit_name, threshold in stage.exits:
                 exit_ = next(e for e in contract.exits if e.name == exit_name)
-                if exit_.output not in outputs:
-                    outputs.append(exit_.output)
-                    roles.append("exit")
                 exit_specs.append({"name": exit_name, "output": exit_.output, "policy": _policy_of(inferred, exit_.output),
                                    "threshold": threshold})
             local_index = len(per_node[node])
             part_name = f"part{local_index:02d}_{contract.blocks[first].name}-{contract.blocks[last].name}.onnx"
             try:
-                part = extract_part(inferred, [input_name], outputs, name=f"{node}_{part_name[:-5]}", index=graph_index)
+                part = extract_part(inferred, input_names, outputs, name=f"{node}_{part_name[:-5]}", index=graph_index)
             except PartError as exc:
                 raise FinplanInputError(f"cannot cut blocks {contract.blocks[first].name}..{contract.blocks[last].name}: {exc}",
                                         file=model_path) from None
             _set_part_metadata(part, contract, stage, node=node, index=local_index, application=name,
-                               parent_name=parent_name, parent_hash=parent_hash)
+                               parent_name=parent_name, parent_hash=parent_hash, inputs=input_names)
             onnx.checker.check_model(part, full_check=True)
             data = part.SerializeToString(deterministic=True)
             (tmp / node / part_name).write_bytes(data)
             nxt = None
             if not stage.is_last:
-                nxt = {"node": stages[s + 1].node, "tensor": contract.blocks[last].output}
+                nxt = {"node": stages[s + 1].node, "tensor": contract.blocks[last].output,
+                       "tensors": [_spec(inferred, t) for t in sent]}
             out_specs = []
             for tensor, role in zip(outputs, roles):
                 spec = _spec(inferred, tensor)
@@ -488,12 +526,13 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 out_specs.append(spec)
             per_node[node].append({
                 "part": part_name, "sha256": sha256_bytes(data),
-                "inputs": [_spec(inferred, input_name)], "outputs": out_specs,
+                "inputs": [_spec(inferred, t) for t in input_names], "outputs": out_specs,
                 "blocks": [contract.blocks[b].name for b in stage.blocks], "exits": exit_specs, "next": nxt,
             })
             if previous_node != node:
-                entries[node].append({"tensor": input_name, "stage": local_index,
-                                      "from": previous_node if previous_node is not None else (source if source != node else None)})
+                entries[node].append({"tensor": key_in, "stage": local_index,
+                                      "from": previous_node if previous_node is not None else (source if source != node else None),
+                                      "tensors": [_spec(inferred, t) for t in received]})
             summary[node].append({"part": part_name, "blocks": per_node[node][-1]["blocks"],
                                   "exits": [(e["name"], e["threshold"]) for e in exit_specs]})
             previous_node = node
@@ -505,17 +544,17 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 "schema": MANIFEST_SCHEMA, "node": node, "application": name,
                 "model": {"name": parent_name, "hash": parent_hash},
                 "is_source": node == entry_node,
-                "input": per_node[node][entries[node][0]["stage"]]["inputs"][0],
+                "inputs": entries[node][0]["tensors"],
                 "entries": entries[node], "stages": per_node[node], "predicted": _predicted_for(app, node),
             }
             session = _session_of(node_profiles.get(node, []), tmp, parent_hash)
             if session is not None:
                 manifest["session"] = session
             atomic_write_json(tmp / node / MANIFEST_FILE, manifest)
-        input_spec = _spec(inferred, contract.input)
         deployment = {
             "schema": DEPLOYMENT_SCHEMA, "application": name, "model": {"name": parent_name, "hash": parent_hash},
-            "source": source, "entry_node": entry_node, "input": input_spec, "nodes": order,
+            "source": source, "entry_node": entry_node, "inputs": [_spec(inferred, t) for t in contract.inputs],
+            "nodes": order,
             "mode": (plan.get("options") or {}).get("mode"), "final_exit": final,
             "active_exits": [{"name": n, "threshold": t} for n, t in early.items()] + [{"name": final, "threshold": None}],
         }

@@ -75,6 +75,8 @@ class Measurements:
     threads: int | dict | None = None  # as given; or per node, as the manifests (profiles) set them
     # "a->b" -> delay that actually elapsed in total while emulating; None: the engine does not record it
     link_delay_actual_s: dict[str, float] | None = None
+    # "a->b" -> tensor name -> bytes sent in total (the live set, tensor by tensor); empty: not recorded
+    link_tensor_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +85,7 @@ class Measurements:
             "node_busy_s": self.node_busy_s, "node_calls": self.node_calls, "block_samples": self.block_samples,
             "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
             "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
+            "link_tensor_bytes": self.link_tensor_bytes,
             "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
         }
 
@@ -129,8 +132,9 @@ class LocalExecutor:
                                         f"{self.deployment.model_hash!r}", file=runtime.manifest.path, field="model.hash")
             self.runtimes[node] = runtime
         entry = self.runtimes[self.deployment.entry_node]
-        self.input_spec = entry.input_spec
-        self._entry_name = self.input_spec.name
+        self.input_specs = entry.input_specs  # the graph inputs, in graph order
+        self.input_spec = self.input_specs[0]
+        self._entry_name = entry.manifest.entries[0].tensor
         # check every hop now, so a broken folder fails before any input runs
         for node, runtime in self.runtimes.items():
             for i, stage in enumerate(runtime.stages):
@@ -152,9 +156,18 @@ class LocalExecutor:
         self.link_samples: dict[str, int] = {}
         self.link_delay_s: dict[str, float] = {}
         self.link_delay_actual_s: dict[str, float] = {}
+        self.link_tensor_bytes: dict[str, dict[str, int]] = {}
 
-    def _transfer(self, src: str, dst: str, nbytes: int, samples: int) -> None:
+    def _transfer(self, src: str, dst: str, tensors: dict[str, np.ndarray]) -> None:
+        """Count (and with emulation, wait for) one transfer of ``tensors``: bytes are their nbytes, summed."""
         key = link_key(src, dst)
+        per_tensor = self.link_tensor_bytes.setdefault(key, {})
+        nbytes = 0
+        for name, array in tensors.items():
+            size = int(array.nbytes)
+            per_tensor[name] = per_tensor.get(name, 0) + size
+            nbytes += size
+        samples = next(iter(tensors.values())).shape[0]
         self.link_bytes[key] = self.link_bytes.get(key, 0) + nbytes
         self.link_samples[key] = self.link_samples.get(key, 0) + samples
         delay = actual = 0.0
@@ -164,15 +177,20 @@ class LocalExecutor:
         self.link_delay_s[key] = self.link_delay_s.get(key, 0.0) + delay
         self.link_delay_actual_s[key] = self.link_delay_actual_s.get(key, 0.0) + actual
 
-    def run_batch(self, x: np.ndarray) -> BatchOutcome:
-        """One batch through the chain; samples leave at their exit, the rest go on together."""
+    def inputs_of(self, x) -> dict[str, np.ndarray]:
+        """``x`` as the entry's name -> array dict (a bare array stands for a single-input model)."""
+        return x if isinstance(x, dict) else self.runtimes[self.deployment.entry_node].environment(x, entry=self._entry_name)
+
+    def run_batch(self, x) -> BatchOutcome:
+        """One batch (name -> array per graph input, or one array for a single-input model) through
+        the chain; samples leave at their exit, the rest go on together with their live set."""
         # Python lists per sample (numpy only when asked): at batch 1 this loop is the whole
         # cost of the engine, next to the parts themselves.
         clock = time.perf_counter
         start = clock()
         deployment = self.deployment
         if deployment.source != deployment.entry_node:
-            self._transfer(deployment.source, deployment.entry_node, int(x.nbytes), x.shape[0])
+            self._transfer(deployment.source, deployment.entry_node, self.inputs_of(x))
         node = deployment.entry_node
         hop_start = clock() - start
         result = self.runtimes[node].process(x, entry=self._entry_name)
@@ -181,7 +199,7 @@ class LocalExecutor:
         if result.forward is None:  # every sample answered by the first node (e.g. all blocks on one node)
             return BatchOutcome(result.exit_names, result.prediction_list, result.confidence_list, result.logits,
                                 latency, [result])
-        n = x.shape[0]
+        n = result.batch_size
         exit_names: list[str | None] = list(result.exit_names)
         predictions = list(result.prediction_list)
         confidences = list(result.confidence_list)
@@ -192,12 +210,12 @@ class LocalExecutor:
             forward = result.forward
             if forward is None:
                 break
-            self._transfer(node, forward.node, result.bytes_out, int(forward.indices.size))
+            self._transfer(node, forward.node, forward.tensors)
             indices = forward.indices.tolist()
             positions = indices if positions is None else [positions[i] for i in indices]
             node = forward.node
             hop_start = clock() - start
-            result = self.runtimes[node].process(forward.tensor, entry=forward.tensor_name)
+            result = self.runtimes[node].process(forward.tensors, entry=forward.tensor_name)
             results.append(result)
             self._count(node, result)
             for local, name in enumerate(result.exit_names):
@@ -221,17 +239,20 @@ class LocalExecutor:
         for exit_name, count in result.exit_samples.items():
             exits[exit_name] = exits.get(exit_name, 0) + count
 
-    def run(self, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
+    def run(self, x, labels: np.ndarray | None = None, *, batch_size: int = 1,
             progress: Callable[[str, int, int], None] | None = None) -> Measurements:
+        """Run every sample of ``x`` (name -> [N, ...] per graph input, or one array for a
+        single-input model) in batches of ``batch_size``."""
         if batch_size < 1:
             raise FinplanInputError(f"is {batch_size}; expected an integer >= 1", field="--batch-size")
-        self.input_spec.check(x[:1], field="input")
+        x = self.inputs_of(x)
+        self.runtimes[self.deployment.entry_node].check_input({k: v[:1] for k, v in x.items()}, entry=self._entry_name)
         self._reset()
-        n = x.shape[0]
+        n = next(iter(x.values())).shape[0]
         exit_names, predictions, confidences, latency = [], [], [], []
         wall_start = time.perf_counter()
         for begin in range(0, n, batch_size):
-            outcome = self.run_batch(np.ascontiguousarray(x[begin:begin + batch_size]))
+            outcome = self.run_batch({k: np.ascontiguousarray(v[begin:begin + batch_size]) for k, v in x.items()})
             exit_names += outcome.exit_names
             predictions += outcome.prediction_list
             confidences += outcome.confidence_list
@@ -249,11 +270,12 @@ class LocalExecutor:
             block_samples={k: dict(v) for k, v in self.block_samples.items()},
             exit_samples={k: dict(v) for k, v in self.exit_samples.items()},
             link_bytes=dict(self.link_bytes), link_samples=dict(self.link_samples), link_delay_s=dict(self.link_delay_s),
-            link_delay_actual_s=dict(self.link_delay_actual_s), wall_s=wall, threads=self.threads if self.threads is not None else
+            link_delay_actual_s=dict(self.link_delay_actual_s),
+            link_tensor_bytes={k: dict(v) for k, v in self.link_tensor_bytes.items()}, wall_s=wall, threads=self.threads if self.threads is not None else
             {node: runtime.threads for node, runtime in self.runtimes.items()})
 
 
-def run_local(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
+def run_local(folder: str | Path, x, labels: np.ndarray | None = None, *, batch_size: int = 1,
               emulate_links: bool = False, threads: int | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> Measurements:
     """The ``local`` engine of ``finplan run``: load the folder, run the inputs, return Measurements."""

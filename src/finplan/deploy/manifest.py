@@ -69,15 +69,22 @@ class ExitSpec:
 
 @dataclass(frozen=True)
 class NextHop:
+    """Where the samples that stay go: ``node``, its entry ``tensor`` (the key naming the entry: the contract
+    tensor of the cut), and ``tensors``, the live set sent (several named tensors; a legacy manifest: one)."""
     node: str
     tensor: str
+    tensors: tuple[TensorSpec, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
 
 
 @dataclass(frozen=True)
 class Stage:
     part: str
     sha256: str
-    inputs: tuple[TensorSpec, ...]
+    inputs: tuple[TensorSpec, ...]      # what the part reads (a subset of the tensors the stage receives)
     outputs: tuple[TensorSpec, ...]
     output_roles: tuple[str, ...]
     blocks: tuple[str, ...]
@@ -87,9 +94,16 @@ class Stage:
 
 @dataclass(frozen=True)
 class Entry:
+    """Samples arrive at ``stage`` from ``from_node`` carrying ``tensors`` (the live set at that cut),
+    named by the key ``tensor``."""
     tensor: str
     stage: int
     from_node: str | None
+    tensors: tuple[TensorSpec, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
 
 
 @dataclass(frozen=True)
@@ -99,13 +113,18 @@ class Manifest:
     model_name: str
     model_hash: str | None
     is_source: bool
-    input: TensorSpec
+    inputs: tuple[TensorSpec, ...]  # what the node's first entry receives (the source: the graph inputs)
     entries: tuple[Entry, ...]
     stages: tuple[Stage, ...]
     predicted: dict
     path: str
     doc: dict
     session_threads: int | None = None  # intra-op threads the node's profile timed the parts with
+
+    @property
+    def input(self) -> TensorSpec:
+        """The first entry's first tensor (the sole one for a single-input chain)."""
+        return self.inputs[0]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -150,6 +169,49 @@ def _tensor(doc: Any, *, file, field: str) -> TensorSpec:
     return TensorSpec(name, tuple(shape), dtype)
 
 
+def _tensors(doc: Any, key: str, *, file, field: str) -> tuple[TensorSpec, ...]:
+    """A non-empty list of tensor specs with distinct names."""
+    listed = _get(doc, key, file=file, field=field, kind=list, what="a non-empty list of tensor specs")
+    if not listed:
+        raise FinplanInputError("is empty; expected at least one tensor spec", file=file, field=field)
+    specs = tuple(_tensor(t, file=file, field=f"{field}[{j}]") for j, t in enumerate(listed))
+    names = [t.name for t in specs]
+    if len(set(names)) != len(names):
+        raise FinplanInputError(f"names a tensor twice ({', '.join(names)}); expected distinct names", file=file,
+                                field=field)
+    return specs
+
+
+def _check_flow(node: str, stages: list[Stage], entries: list[Entry], file: str) -> None:
+    """Every stage is fed: what it receives (an entry's tensors, or what the previous stage hands on when
+    that hop stays on this node: stages are in chain order) holds every tensor its part reads, with the
+    same spec; what a stage hands on is what it received or computed."""
+    received: dict[int, tuple[TensorSpec, ...]] = {e.stage: e.tensors for e in entries}
+    for i, stage in enumerate(stages):
+        where = f"stages[{i}]"
+        if i not in received:
+            raise FinplanInputError("is neither an entry nor reached from the previous stage on this node; "
+                                    "re-run finplan emit", file=file, field=where)
+        have = {t.name: t for t in received[i]}
+        for j, spec in enumerate(stage.inputs):
+            if have.get(spec.name) != spec:
+                got = "nothing" if spec.name not in have else have[spec.name].describe()
+                raise FinplanInputError(f"is {spec.describe()}, but the stage receives {got} under that name; "
+                                        "re-run finplan emit", file=file, field=f"{where}.inputs[{j}]")
+        if stage.next is None:
+            continue
+        available = {**have, **{t.name: t for t in stage.outputs}}
+        for j, spec in enumerate(stage.next.tensors):
+            if available.get(spec.name) != spec:
+                raise FinplanInputError(f"sends {spec.describe()}, which the stage neither receives nor computes with "
+                                        "that spec; re-run finplan emit", file=file, field=f"{where}.next.tensors[{j}]")
+        if stage.next.node == node:
+            if i + 1 >= len(stages) or (i + 1) in received:
+                raise FinplanInputError(f"stays on node {node!r}, but no stage of this node follows it; re-run finplan emit",
+                                        file=file, field=f"{where}.next")
+            received[i + 1] = stage.next.tensors
+
+
 def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
     """Validate a manifest document already checked for its schema (see ``load_manifest``)."""
     file = str(path)
@@ -161,7 +223,11 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
     if model_hash is not None and not isinstance(model_hash, str):
         raise FinplanInputError(f"is {model_hash!r}; expected a string or null", file=file, field="model.hash")
     is_source = _get(doc, "is_source", file=file, field="is_source", kind=bool, what="true or false")
-    input_spec = _tensor(_get(doc, "input", file=file, field="input", kind=dict, what="a tensor spec"), file=file, field="input")
+    if "inputs" in doc:  # several named tensors
+        input_specs = _tensors(doc, "inputs", file=file, field="inputs")
+    else:  # a manifest written before several inputs: one tensor
+        input_specs = (_tensor(_get(doc, "input", file=file, field="input", kind=dict, what="a tensor spec"),
+                               file=file, field="input"),)
     stages_doc = _get(doc, "stages", file=file, field="stages", kind=list, what="a non-empty list of stages")
     if not stages_doc:
         raise FinplanInputError("is empty; expected at least one stage", file=file, field="stages")
@@ -172,13 +238,10 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
         if Path(part).name != part or part in ("", ".", ".."):
             raise FinplanInputError(f"is {part!r}; expected a file name inside the node folder", file=file, field=f"{where}.part")
         digest = _get(sd, "sha256", file=file, field=f"{where}.sha256", kind=str, what="a sha256 hex digest")
-        inputs = tuple(_tensor(t, file=file, field=f"{where}.inputs[{j}]")
-                       for j, t in enumerate(_get(sd, "inputs", file=file, field=f"{where}.inputs", kind=list, what="a list")))
+        inputs = _tensors(sd, "inputs", file=file, field=f"{where}.inputs")
         outputs_doc = _get(sd, "outputs", file=file, field=f"{where}.outputs", kind=list, what="a list")
         outputs = tuple(_tensor(t, file=file, field=f"{where}.outputs[{j}]") for j, t in enumerate(outputs_doc))
         roles = tuple(str(t.get("role", "block")) for t in outputs_doc)
-        if len(inputs) != 1:
-            raise FinplanInputError(f"has {len(inputs)} inputs; a stage takes exactly one tensor", file=file, field=f"{where}.inputs")
         blocks = tuple(_get(sd, "blocks", file=file, field=f"{where}.blocks", kind=list, what="a list of block names"))
         exits = []
         output_names = {t.name for t in outputs}
@@ -199,28 +262,43 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
         nd = sd.get("next")
         hop = None
         if nd is not None:
-            hop = NextHop(_get(nd, "node", file=file, field=f"{where}.next.node", kind=str, what="a node name"),
-                          _get(nd, "tensor", file=file, field=f"{where}.next.tensor", kind=str, what="a tensor name"))
-            if hop.tensor not in output_names:
-                raise FinplanInputError(f"names tensor {hop.tensor!r}, which is not an output of the stage",
-                                        file=file, field=f"{where}.next.tensor")
+            hop_node = _get(nd, "node", file=file, field=f"{where}.next.node", kind=str, what="a node name")
+            key = _get(nd, "tensor", file=file, field=f"{where}.next.tensor", kind=str, what="a tensor name")
+            if "tensors" in nd:
+                sent = _tensors(nd, "tensors", file=file, field=f"{where}.next.tensors")
+            else:  # legacy: the one output named
+                sent = tuple(t for t in outputs if t.name == key)
+                if not sent:
+                    raise FinplanInputError(f"names tensor {key!r}, which is not an output of the stage",
+                                            file=file, field=f"{where}.next.tensor")
+            if key not in {t.name for t in sent}:
+                raise FinplanInputError(f"names tensor {key!r}, which is not among the tensors sent "
+                                        f"({', '.join(t.name for t in sent)})", file=file, field=f"{where}.next.tensor")
+            hop = NextHop(hop_node, key, sent)
         elif not exits or exits[-1].threshold is not None:
             raise FinplanInputError("is null but the stage has no final exit (threshold null); samples would be lost",
                                     file=file, field=f"{where}.next")
         stages.append(Stage(part, digest, inputs, outputs, roles, blocks, tuple(exits), hop))
     entries = []
-    for i, ed in enumerate(doc.get("entries") or [{"tensor": input_spec.name, "stage": 0, "from": None}]):
+    for i, ed in enumerate(doc.get("entries") or [{"tensor": input_specs[0].name, "stage": 0, "from": None}]):
         tensor = _get(ed, "tensor", file=file, field=f"entries[{i}].tensor", kind=str, what="a tensor name")
         stage = _get(ed, "stage", file=file, field=f"entries[{i}].stage", kind=int, what="a stage index")
-        if not 0 <= stage < len(stages) or stages[stage].inputs[0].name != tensor:
+        if not 0 <= stage < len(stages):
+            raise FinplanInputError(f"names stage {stage}; the node has stages 0..{len(stages) - 1}", file=file,
+                                    field=f"entries[{i}].stage")
+        received = _tensors(ed, "tensors", file=file, field=f"entries[{i}].tensors") if "tensors" in ed \
+            else stages[stage].inputs  # legacy: the stage's one input
+        if tensor not in {t.name for t in received}:
             raise FinplanInputError(f"names stage {stage} for tensor {tensor!r}, which does not take that tensor",
                                     file=file, field=f"entries[{i}]")
-        entries.append(Entry(tensor, stage, ed.get("from")))
-    first = stages[entries[0].stage].inputs[0]
-    if input_spec != first:
-        # runtimes check what arrives against ``input``, the part against its stage's spec: one truth
-        raise FinplanInputError(f"is {input_spec.describe()}, but the first stage takes {first.describe()} "
-                                f"(stages[{entries[0].stage}].inputs[0]); re-run finplan emit", file=file, field="input")
+        entries.append(Entry(tensor, stage, ed.get("from"), received))
+    _check_flow(node, stages, entries, file)
+    first = entries[0].tensors
+    if input_specs != first:
+        # runtimes check what arrives against ``inputs``, the part against its stage's spec: one truth
+        raise FinplanInputError(f"is {', '.join(t.describe() for t in input_specs)}, but the first entry takes "
+                                f"{', '.join(t.describe() for t in first)} (entries[0]); re-run finplan emit",
+                                file=file, field="inputs" if "inputs" in doc else "input")
     predicted = doc.get("predicted") or {}
     if not isinstance(predicted, dict):
         raise FinplanInputError("expected a mapping", file=file, field="predicted")
@@ -234,7 +312,7 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise FinplanInputError(f"is {threads!r}; expected an integer >= 1", file=file,
                                     field="session.intra_op_threads")
-    return Manifest(node, application, model_name, model_hash, is_source, input_spec, tuple(entries),
+    return Manifest(node, application, model_name, model_hash, is_source, input_specs, tuple(entries),
                     tuple(stages), predicted, file, doc, threads)
 
 

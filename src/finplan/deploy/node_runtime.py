@@ -6,8 +6,11 @@ The local executor calls it in a loop; the Ray Serve layer wraps one instance pe
 
 Stable API (the Ray Serve layer depends on it):
     NodeRuntime(folder: Path, *, threads: int | None = None, providers: list[str] | None = None)
-    .node: str    .input_spec: TensorSpec    .manifest: Manifest
-    .process(tensor: np.ndarray, *, entry: str) -> NodeResult
+    .node: str    .input_specs: tuple[TensorSpec, ...]    .manifest: Manifest
+    .process(tensors: dict[str, np.ndarray] | np.ndarray, *, entry: str) -> NodeResult
+A stage works on an environment of named tensors: what arrives at an entry (the live set of that
+cut: several tensors when a mask or a skip crosses it), the part's outputs added to it, and the
+next cut's live set handed on (``Forward.tensors``). A bare array stands for a one-tensor entry.
 """
 from __future__ import annotations
 
@@ -27,11 +30,21 @@ DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 @dataclass
 class Forward:
-    """The samples that leave this node without an answer: send ``tensor`` to ``node``."""
+    """The samples that leave this node without an answer: send ``tensors`` to ``node``."""
     indices: np.ndarray  # positions in the batch given to ``process`` (int64)
-    tensor: np.ndarray   # the remaining samples only, in the order of ``indices``
-    tensor_name: str     # the destination's entry tensor
+    tensors: dict[str, np.ndarray]  # the live set, the remaining samples only, in the order of ``indices``
+    tensor_name: str     # the destination's entry (its key tensor)
     node: str
+
+    @property
+    def tensor(self) -> np.ndarray:
+        """The entry's key tensor (the only one of a single-tensor cut)."""
+        return self.tensors[self.tensor_name]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes sent: every tensor of the live set."""
+        return sum(int(array.nbytes) for array in self.tensors.values())
 
 
 class NodeResult:
@@ -58,8 +71,8 @@ class NodeResult:
         self.offset_list = offset_list  # seconds from the start of process to the sample's exit decision (NaN if forwarded)
         self.forward = forward
         self.busy_s = busy_s             # wall time spent in this call (parts and exit heads)
-        self.bytes_in = bytes_in         # bytes of the tensor received
-        self.bytes_out = bytes_out       # bytes of the forwarded tensor (0 when nothing is forwarded)
+        self.bytes_in = bytes_in         # bytes of the tensors received
+        self.bytes_out = bytes_out       # bytes of the forwarded tensors (0 when nothing is forwarded)
         self.stage_samples = stage_samples if stage_samples is not None else []  # (part, samples it ran on), in order
         self.block_samples = block_samples if block_samples is not None else {}  # block -> samples it ran on
         self.exit_samples = exit_samples if exit_samples is not None else {}     # exit head -> samples it ran on
@@ -213,14 +226,13 @@ class NodeRuntime:
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder)
         self.node: str = self.manifest.node
-        self.input_spec: TensorSpec = self.manifest.input
+        self.input_specs: tuple[TensorSpec, ...] = self.manifest.inputs
         # as the node's profile timed its parts (manifest "session"), unless the caller says otherwise
         self.threads = threads if threads is not None else self.manifest.session_threads
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self._sessions = []
         self._runs: list[StageRunner] = []
         options = session_options(self.threads)
-        stage_by_input = {s.inputs[0].name: i for i, s in enumerate(self.manifest.stages)}
         for i, stage in enumerate(self.manifest.stages):
             path = self.folder / stage.part
             data = _part_bytes(self.manifest, self.folder, i)
@@ -238,16 +250,21 @@ class NodeRuntime:
             heads = [(e.name, output_names.index(e.output), e.threshold, e.policy) for e in stage.exits]
             nxt = stage.next
             self._runs.append(StageRunner(
-                session, stage.inputs[0].name, output_names, heads,
-                next_output=None if nxt is None else output_names.index(nxt.tensor),
-                next_stage=stage_by_input[nxt.tensor] if nxt is not None and nxt.node == self.node else None))
+                session, [t.name for t in stage.inputs], output_names, heads,
+                next_output=None if nxt is None or nxt.tensor not in output_names else output_names.index(nxt.tensor),
+                next_stage=i + 1 if nxt is not None and nxt.node == self.node else None,  # checked by the manifest
+                carry=[] if nxt is None else list(nxt.names)))
         self._entries = {e.tensor: e.stage for e in self.manifest.entries}
-        # stage index by input tensor, for hops that stay on this node
-        self._stage_by_input = stage_by_input
+        self._entry_specs = {e.tensor: e.tensors for e in self.manifest.entries}
         # per stage: its part, blocks and exit names, for the per-call counts
         self._stage_info = [(s.part, s.blocks, tuple(e.name for e in s.exits)) for s in self.manifest.stages]
-        self._accepted: dict[str, tuple] = {}  # entry -> (shape, dtype) last checked, so a stream is checked once
+        self._accepted: dict[str, tuple] = {}  # entry -> shapes and dtypes last checked, so a stream is checked once
         self.warm_up()
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        """The first entry's tensor of a single-input node (kept for callers written before several inputs)."""
+        return self.input_specs[0]
 
     def warm_up(self, runs: int = WARMUP_RUNS) -> None:
         """Run every stage ``runs`` times on zeros (batch 1), as the profiler warms up each part
@@ -255,13 +272,15 @@ class NodeRuntime:
         a one-time cost that is not the steady state the plan predicts. Stages whose input has a
         symbolic size other than the batch axis are skipped (no shape to make zeros of)."""
         for i, stage in enumerate(self.manifest.stages):
-            spec = stage.inputs[0]
-            dims = [1 if axis == 0 else dim for axis, dim in enumerate(spec.shape)]
-            if not all(isinstance(dim, int) for dim in dims):
-                continue
-            feed = {spec.name: np.zeros(dims, dtype=spec.np_dtype)}
-            for _ in range(runs):
-                self._sessions[i].run(None, feed)
+            feed = {}
+            for spec in stage.inputs:
+                dims = [1 if axis == 0 else dim for axis, dim in enumerate(spec.shape)]
+                if not all(isinstance(dim, int) for dim in dims):
+                    break
+                feed[spec.name] = np.zeros(dims, dtype=spec.np_dtype)
+            else:
+                for _ in range(runs):
+                    self._sessions[i].run(None, feed)
 
     # ------------------------------------------------------------------ introspection
 
@@ -269,44 +288,98 @@ class NodeRuntime:
     def stages(self) -> tuple[Stage, ...]:
         return self.manifest.stages
 
-    def entry_spec(self, entry: str) -> TensorSpec:
+    def entry_specs(self, entry: str) -> tuple[TensorSpec, ...]:
+        """The tensors entry ``entry`` receives (the live set of its cut)."""
         if entry not in self._entries:
             raise FinplanInputError(f"node {self.node!r} has no entry {entry!r} (entries: {', '.join(self._entries)})",
                                     file=self.manifest.path, field="entries")
-        return self.manifest.stages[self._entries[entry]].inputs[0]
+        return self._entry_specs[entry]
 
-    def check_input(self, tensor: np.ndarray, *, entry: str) -> None:
-        """Raise FinplanInputError naming shape and dtype when ``tensor`` does not fit ``entry``."""
-        if not isinstance(tensor, np.ndarray):
-            raise FinplanInputError(f"expected a numpy array for {entry!r}, got {type(tensor).__name__}", field="input")
-        self.entry_spec(entry).check(tensor, field=f"input of node {self.node!r}")
+    def entry_spec(self, entry: str) -> TensorSpec:
+        """The key tensor of entry ``entry``."""
+        return next(t for t in self.entry_specs(entry) if t.name == entry)
+
+    def environment(self, tensors, *, entry: str) -> dict[str, np.ndarray]:
+        """``tensors`` as the name -> array dict of ``entry`` (a bare array for a one-tensor entry)."""
+        specs = self.entry_specs(entry)
+        if isinstance(tensors, dict):
+            return tensors
+        if len(specs) != 1:
+            raise FinplanInputError(f"entry {entry!r} of node {self.node!r} takes {len(specs)} named tensors "
+                                    f"({', '.join(t.name for t in specs)}); got one unnamed array", field="input")
+        return {specs[0].name: tensors}
+
+    def check_input(self, tensors, *, entry: str) -> None:
+        """Raise FinplanInputError naming the tensor, shape and dtype when ``tensors`` do not fit ``entry``:
+        a missing or unknown name, a shape or dtype that is not the spec's, different sample counts."""
+        specs = self.entry_specs(entry)
+        env = tensors if isinstance(tensors, dict) else None
+        if env is None:
+            if not isinstance(tensors, np.ndarray):
+                raise FinplanInputError(f"expected a numpy array for {entry!r}, got {type(tensors).__name__}",
+                                        field="input")
+            env = self.environment(tensors, entry=entry)
+        where = f"input of node {self.node!r}"
+        names = [t.name for t in specs]
+        for name in env:
+            if name not in names:
+                raise FinplanInputError(f"tensor {name!r} is not one entry {entry!r} takes (expected: {', '.join(names)})",
+                                        field=where)
+        counts = set()
+        for spec in specs:
+            if spec.name not in env:
+                raise FinplanInputError(f"tensor {spec.name!r} is missing (entry {entry!r} takes {', '.join(names)})",
+                                        field=where)
+            array = env[spec.name]
+            if not isinstance(array, np.ndarray):
+                raise FinplanInputError(f"expected a numpy array for {spec.name!r}, got {type(array).__name__}",
+                                        field=where)
+            spec.check(array, field=where)
+            counts.add(array.shape[0])
+        if len(counts) > 1:
+            listed = ", ".join(f"{n} {env[n].shape[0]}" for n in names)
+            raise FinplanInputError(f"tensors hold different numbers of samples ({listed}); expected one batch",
+                                    field=where)
 
     # ------------------------------------------------------------------ running
 
-    def run_stage(self, index: int, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """All outputs of stage ``index`` on ``tensor`` (no exit decision). For verification."""
+    def run_stage(self, index: int, tensors) -> dict[str, np.ndarray]:
+        """All outputs of stage ``index`` on ``tensors`` (what it receives, or a bare array for a
+        one-input stage; no exit decision). For verification."""
         stage = self.manifest.stages[index]
-        values = self._sessions[index].run([t.name for t in stage.outputs], {stage.inputs[0].name: tensor})
+        env = tensors if isinstance(tensors, dict) else {stage.inputs[0].name: tensors}
+        values = self._sessions[index].run([t.name for t in stage.outputs], {t.name: env[t.name] for t in stage.inputs})
         return dict(zip((t.name for t in stage.outputs), values))
 
-    def stage_for(self, tensor_name: str) -> int:
-        return self._stage_by_input[tensor_name]
+    def stage_for(self, entry: str) -> int:
+        """The stage entry ``entry`` feeds."""
+        self.entry_specs(entry)
+        return self._entries[entry]
 
-    def process(self, tensor: np.ndarray, *, entry: str) -> NodeResult:
-        """Run the stages from ``entry`` on, exiting samples as soon as an exit head is confident.
+    def process(self, tensors, *, entry: str) -> NodeResult:
+        """Run the stages from ``entry`` on ``tensors`` (name -> array: the entry's live set; or a bare
+        array for a one-tensor entry), exiting samples as soon as an exit head is confident.
 
         Samples that exit leave the batch; the rest continue together to the next stage (on
         this node) or are returned in ``forward`` for the next node. Downstream parts run only
         on the remaining samples, and not at all when none remain.
         """
-        # The input is checked in full once per (entry, shape, dtype): a stream of same-shaped
+        # The input is checked in full once per (entry, shapes, dtypes): a stream of same-shaped
         # batches pays one tuple comparison per call.
-        if type(tensor) is not np.ndarray or self._accepted.get(entry) != (tensor.shape, tensor.dtype):
-            self.check_input(tensor, entry=entry)
-            self._accepted[entry] = (tensor.shape, tensor.dtype)
+        if type(tensors) is np.ndarray:
+            signature = (tensors.shape, tensors.dtype)
+        elif isinstance(tensors, dict):
+            signature = tuple((name, getattr(a, "shape", None), getattr(a, "dtype", None), type(a))
+                              for name, a in tensors.items())
+        else:
+            signature = None
+        if signature is None or self._accepted.get(entry) != signature:
+            self.check_input(tensors, entry=entry)
+            self._accepted[entry] = signature
+        env = tensors if type(tensors) is not np.ndarray else {self._entry_specs[entry][0].name: tensors}
         clock = time.perf_counter
         start = clock()
-        out = run_chain(self._runs, self._entries[entry], tensor, start, clock)
+        out = run_chain(self._runs, self._entries[entry], env, start, clock)
         busy_s = clock() - start
         info = self._stage_info
         stage_samples = []
@@ -323,10 +396,12 @@ class NodeRuntime:
         if out.alive:
             nxt = self.manifest.stages[out.last].next
             forward = Forward(np.asarray(out.alive, dtype=np.int64), out.remaining, nxt.tensor, nxt.node)
+        batch = next(iter(env.values())).shape[0]
         return NodeResult(
-            node=self.node, batch_size=tensor.shape[0], exit_names=out.exits, prediction_list=out.predictions,
+            node=self.node, batch_size=batch, exit_names=out.exits, prediction_list=out.predictions,
             confidence_list=out.confidences, logits=out.logits, offset_list=out.offsets, forward=forward,
-            busy_s=busy_s, bytes_in=int(tensor.nbytes), bytes_out=0 if forward is None else int(forward.tensor.nbytes),
+            busy_s=busy_s, bytes_in=sum(int(a.nbytes) for a in env.values()),
+            bytes_out=0 if forward is None else forward.nbytes,
             stage_samples=stage_samples, block_samples=block_samples, exit_samples=exit_samples)
 
     def __repr__(self) -> str:

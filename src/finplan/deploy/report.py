@@ -256,6 +256,13 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
                       "intended_delay_s_total": intended, "actual_delay_s_total": actual,
                       "emulation_error_s_total": None if actual is None else actual - intended,
                       "energy_j_per_inference": energy, "energy_basis": "estimated (link model x measured bytes)"}
+        sent = m.link_samples.get(key, 0)
+        if sent:  # per sample that crossed: what the live set's bytes per sample predict, tensor by tensor
+            links[key]["bytes_per_sample_sent"] = m.link_bytes.get(key, 0) / sent
+            links[key]["tensor_bytes_per_sample_sent"] = {
+                name: total / sent for name, total in m.link_tensor_bytes.get(key, {}).items()}
+        planned = {float(t.get("bytes", 0)) for t in transfers if link_key(t.get("from"), t.get("to")) == key}
+        links[key]["predicted_bytes_per_sample"] = planned.pop() if len(planned) == 1 else None
     emulation = _emulation_summary(m, latency["mean"], rows)
 
     # energy totals

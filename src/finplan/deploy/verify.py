@@ -66,9 +66,11 @@ def direct_exits(exit_logits: dict[str, np.ndarray], active: list[tuple[str, flo
     return names, predictions
 
 
-def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarray, *, batch_size: int = 64,
+def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x, *, batch_size: int = 64,
            atol: float = DEFAULT_ATOL, threads: int | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> VerifyResult:
+    """Compare the chained parts with the whole model on ``x`` (name -> [N, ...] per graph input, or one
+    array for a single-input model)."""
     import onnxruntime as ort
 
     executor = LocalExecutor(folder, threads=threads)
@@ -77,7 +79,12 @@ def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarr
     if deployment.model_hash is not None and model_hash(model) != deployment.model_hash:
         raise FinplanInputError(f"has hash {model_hash(model)[:19]}..., the deployment was emitted for "
                                 f"{deployment.model_hash[:19]}... (another model)", file=model_path)
-    executor.input_spec.check(x[:1], field="input")
+    x = executor.inputs_of(x)
+    entry = executor.runtimes[deployment.entry_node]
+    entry.check_input({k: v[:1] for k, v in x.items()}, entry=entry.manifest.entries[0].tensor)
+    if list(x) != list(contract.inputs) and set(x) != set(contract.inputs):
+        raise FinplanInputError(f"the deployment takes {', '.join(x)}, the model {', '.join(contract.inputs)} "
+                                "(another model)", file=model_path)
     active = [(e["name"], e["threshold"]) for e in deployment.index["active_exits"]]
     policies = {e.name: e.policy for runtime in executor.runtimes.values() for s in runtime.stages for e in s.exits}
     outputs = {e.name: e.output for e in contract.exits}
@@ -88,10 +95,10 @@ def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarr
     at_exit = 0.0
     mismatches = 0
     counts: dict[str, int] = {}
-    n = x.shape[0]
+    n = next(iter(x.values())).shape[0]
     for begin in range(0, n, batch_size):
-        batch = np.ascontiguousarray(x[begin:begin + batch_size])
-        reference = dict(zip(exit_names, session.run([outputs[e] for e in exit_names], {contract.input: batch})))
+        batch = {name: np.ascontiguousarray(array[begin:begin + batch_size]) for name, array in x.items()}
+        reference = dict(zip(exit_names, session.run([outputs[e] for e in exit_names], batch)))
         traced = trace(executor, batch)
         for name in exit_names:
             max_diff[name] = max(max_diff[name], float(np.max(np.abs(traced[name] - reference[name]))))
@@ -107,22 +114,28 @@ def verify(folder: str | os.PathLike, model_path: str | os.PathLike, x: np.ndarr
     return VerifyResult(n, exit_names, max_diff, at_exit, mismatches, counts, atol)
 
 
-def trace(executor: LocalExecutor, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every active exit's logits for every sample, from the chained parts with no early exit."""
+def trace(executor: LocalExecutor, x) -> dict[str, np.ndarray]:
+    """Every active exit's logits for every sample, from the chained parts with no early exit:
+    each stage runs on what it receives (the live set), its outputs join it, and the next cut's
+    live set goes on."""
     found: dict[str, np.ndarray] = {}
-    node, tensor_name, tensor = executor.deployment.entry_node, executor.input_spec.name, x
+    node = executor.deployment.entry_node
     runtime = executor.runtimes[node]
-    stage_index = runtime.stage_for(tensor_name)
+    env = executor.inputs_of(x)
+    stage_index = runtime.stage_for(runtime.manifest.entries[0].tensor)
     while True:
         stage = runtime.stages[stage_index]
-        values = runtime.run_stage(stage_index, tensor)
+        values = {**env, **runtime.run_stage(stage_index, env)}
         for exit_ in stage.exits:
             found[exit_.name] = values[exit_.output]
         if stage.next is None:
             return found
-        tensor = values[stage.next.tensor]
-        runtime = executor.runtimes[stage.next.node]
-        stage_index = runtime.stage_for(stage.next.tensor)
+        env = {name: values[name] for name in stage.next.names}
+        if stage.next.node == runtime.node:
+            stage_index += 1  # a hop that stays on the node feeds its next stage
+        else:
+            runtime = executor.runtimes[stage.next.node]
+            stage_index = runtime.stage_for(stage.next.tensor)
 
 
 __all__ = ["verify", "VerifyResult", "direct_exits", "trace", "DEFAULT_ATOL"]
