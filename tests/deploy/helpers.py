@@ -137,3 +137,68 @@ def assert_bad_input(code, out, err, *fragments):
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+# --------------------------------------------------------------------------- models whose cuts carry several tensors
+
+def _skip_inputs(n, seed=3):
+    return {"x": np.random.default_rng(seed).standard_normal((n, 1, 8, 8)).astype(np.float32)}
+
+
+def _live_set_models():
+    from onnx_builders import text_inputs, tiny_branchy_model, tiny_text_model
+
+    return {
+        # name -> (builder, inputs, placement, exits made active before the final one)
+        "text": (lambda: tiny_text_model(layers=3), lambda n: text_inputs(n, seed=5), ["device", "edge", "cloud"],
+                 ["exit1", "exit2"]),
+        "text-mask-inside": (lambda: tiny_text_model(layers=3, mask_inside=True), lambda n: text_inputs(n, seed=6),
+                             ["device", "device", "edge"], ["exit1", "exit2"]),
+        "skip": (lambda: tiny_branchy_model(skip_to_block3=True), _skip_inputs, ["device", "edge", "cloud"], ["exit1"]),
+    }
+
+
+LIVE_SET_MODELS = ("skip", "text", "text-mask-inside")
+LIVE_SET_SAMPLES = 48
+
+
+def live_set_deployment(work: Path, name: str, n: int = LIVE_SET_SAMPLES) -> dict:
+    """Emit model ``name`` of LIVE_SET_MODELS into ``work`` with a plan whose thresholds sit at the
+    median confidence of each early exit (samples leave at every exit), whose exit rates are the
+    ones the whole model gives on the inputs, and whose transfers are priced at the live sets'
+    bytes. Returns folder, model path, inputs (name -> array), .npz path, plan doc, live sets,
+    contract and rates."""
+    import onnx
+    import onnxruntime as ort
+
+    from finplan.contract import model_hash, read_contract
+    from finplan.deploy.emit import emit
+    from finplan.deploy.policy import max_softmax
+    from finplan.deploy.verify import direct_exits
+    from finplan.onnx_parts import boundaries
+
+    builder, make_inputs, placement, early = _live_set_models()[name]
+    model = builder()
+    path = work / "model.onnx"
+    onnx.save(model, path)
+    contract = read_contract(model)
+    x = make_inputs(n)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = dict(zip([e.name for e in contract.exits], session.run([e.output for e in contract.exits], x)))
+    thresholds = {exit_name: float(np.median(max_softmax(outputs[exit_name])[0])) for exit_name in early}
+    final = contract.exits[-1].name
+    active = [(e, thresholds[e]) for e in early] + [(final, None)]
+    expected, _ = direct_exits(outputs, active)
+    rates = {e: expected.count(e) / n for e, _ in active}
+    live = boundaries(model, contract)
+    blocks = tuple(b.name for b in contract.blocks)
+    bytes_after = {"input": sum(t.bytes_per_sample for t in live[0]),
+                   **{b: sum(t.bytes_per_sample for t in live[k]) for k, b in enumerate(blocks, start=1)}}
+    doc = plan_doc(placement, model_hash=model_hash(model), thresholds=thresholds, final_exit=final, exit_rates=rates,
+                   blocks=blocks, exits_after={e.name: e.after for e in contract.exits}, bytes_after=bytes_after)
+    plan = write_json(work / "plan.json", doc)
+    folder = work / "deploy"
+    emit(plan, path, folder)
+    np.savez(work / "data.npz", **x)
+    return {"folder": folder, "model": path, "x": x, "doc": doc, "live": live, "contract": contract,
+            "data": work / "data.npz", "rates": rates, "name": name}

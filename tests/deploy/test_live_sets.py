@@ -10,72 +10,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
 from finplan.cli.main import main
-from finplan.contract import model_hash, read_contract
-from finplan.deploy.emit import emit
 from finplan.deploy.executor import LocalExecutor
 from finplan.deploy.manifest import load_manifest
-from finplan.deploy.verify import direct_exits, verify
-from finplan.onnx_parts import boundaries
-from onnx_builders import text_inputs, tiny_branchy_model, tiny_text_model
+from finplan.deploy.verify import verify
 
-from .helpers import plan_doc, write_json
+from .helpers import LIVE_SET_MODELS, LIVE_SET_SAMPLES, live_set_deployment
 
-N = 48
+N = LIVE_SET_SAMPLES
 
 
-def _skip_inputs(n, seed=3):
-    return {"x": np.random.default_rng(seed).standard_normal((n, 1, 8, 8)).astype(np.float32)}
-
-
-MODELS = {
-    # name -> (builder, inputs, placement, exits made active before the final one)
-    "text": (lambda: tiny_text_model(layers=3), lambda n: text_inputs(n, seed=5), ["device", "edge", "cloud"],
-             ["exit1", "exit2"]),
-    "text-mask-inside": (lambda: tiny_text_model(layers=3, mask_inside=True), lambda n: text_inputs(n, seed=6),
-                         ["device", "device", "edge"], ["exit1", "exit2"]),
-    "skip": (lambda: tiny_branchy_model(skip_to_block3=True), _skip_inputs, ["device", "edge", "cloud"], ["exit1"]),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(MODELS))
+@pytest.fixture(scope="module", params=sorted(LIVE_SET_MODELS))
 def case(request, tmp_path_factory):
-    """(folder, model path, inputs, plan doc, live sets) of one model emitted with thresholds at the
-    median confidence of each early exit (so that samples leave at every exit)."""
-    from finplan.deploy.policy import max_softmax
-
-    builder, make_inputs, placement, early = MODELS[request.param]
-    work = tmp_path_factory.mktemp(request.param)
-    model = builder()
-    path = work / "model.onnx"
-    onnx.save(model, path)
-    contract = read_contract(model)
-    x = make_inputs(N)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [e.name for e in contract.exits]
-    outputs = dict(zip(names, session.run([e.output for e in contract.exits], x)))
-    thresholds = {name: float(np.median(max_softmax(outputs[name])[0])) for name in early}
-    final = contract.exits[-1].name
-    active = [(n, thresholds[n]) for n in early] + [(final, None)]
-    expected_names, _ = direct_exits(outputs, active)
-    rates = {n: expected_names.count(n) / N for n, _ in active}
-    live = boundaries(model, contract)
-    blocks = tuple(b.name for b in contract.blocks)
-    bytes_after = {"input": sum(t.bytes_per_sample for t in live[0]),
-                   **{b: sum(t.bytes_per_sample for t in live[k]) for k, b in enumerate(blocks, start=1)}}
-    doc = plan_doc(placement, model_hash=model_hash(model), thresholds=thresholds, final_exit=final, exit_rates=rates,
-                   blocks=blocks, exits_after={e.name: e.after for e in contract.exits}, bytes_after=bytes_after)
-    plan = write_json(work / "plan.json", doc)
-    folder = work / "deploy"
-    emit(plan, path, folder)
-    np.savez(work / "data.npz", **x)
-    return {"folder": folder, "model": path, "x": x, "doc": doc, "live": live, "contract": contract,
-            "data": work / "data.npz", "rates": rates, "name": request.param}
+    return live_set_deployment(tmp_path_factory.mktemp(request.param), request.param)
 
 
 def test_the_manifests_carry_the_live_sets(case):

@@ -14,7 +14,7 @@ for path in (HERE.parent / "deploy", HERE.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from helpers import plan_doc, synthetic_inputs, write_json  # noqa: E402
+from helpers import live_set_deployment, plan_doc, synthetic_inputs, write_json  # noqa: E402
 from onnx_builders import tiny_branchy_model  # noqa: E402
 
 from finplan.contract import model_hash  # noqa: E402
@@ -60,4 +60,16 @@ def ray_deployments(ray_workdir, tiny_inputs) -> dict[str, Path]:
         folder = ray_workdir / f"{name}.deploy"
         emit(plan, model_path, folder)
         out[name] = folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def live_set_deployments(ray_workdir) -> dict[str, dict]:
+    """Deployments whose cuts carry several tensors: the two-input text model (int64 ids + mask read
+    by every layer) and the skip from block 1 to block 3, each on device -> edge -> cloud."""
+    out = {}
+    for name in ("text", "skip"):
+        work = ray_workdir / f"live-{name}"
+        work.mkdir()
+        out[name] = live_set_deployment(work, name)
     return out

@@ -72,3 +72,24 @@ def test_run_on_ray_keeps_stdout_for_the_report(ray_deployments, ray_workdir, ti
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["engine"] == "ray" and report["samples"] == 16
+
+
+@pytest.mark.ray
+def test_run_on_ray_carries_several_named_inputs_and_the_live_sets(live_set_deployments):
+    """The two-input text model on Ray: .npz requests, stage messages with several named tensors;
+    exit rates are the plan's and each hop sent exactly the live set's bytes per sample."""
+    import subprocess
+    import sys
+
+    case = live_set_deployments["text"]
+    done = subprocess.run([sys.executable, "-m", "finplan.cli.main", "run", str(case["folder"]), "--data",
+                           str(case["data"]), "--engine", "ray", "--batch-size", "4", "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["engine"] == "ray" and report["exit_rates"] == case["rates"]
+    hops = [key for key in report["links"] if key != "ingress"]
+    assert len(hops) == 2
+    for key in hops:
+        link = report["links"][key]
+        assert link["bytes_per_sample_sent"] == link["predicted_bytes_per_sample"], (key, link)

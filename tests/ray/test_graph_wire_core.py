@@ -16,7 +16,8 @@ from finplan.deploy.node_runtime import NodeRuntime
 from finplan.deploy.ray_serve.core import IngressCore, RequestError, StageCore, parse_request
 from finplan.deploy.ray_serve.graph import LABEL_KEY, build_graph, parse_replicas
 from finplan.deploy.ray_serve.runner import RunCollector, engine_overhead_rows
-from finplan.deploy.ray_serve.wire import WireError, decode_tensor, encode_tensor
+from finplan.deploy.ray_serve.wire import (WireError, decode_tensor, decode_tensors, encode_inputs, encode_tensor,
+                                         encode_tensors)
 from finplan.errors import FinplanInputError
 
 SPEC = TensorSpec("x", ("batch", 1, 8, 8), "float32")
@@ -126,8 +127,8 @@ def test_decoding_refuses_pickles_truncation_and_oversize():
 
 def test_request_validation_names_the_problem():
     good = np.zeros((2, 1, 8, 8), np.float32)
-    assert parse_request(encode_tensor(good), "application/x-npy", SPEC, max_request_bytes=10_000).shape == (2, 1, 8, 8)
-    assert parse_request(encode_tensor(good[0]), None, SPEC, max_request_bytes=10_000).shape == (1, 1, 8, 8)
+    assert parse_request(encode_tensor(good), "application/x-npy", SPEC, max_request_bytes=10_000)["x"].shape == (2, 1, 8, 8)
+    assert parse_request(encode_tensor(good[0]), None, SPEC, max_request_bytes=10_000)["x"].shape == (1, 1, 8, 8)
     cases = [
         (encode_tensor(good.astype(np.float64)), None, 422, "dtype float64; expected float32"),
         (encode_tensor(np.zeros((2, 1, 7, 8), np.float32)), None, 422, r"shape \(2, 1, 7, 8\)"),
@@ -141,6 +142,51 @@ def test_request_validation_names_the_problem():
         with pytest.raises(RequestError, match=message) as info:
             parse_request(body, content_type, SPEC, max_request_bytes=10_000)
         assert info.value.status == status
+
+
+IDS = TensorSpec("input_ids", ("batch", 6), "int64")
+MASK = TensorSpec("attention_mask", ("batch", 6), "int64")
+
+
+def test_several_named_inputs_travel_as_a_npz_checked_input_by_input():
+    ids, mask = np.arange(12, dtype=np.int64).reshape(2, 6), np.ones((2, 6), np.int64)
+    got = parse_request(encode_inputs({"attention_mask": mask, "input_ids": ids}), "application/x-npz", (IDS, MASK),
+                        max_request_bytes=10_000)
+    assert list(got) == ["input_ids", "attention_mask"] and np.array_equal(got["input_ids"], ids)
+    one = parse_request(encode_inputs({"input_ids": ids[0], "attention_mask": mask[0]}), None, (IDS, MASK),
+                        max_request_bytes=10_000)
+    assert one["attention_mask"].shape == (1, 6)
+    # a single-input model takes x in a .npz too, as in finplan's data files
+    assert parse_request(encode_inputs({"x": np.zeros((2, 1, 8, 8), np.float32)}), None, SPEC,
+                         max_request_bytes=10_000)["x"].shape == (2, 1, 8, 8)
+    cases = [
+        (encode_inputs({"input_ids": ids}), 422, "input 'attention_mask' is missing"),
+        (encode_inputs({"input_ids": ids, "attention_mask": mask, "token_type_ids": mask}), 422,
+         "array 'token_type_ids' is not a graph input; expected input_ids, attention_mask"),
+        (encode_inputs({"input_ids": ids.astype(np.int32), "attention_mask": mask}), 422,
+         "input 'input_ids' has dtype int32; expected int64"),
+        (encode_inputs({"input_ids": ids, "attention_mask": np.ones((3, 6), np.int64)}), 422,
+         "different numbers of samples \\(input_ids 2, attention_mask 3\\)"),
+        (encode_tensor(ids), 422, "one .npy array for a model with 2 inputs"),
+        (b"PK\x03\x04 broken", 400, "not a .npz"),
+        (encode_inputs({"input_ids": np.zeros((2000, 6), np.int64), "attention_mask": mask}), 413, "limit is 10000"),
+    ]
+    for body, status, message in cases:
+        with pytest.raises(RequestError, match=message) as info:
+            parse_request(body, None, (IDS, MASK), max_request_bytes=10_000)
+        assert info.value.status == status, info.value.message
+
+
+def test_stage_messages_carry_named_tensors_without_pickle():
+    tensors = {"attention_mask": np.ones((2, 6), np.int64), "layer1": np.zeros((2, 6, 8), np.float32)}
+    back = decode_tensors(encode_tensors(tensors))
+    assert list(back) == list(tensors) and all(np.array_equal(back[k], tensors[k]) for k in tensors)
+    with pytest.raises(WireError, match="tensor 'layer1'"):
+        decode_tensors({"layer1": b"not an array"})
+    with pytest.raises(WireError, match="Python objects"):
+        encode_tensors({"bad": np.array([object()])})
+    with pytest.raises(WireError, match="mapping"):
+        decode_tensors([b"x"])
 
 
 # ------------------------------------------------------------------ core chained in-process
@@ -162,7 +208,7 @@ def _in_process_ingress(folder, *, timeout_s=5.0, fail=None, hang=None):
     for node in deployment.nodes:
         stages[node] = StageCore(NodeRuntime(deployment.node_folder(node)), call)
     graph = build_graph(folder, timeout_s=timeout_s)
-    return IngressCore(source=graph.ingress.node, entry_node=graph.ingress.entry_node, input_spec=graph.ingress.input_spec,
+    return IngressCore(source=graph.ingress.node, entry_node=graph.ingress.entry_node, input_specs=graph.ingress.input_specs,
                        call=call, timeout_s=timeout_s, max_request_bytes=graph.ingress.max_request_bytes,
                        info=graph.describe())
 
@@ -194,6 +240,33 @@ def test_chained_core_answers_equal_the_local_executor(ray_deployments, tiny_inp
     if layout == "three-dynamic":
         assert {"device->edge", "edge->cloud"} <= hops
         assert all(row["link_model_s"] is not None for row in rows if not row["hop"].startswith("ingress"))
+
+
+@pytest.mark.parametrize("name", ["text", "skip"])
+def test_chained_core_carries_live_sets_as_the_local_executor_does(live_set_deployments, name):
+    case = live_set_deployments[name]
+    folder, x = case["folder"], case["x"]
+    executor = LocalExecutor(folder)
+    expected = executor.run_batch(x)
+    ingress = _in_process_ingress(folder)
+    answer = asyncio.run(ingress.infer(x))
+    assert "error" not in answer, answer
+    assert answer["exit_names"] == expected.exit_names
+    assert answer["predictions"] == [int(p) for p in expected.predictions]
+    m = executor.run(x, batch_size=len(next(iter(x.values()))))
+    collector = RunCollector(executor.deployment, len(answer["exit_names"]))
+    collector.add(np.arange(len(answer["exit_names"])), answer, 0.01)
+    # every hop carried the live set: bytes and per-tensor bytes as the local engine measured them
+    assert collector.link_bytes == m.link_bytes and collector.link_tensor_bytes == m.link_tensor_bytes
+    assert any(len(per_tensor) > 1 for per_tensor in collector.link_tensor_bytes.values())
+    # the HTTP path: several named inputs as one .npz per request
+    rows = {k: v[:5] for k, v in x.items()}
+    body = encode_inputs(rows) if len(rows) > 1 else encode_tensor(rows["x"])
+    status, doc = asyncio.run(ingress.handle_http("POST", body, "application/x-npz" if len(rows) > 1 else None))
+    assert status == 200, doc
+    assert [o["exit"] for o in doc["outputs"]] == LocalExecutor(folder).run_batch(rows).exit_names
+    status, doc = asyncio.run(ingress.handle_http("GET", b"", None))
+    assert [t["name"] for t in doc["inputs"]] == list(case["contract"].inputs)
 
 
 def test_emulated_links_wait_at_least_the_link_model_and_record_what_they_took(ray_deployments, tiny_inputs):

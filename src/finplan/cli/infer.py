@@ -15,7 +15,8 @@ def _ms(value) -> str:
 @click.command("infer")
 @click.argument("url")
 @click.option("--data", "source", required=True,
-              help="Inputs: embedded, digits, fashion-mnist, a .npz (x, y) or an image folder.")
+              help="Inputs: embedded, digits, fashion-mnist, an image folder, or a .npz with one array per graph input "
+                   "(named after it; x for a single-input model) and optionally y.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many inputs.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Requests in flight.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Inputs per request.")
@@ -34,12 +35,13 @@ def command(url, source, limit, concurrency, batch_size, timeout_s, seed, show, 
       finplan infer http://127.0.0.1:8000/digits --data inputs.npz --concurrency 16 --json
     """
     from finplan.deploy.inputs import load_inputs
-    from finplan.deploy.manifest import TensorSpec
-    from finplan.deploy.ray_serve.client import describe, infer_many
+    from finplan.deploy.ray_serve.client import describe, infer_many, input_specs_of
 
     info = describe(url, timeout_s=timeout_s)
-    spec = info["input"]
-    x, y, name = load_inputs(source, TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]), limit=limit, seed=seed)
+    specs = input_specs_of(info)
+    inputs, y, name = load_inputs(source, specs, limit=limit, seed=seed)
+    # one input travels as a .npy, several as a .npz of named arrays
+    x = inputs if len(specs) > 1 else inputs[specs[0].name]
     with progress_bar(quiet or as_json) as progress:
         report = infer_many(url, x, y, concurrency=concurrency, batch_size=batch_size, timeout_s=timeout_s,
                             progress=progress)

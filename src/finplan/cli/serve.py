@@ -111,7 +111,8 @@ def _print_graph(graph, out: Console = stdout) -> None:
         where = ", ".join(f"{k}={v}" for k, v in (options.get("label_selector") or options.get("resources") or {}).items())
         table.add_row(name, node, where, str(count), ", ".join(routes.values()) or "-")
     out.print(table)
-    out.print(escape(f"input: {graph.ingress.input_spec.describe()}; chain: {' -> '.join(graph.chain)}"))
+    inputs = ", ".join(spec.describe() for spec in graph.ingress.input_specs)
+    out.print(escape(f"input{'s' if len(graph.ingress.input_specs) > 1 else ''}: {inputs}; chain: {' -> '.join(graph.chain)}"))
 
 
 def engine_overhead_table(report: dict) -> Table | None:

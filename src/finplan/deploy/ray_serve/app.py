@@ -103,10 +103,10 @@ def _ingress_class():
             from finplan.deploy.ray_serve.core import IngressCore
 
             self.stages = stages  # node -> DeploymentHandle (binding them all deploys them all)
-            spec = settings["input"]
             self.core = IngressCore(
                 source=settings["source"], entry_node=settings["entry_node"],
-                input_spec=TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]), call=self._call,
+                input_specs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in settings["inputs"]),
+                call=self._call,
                 timeout_s=settings["timeout_s"], max_request_bytes=settings["max_request_bytes"],
                 link=None if settings["link"] is None else tuple(settings["link"]),
                 emulate_links=settings["emulate_links"], info=info)
@@ -137,11 +137,12 @@ def _ingress_class():
             return JSONResponse(doc, status_code=status)
 
         async def infer(self, tensor: bytes) -> dict:
-            """For callers with a handle (``run_on_ray``): ``.npy`` bytes in, the full answer out."""
+            """For callers with a handle (``run_on_ray``): ``.npy`` bytes (``.npz`` for several named
+            inputs) in, the full answer out."""
             from finplan.deploy.ray_serve.core import RequestError, error_answer, parse_request
 
             try:
-                x = parse_request(tensor, None, self.core.input_spec, max_request_bytes=self.core.max_request_bytes)
+                x = parse_request(tensor, None, self.core.input_specs, max_request_bytes=self.core.max_request_bytes)
             except RequestError as exc:
                 return error_answer(exc.status, exc.message, self.node)
             return await self.core.infer(x)
@@ -167,7 +168,8 @@ def build_application(graph: AppGraph):
     # Serve counts a request as queued while it routes it, even with room at the replica, so
     # the queue cannot be tiny (a limit of 1 refused half of a 200-request burst with 503);
     # one limit's worth bounds the wait and the memory, and anything beyond gets 503 at once.
-    settings = {"source": ingress.node, "entry_node": ingress.entry_node, "input": ingress.input_spec.to_dict(),
+    settings = {"source": ingress.node, "entry_node": ingress.entry_node,
+                "inputs": [spec.to_dict() for spec in ingress.input_specs],
                 "timeout_s": ingress.timeout_s, "max_request_bytes": ingress.max_request_bytes,
                 "link": None if ingress.link is None else list(ingress.link), "emulate_links": graph.emulate_links}
     return ingress_cls.options(

@@ -1,7 +1,8 @@
 """The HTTP client of ``finplan infer`` (standard library only; no ray).
 
-``describe(url)`` asks the service for its input (GET); ``infer_many(url, x, ...)`` sends
-the inputs, one sample or batch per request, ``concurrency`` requests in flight, each with a
+``describe(url)`` asks the service for its inputs (GET); ``infer_many(url, x, ...)`` sends
+the inputs (one array, or name -> array for several graph inputs: a ``.npz`` per request), one
+sample or batch per request, ``concurrency`` requests in flight, each with a
 timeout, and returns an ``InferReport``: every request is counted as answered or failed
 (with its status and message), nothing is dropped.
 """
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from finplan.deploy.ray_serve.wire import NPY_MEDIA_TYPE, encode_tensor
+from finplan.deploy.ray_serve.wire import NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, encode_inputs, encode_tensor
 from finplan.errors import FinplanInputError
 
 
@@ -72,11 +73,11 @@ class _Connection:
         self.timeout_s = timeout_s
         self.conn = None
 
-    def request(self, method: str, body: bytes | None = None) -> tuple[int, dict]:
+    def request(self, method: str, body: bytes | None = None, content_type: str = NPY_MEDIA_TYPE) -> tuple[int, dict]:
         if self.conn is None:
             cls = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
             self.conn = cls(self.parts.hostname, self.parts.port, timeout=self.timeout_s)
-        headers = {"Content-Type": NPY_MEDIA_TYPE} if body is not None else {}
+        headers = {"Content-Type": content_type} if body is not None else {}
         try:
             self.conn.request(method, self.path, body=body, headers=headers)
             response = self.conn.getresponse()
@@ -108,18 +109,28 @@ def describe(url: str, *, timeout_s: float = 10.0) -> dict:
                                 f"{exc}); is `finplan serve` running?", field="URL") from None
     finally:
         connection.close()
-    if status != 200 or "input" not in doc:
+    if status != 200 or not ("inputs" in doc or "input" in doc):
         raise FinplanInputError(f"{url} answered {status} without a finplan input description "
                                 f"({doc.get('error', 'not a finplan service?')})", field="URL")
     return doc
 
 
-def infer_many(url: str, x: np.ndarray, labels: np.ndarray | None = None, *, concurrency: int = 1,
+def input_specs_of(info: dict):
+    """The graph inputs a service describes (``inputs``; ``input`` from a service before several inputs)."""
+    from finplan.deploy.manifest import TensorSpec
+
+    listed = info["inputs"] if "inputs" in info else [info["input"]]
+    return tuple(TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in listed)
+
+
+def infer_many(url: str, x, labels: np.ndarray | None = None, *, concurrency: int = 1,
                batch_size: int = 1, timeout_s: float = 30.0, progress=None) -> InferReport:
-    """Send every sample of ``x`` (``batch_size`` per request, ``concurrency`` at a time)."""
+    """Send every sample of ``x`` (one array, or name -> array per graph input; ``batch_size``
+    per request, ``concurrency`` at a time)."""
     if concurrency < 1:
         raise FinplanInputError(f"is {concurrency}; expected an integer >= 1", field="--concurrency")
-    n = int(x.shape[0])
+    named = isinstance(x, dict)
+    n = int(next(iter(x.values())).shape[0]) if named else int(x.shape[0])
     batches = [(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
     report = InferReport(url=url, requests=len(batches), samples=n, concurrency=concurrency,
                          exit_names=[None] * n, predictions=[None] * n, confidences=[None] * n,
@@ -138,10 +149,13 @@ def infer_many(url: str, x: np.ndarray, labels: np.ndarray | None = None, *, con
 
     def one(batch: tuple[int, int]) -> None:
         begin, end = batch
-        body = encode_tensor(np.ascontiguousarray(x[begin:end]))
+        if named:
+            body, media = encode_inputs({k: np.ascontiguousarray(v[begin:end]) for k, v in x.items()}), NPZ_MEDIA_TYPE
+        else:
+            body, media = encode_tensor(np.ascontiguousarray(x[begin:end])), NPY_MEDIA_TYPE
         started = time.perf_counter()
         try:
-            status, doc = connection().request("POST", body)
+            status, doc = connection().request("POST", body, media)
         except (OSError, http.client.HTTPException) as exc:
             status, doc = 0, {"error": f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__}
         elapsed = time.perf_counter() - started

@@ -1,6 +1,7 @@
 """What the Serve deployments do, as plain async Python (no ray import), so tests run it without Ray.
 
-``StageCore`` wraps one node's ``NodeRuntime``: run the node's stages on the tensor it got,
+``StageCore`` wraps one node's ``NodeRuntime``: run the node's stages on the tensors it got (the
+live set of the cut),
 answer for the samples that exited, forward the rest to the next node (through an async
 ``call(node, message)`` that the Serve layer backs with a DeploymentHandle) and merge the
 answer. ``IngressCore`` checks a request against the deployment's input (size, dtype,
@@ -23,7 +24,8 @@ import numpy as np
 from finplan.deploy.executor import SLEEP_MARGIN_S
 from finplan.deploy.manifest import TensorSpec
 from finplan.deploy.ray_serve.wire import (
-    NPY_MEDIA_TYPE, WireError, answer_from_result, decode_tensor, encode_tensor, hop_record, merge_forwarded,
+    NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, WireError, answer_from_result, decode_inputs, decode_tensor, decode_tensors,
+    encode_tensors, hop_record, is_npz, merge_forwarded,
 )
 from finplan.errors import FinplanInputError
 
@@ -31,7 +33,8 @@ Call = Callable[[str, dict], Awaitable[dict]]
 # Each callee gets this share of its caller's remaining time, so the deepest timeout fires
 # first and the error names the node that did not answer (not the first hop of the chain).
 CALLEE_BUDGET_SHARE = 0.9
-ACCEPTED_MEDIA_TYPES = (NPY_MEDIA_TYPE, "application/octet-stream")
+ACCEPTED_MEDIA_TYPES = (NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, "application/octet-stream")
+LEGACY_INPUT_KEY = "x"  # a single-input model's array in a .npz, as in finplan's data files
 
 
 @dataclass
@@ -84,24 +87,58 @@ async def emulate_delay(delay_s: float) -> float:
 
 # ---------------------------------------------------------------------------------- validation
 
-def parse_request(body: bytes, content_type: str | None, spec: TensorSpec, *, max_request_bytes: int) -> np.ndarray:
-    """The input batch in an HTTP body, checked against the deployment's input ``spec``.
+def parse_request(body: bytes, content_type: str | None, specs, *, max_request_bytes: int) -> dict[str, np.ndarray]:
+    """The input batch in an HTTP body, checked against the deployment's graph inputs ``specs``
+    (one TensorSpec or several): name -> array, in graph order.
 
-    A single sample (the spec's shape without the batch axis) is accepted and given a batch
-    axis of 1. Raises RequestError: 413 (too large), 415 (not .npy), 400 (not a readable
-    array), 422 (wrong dtype or shape, naming both the received and the expected).
+    A single-input model takes a ``.npy`` array; any model takes a ``.npz`` with one array per
+    graph input, named after it (``x`` also names a single-input model's array). Single samples
+    (every spec's shape without the batch axis) are given a batch axis of 1. Raises RequestError:
+    413 (too large), 415 (not .npy/.npz), 400 (not a readable array), 422 (a missing or unknown
+    input, a wrong dtype or shape naming both the received and the expected, different sample
+    counts).
     """
+    specs = (specs,) if isinstance(specs, TensorSpec) else tuple(specs)
     if len(body) > max_request_bytes:
         raise RequestError(413, f"the request holds {len(body)} bytes; the limit is {max_request_bytes}")
     media = (content_type or "").split(";")[0].strip().lower()
+    names = ", ".join(spec.name for spec in specs)
+    how = (f"send the input as a .npy array ({NPY_MEDIA_TYPE})" if len(specs) == 1 else
+           f"send a .npz ({NPZ_MEDIA_TYPE}) with one array per graph input ({names})")
     if media and media not in ACCEPTED_MEDIA_TYPES:
-        raise RequestError(415, f"content type {media!r}; send the input as a .npy array ({NPY_MEDIA_TYPE})")
+        raise RequestError(415, f"content type {media!r}; {how}")
     if not body:
-        raise RequestError(400, f"the request is empty; send the input as a .npy array ({NPY_MEDIA_TYPE})")
+        raise RequestError(400, f"the request is empty; {how}")
     try:
-        array = decode_tensor(body, max_bytes=max_request_bytes)
+        if is_npz(body):
+            arrays = decode_inputs(body, max_bytes=max_request_bytes)
+            if len(specs) == 1 and specs[0].name not in arrays and LEGACY_INPUT_KEY in arrays:
+                arrays = {specs[0].name: arrays.pop(LEGACY_INPUT_KEY), **arrays}
+        else:
+            array = decode_tensor(body, max_bytes=max_request_bytes)
+            if len(specs) != 1:
+                raise RequestError(422, f"one .npy array for a model with {len(specs)} inputs; {how}")
+            arrays = {specs[0].name: array}
     except WireError as exc:
         raise RequestError(400, str(exc)) from None
+    for name in arrays:
+        if name not in {spec.name for spec in specs}:
+            raise RequestError(422, f"array {name!r} is not a graph input; expected {names}")
+    batched = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            raise RequestError(422, f"input {spec.name!r} is missing; {how}")
+        batched[spec.name] = _check_request_array(arrays[spec.name], spec)
+    counts = {name: array.shape[0] for name, array in batched.items()}
+    if len(set(counts.values())) != 1:
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise RequestError(422, f"inputs hold different numbers of samples ({listed}); expected one batch")
+    if next(iter(counts.values())) == 0:
+        raise RequestError(422, f"input {specs[0].name!r} holds no sample")
+    return batched
+
+
+def _check_request_array(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     expected = f"({', '.join(str(d) for d in spec.shape)}) {spec.dtype}"
     if array.dtype != np.dtype(spec.dtype):
         raise RequestError(422, f"input {spec.name!r} has dtype {array.dtype}; expected {spec.dtype} (shape {expected})")
@@ -112,8 +149,6 @@ def parse_request(body: bytes, content_type: str | None, spec: TensorSpec, *, ma
     if not shape_ok:
         raise RequestError(422, f"input {spec.name!r} has shape {tuple(array.shape)}; expected {expected} "
                                 "(or one sample without the batch axis)")
-    if array.shape[0] == 0:
-        raise RequestError(422, f"input {spec.name!r} holds no sample")
     return array
 
 
@@ -135,8 +170,9 @@ class StageCore:
         received = time.perf_counter()
         budget_s = float(message.get("budget_s") or self.default_budget_s)
         try:
-            tensor = decode_tensor(message["tensor"])
-            result = self.runtime.process(tensor, entry=message["entry"])
+            # the live set of the cut, several named tensors (a bare "tensor": one, as earlier versions sent)
+            tensors = decode_tensors(message["tensors"]) if "tensors" in message else decode_tensor(message["tensor"])
+            result = self.runtime.process(tensors, entry=message["entry"])
         except (WireError, FinplanInputError, KeyError) as exc:
             return error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node)
         except Exception as exc:  # onnxruntime failures: name the node, keep the replica alive
@@ -152,7 +188,7 @@ class StageCore:
             remaining = budget_s - (time.perf_counter() - received)
             if remaining <= 0:
                 return error_answer(504, f"the request ran out of time at node {self.node!r}", self.node)
-            message = {"tensor": encode_tensor(forward.tensor), "entry": forward.tensor_name, "from": self.node,
+            message = {"tensors": encode_tensors(forward.tensors), "entry": forward.tensor_name, "from": self.node,
                        "budget_s": remaining * CALLEE_BUDGET_SHARE}
             called = time.perf_counter()
             downstream = await call_with_timeout(self.call, forward.node, message, remaining, caller=self.node)
@@ -191,12 +227,14 @@ async def call_with_timeout(call: Call, node: str, message: dict, timeout_s: flo
 class IngressCore:
     """Checks requests and hands them to the entry node, within the per-request timeout."""
 
-    def __init__(self, *, source: str, entry_node: str, input_spec: TensorSpec, call: Call, timeout_s: float,
-                 max_request_bytes: int, link: tuple[float, float] | None = None, emulate_links: bool = False,
-                 info: dict | None = None):
+    def __init__(self, *, source: str, entry_node: str, call: Call, timeout_s: float, max_request_bytes: int,
+                 input_specs: tuple[TensorSpec, ...] | None = None, input_spec: TensorSpec | None = None,
+                 link: tuple[float, float] | None = None, emulate_links: bool = False, info: dict | None = None):
         self.source = source
         self.entry_node = entry_node
-        self.input_spec = input_spec
+        # the graph inputs in graph order (``input_spec``: one, as earlier callers give it)
+        self.input_specs = tuple(input_specs) if input_specs is not None else (input_spec,)
+        self.input_spec = self.input_specs[0]
         self.call = call
         self.timeout_s = float(timeout_s)
         self.max_request_bytes = int(max_request_bytes)
@@ -204,14 +242,18 @@ class IngressCore:
         self.emulate_links = emulate_links
         self.info = dict(info or {})
 
-    async def infer(self, x: np.ndarray) -> dict:
-        """The answer for a checked batch ``x``, or an error answer (never an exception)."""
+    async def infer(self, x) -> dict:
+        """The answer for a checked batch ``x`` (name -> array per graph input, or one array for a
+        single-input model), or an error answer (never an exception)."""
         received = time.perf_counter()
+        x = x if isinstance(x, dict) else {self.input_spec.name: x}
+        nbytes = sum(int(a.nbytes) for a in x.values())
+        samples = int(next(iter(x.values())).shape[0])
         delay = actual_delay = 0.0
         if self.emulate_links and self.source != self.entry_node:
-            delay = link_delay_s(self.link, int(x.nbytes))
+            delay = link_delay_s(self.link, nbytes)
             actual_delay = await emulate_delay(delay)
-        message = {"tensor": encode_tensor(x), "entry": self.input_spec.name, "from": self.source,
+        message = {"tensors": encode_tensors(x), "entry": self.input_spec.name, "from": self.source,
                    "budget_s": (self.timeout_s - delay) * CALLEE_BUDGET_SHARE}
         called = time.perf_counter()
         answer = await call_with_timeout(self.call, self.entry_node, message, self.timeout_s - delay, caller="ingress")
@@ -219,15 +261,16 @@ class IngressCore:
         if "error" in answer:
             return answer
         missing = sum(1 for name in answer["exit_names"] if name is None)
-        if missing or len(answer["exit_names"]) != int(x.shape[0]):  # never answer with samples silently lost
-            return error_answer(500, f"{missing or 'some'} of {int(x.shape[0])} samples came back without an exit",
+        if missing or len(answer["exit_names"]) != samples:  # never answer with samples silently lost
+            return error_answer(500, f"{missing or 'some'} of {samples} samples came back without an exit",
                                 self.entry_node)
         hops = answer.get("hops") or []
         callee = hops[0].get("handled_s") if hops else None
         ingress_hop = {
-            "node": self.source, "kind": "ingress", "samples_in": int(x.shape[0]), "busy_s": 0.0,
-            "bytes_in": int(x.nbytes), "bytes_out": int(x.nbytes) if self.source != self.entry_node else 0,
-            "forward_to": self.entry_node, "forward_samples": int(x.shape[0]), "block_samples": {}, "exit_samples": {},
+            "node": self.source, "kind": "ingress", "samples_in": samples, "busy_s": 0.0,
+            "bytes_in": nbytes, "bytes_out": nbytes if self.source != self.entry_node else 0,
+            "tensors_out": {k: int(v.nbytes) for k, v in x.items()} if self.source != self.entry_node else {},
+            "forward_to": self.entry_node, "forward_samples": samples, "block_samples": {}, "exit_samples": {},
             "round_trip_s": round_trip, "overhead_s": None if callee is None else max(round_trip - callee, 0.0),
             "emulated_delay_s": delay, "emulated_delay_actual_s": actual_delay,
             "handled_s": time.perf_counter() - received,
@@ -241,9 +284,10 @@ class IngressCore:
         if method == "GET":
             return 200, self.info
         if method != "POST":
-            return 405, {"error": f"method {method}; POST a .npy array, or GET for the input description"}
+            return 405, {"error": f"method {method}; POST a .npy array (a .npz of named arrays for several inputs), "
+                                  "or GET for the input description"}
         try:
-            x = parse_request(body, content_type, self.input_spec, max_request_bytes=self.max_request_bytes)
+            x = parse_request(body, content_type, self.input_specs, max_request_bytes=self.max_request_bytes)
         except RequestError as exc:
             return exc.status, {"error": exc.message}
         started = time.perf_counter()

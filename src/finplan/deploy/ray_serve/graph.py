@@ -96,7 +96,7 @@ class StageSpec:
     num_replicas: int
     actor_options: dict
     routes: dict[str, str]                  # destination node -> Serve deployment name
-    entries: tuple[str, ...]                # tensors this node accepts
+    entries: tuple[str, ...]                # the entries this node accepts (their key tensors)
     links: dict[str, tuple[float, float]]   # destination node -> (bandwidth_bps, latency_s) of the link model
 
 
@@ -108,11 +108,16 @@ class IngressSpec:
     actor_options: dict
     entry_node: str
     entry_deployment: str
-    input_spec: TensorSpec
+    input_specs: tuple[TensorSpec, ...]   # the graph inputs, in graph order
     max_request_bytes: int
     timeout_s: float
     link: tuple[float, float] | None   # source -> entry node link model, when they differ
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        """The first graph input (the sole one of a single-input model)."""
+        return self.input_specs[0]
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,10 @@ class AppGraph:
         return {
             "application": self.application, "app_name": self.app_name, "route_prefix": self.route_prefix,
             "placement": self.placement.mode, "chain": list(self.chain),
-            "input": self.ingress.input_spec.to_dict(), "max_request_bytes": self.ingress.max_request_bytes,
+            "inputs": [spec.to_dict() for spec in self.ingress.input_specs],
+            # the one input of a single-input model, as clients before several inputs read it
+            **({"input": self.ingress.input_spec.to_dict()} if len(self.ingress.input_specs) == 1 else {}),
+            "max_request_bytes": self.ingress.max_request_bytes,
             "timeout_s": self.ingress.timeout_s, "max_concurrent_requests": self.ingress.max_concurrent_requests,
             "deployments": [{"name": self.ingress.deployment, "node": self.ingress.node, "replicas": self.ingress.num_replicas,
                              "routes": {self.ingress.entry_node: self.ingress.entry_deployment},
@@ -236,7 +244,7 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
     ingress = IngressSpec(
         node=source, deployment=INGRESS_DEPLOYMENT, num_replicas=replicas.get(source, 1) if source not in stages else 1,
         actor_options=place.actor_options(source), entry_node=entry, entry_deployment=stages[entry].deployment,
-        input_spec=manifests[entry].input, max_request_bytes=int(max_request_bytes), timeout_s=float(timeout_s),
+        input_specs=manifests[entry].inputs, max_request_bytes=int(max_request_bytes), timeout_s=float(timeout_s),
         link=source_link, max_concurrent_requests=int(max_concurrent_requests))
 
     chain = _chain(manifests, entry)
@@ -254,8 +262,13 @@ def _chain(manifests: dict, entry: str) -> list[str]:
         stage = manifests[node].stages[stage_index]
         if stage.next is None:
             return chain
-        target = manifests[stage.next.node]
-        stage_index = next(i for i, s in enumerate(target.stages) if s.inputs[0].name == stage.next.tensor)
+        if stage.next.node == node:
+            stage_index += 1  # a hop that stays on the node feeds its next stage (checked by the manifest)
+        else:
+            stage_index = next((e.stage for e in manifests[stage.next.node].entries if e.tensor == stage.next.tensor), None)
+            if stage_index is None:
+                raise FinplanInputError(f"sends {stage.next.tensor!r} to node {stage.next.node!r}, which has no such entry; "
+                                        "re-run finplan emit", file=manifests[node].path, field="stages")
         if stage.next.node != node:
             chain.append(stage.next.node)
         node = stage.next.node

@@ -26,7 +26,7 @@ import numpy as np
 from finplan.deploy.deployment import load_deployment
 from finplan.deploy.executor import Measurements, link_key
 from finplan.deploy.ray_serve.graph import DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_TIMEOUT_S, build_graph
-from finplan.deploy.ray_serve.wire import encode_tensor
+from finplan.deploy.ray_serve.wire import encode_inputs, encode_tensor
 from finplan.errors import FinplanInputError
 
 INGRESS_KEY = "ingress"
@@ -51,6 +51,7 @@ class RunCollector:
         self.link_samples: dict[str, int] = {}
         self.link_delay_s: dict[str, float] = {}
         self.link_delay_actual_s: dict[str, float] = {}
+        self.link_tensor_bytes: dict[str, dict[str, int]] = {}
         self.hop_overhead_s: dict[str, list[float]] = {}
         self.hop_bytes: dict[str, list[int]] = {}
         self.errors: list[str] = []
@@ -83,6 +84,9 @@ class RunCollector:
                 if target != node:  # the ingress hands over on the same machine when source == entry node
                     self.link_bytes[key] = self.link_bytes.get(key, 0) + int(hop["bytes_out"])
                     self.link_samples[key] = self.link_samples.get(key, 0) + int(hop["forward_samples"])
+                    per_tensor = self.link_tensor_bytes.setdefault(key, {})
+                    for tensor, size in (hop.get("tensors_out") or {}).items():
+                        per_tensor[tensor] = per_tensor.get(tensor, 0) + int(size)
                     self.link_delay_s[key] = self.link_delay_s.get(key, 0.0) + float(hop.get("emulated_delay_s") or 0.0)
                     self.link_delay_actual_s[key] = (self.link_delay_actual_s.get(key, 0.0)
                                                      + float(hop.get("emulated_delay_actual_s") or 0.0))
@@ -115,7 +119,7 @@ def engine_overhead_rows(engine_overhead_s: dict[str, float]) -> list[dict]:
     return list(rows.values())
 
 
-def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = None, *, batch_size: int = 1,
+def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch_size: int = 1,
                emulate_links: bool = False, threads: int | None = None,
                progress: Callable[[str, int, int], None] | None = None, address: str | None = None,
                concurrency: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, session=None) -> Measurements:
@@ -130,7 +134,13 @@ def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = No
     if concurrency < 1:
         raise FinplanInputError(f"is {concurrency}; expected an integer >= 1", field="--concurrency")
     deployment = load_deployment(folder)
-    deployment.input_spec.check(x[:1], field="input")
+    specs = deployment.input_specs
+    x = x if isinstance(x, dict) else {specs[0].name: x}
+    for spec in specs:
+        if spec.name not in x:
+            raise FinplanInputError(f"input {spec.name!r} is missing (the model takes {', '.join(s.name for s in specs)})",
+                                    field="input")
+        spec.check(x[spec.name][:1], field="input")
     if session is None:
         from finplan.deploy.ray_serve.cluster import ServeSession
 
@@ -142,14 +152,16 @@ def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = No
                               progress=progress, concurrency=concurrency, timeout_s=timeout_s, session=own)
 
     handle = session.handle
-    n = int(x.shape[0])
+    n = int(next(iter(x.values())).shape[0])
     collector = RunCollector(deployment, n)
     batches = [np.arange(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
     done = [0]
     lock = threading.Lock()
 
     def one(positions: np.ndarray) -> None:
-        payload = encode_tensor(np.ascontiguousarray(x[positions]))
+        rows = {name: np.ascontiguousarray(array[positions]) for name, array in x.items()}
+        # one input: a .npy, as before; several: a .npz of named arrays (parse_request reads both)
+        payload = encode_tensor(rows[specs[0].name]) if len(rows) == 1 else encode_inputs(rows)
         started = time.perf_counter()
         try:
             answer = handle.infer.remote(payload).result(timeout_s=timeout_s + 5.0)
@@ -178,5 +190,6 @@ def run_on_ray(folder: str | Path, x: np.ndarray, labels: np.ndarray | None = No
         labels=None if labels is None else np.asarray(labels, dtype=np.int64), latency_s=collector.latency_s,
         node_busy_s=collector.node_busy_s, node_calls=collector.node_calls, block_samples=collector.block_samples,
         exit_samples=collector.exit_samples, link_bytes=collector.link_bytes, link_samples=collector.link_samples,
-        link_delay_s=collector.link_delay_s, link_delay_actual_s=collector.link_delay_actual_s, wall_s=wall_s, engine_overhead_s=collector.engine_overhead_s(),
+        link_delay_s=collector.link_delay_s, link_delay_actual_s=collector.link_delay_actual_s,
+        link_tensor_bytes=collector.link_tensor_bytes, wall_s=wall_s, engine_overhead_s=collector.engine_overhead_s(),
         threads=threads)

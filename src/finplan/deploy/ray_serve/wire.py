@@ -6,9 +6,15 @@ refused on both sides, so no user-supplied bytes are ever unpickled by finplan's
 Messages between stages are plain dicts of str, int, float, list and bytes, which Ray's
 serializer carries without running user code.
 
-Stage message (``StageRequest``, a dict)::
+Stage message (``StageRequest``, a dict), carrying the live set of the cut (several named tensors
+when a mask or a skip crosses it), each as its own ``.npy`` bytes::
 
-    {"tensor": <npy bytes>, "entry": "block1", "from": "device", "budget_s": 4.9}
+    {"tensors": {"attention_mask": <npy bytes>, "layer1": <npy bytes>}, "entry": "layer1",
+     "from": "device", "budget_s": 4.9}
+
+(``{"tensor": <npy bytes>, ...}``, one unnamed tensor, is still read.) A request with several
+named inputs is a ``.npz`` (a zip of ``NAME.npy`` members, numpy's own format), read member by
+member with the same ``.npy`` reader, never with pickle.
 
 Stage answer (a dict), one entry per sample of the tensor the stage received::
 
@@ -22,10 +28,13 @@ own handling time: the engine's per-hop overhead.
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 
 NPY_MEDIA_TYPE = "application/x-npy"
+NPZ_MEDIA_TYPE = "application/x-npz"
+NPZ_MAGIC = b"PK\x03\x04"
 
 
 class WireError(ValueError):
@@ -78,6 +87,71 @@ def decode_tensor(data: bytes, *, max_bytes: int | None = None) -> np.ndarray:
     return array.copy(order="C")  # writable, C order, owns its memory (frombuffer is a read-only view)
 
 
+def encode_tensors(tensors: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """Each named tensor as ``.npy`` bytes (a stage message's ``tensors``)."""
+    return {str(name): encode_tensor(array) for name, array in tensors.items()}
+
+
+def decode_tensors(encoded, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The named tensors of a stage message; raises WireError for anything but a dict of ``.npy`` bytes."""
+    if not isinstance(encoded, dict) or not encoded:
+        raise WireError(f"expected a non-empty mapping name -> .npy bytes, got {type(encoded).__name__}")
+    out = {}
+    for name, data in encoded.items():
+        if not isinstance(name, str):
+            raise WireError(f"tensor name {name!r} is not a string")
+        try:
+            out[name] = decode_tensor(data, max_bytes=max_bytes)
+        except WireError as exc:
+            raise WireError(f"tensor {name!r}: {exc}") from None
+    return out
+
+
+def is_npz(data) -> bool:
+    return bytes(data[:4]) == NPZ_MAGIC
+
+
+def encode_inputs(tensors: dict[str, np.ndarray]) -> bytes:
+    """Several named inputs as ``.npz`` bytes: a zip of ``NAME.npy`` members (what ``np.load`` reads)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in tensors.items():
+            archive.writestr(f"{name}.npy", encode_tensor(array))
+    return buffer.getvalue()
+
+
+def decode_inputs(data, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The named arrays of ``.npz`` bytes. Every member's uncompressed size is checked against
+    ``max_bytes`` (in total) before it is read, so a small compressed request cannot make the
+    reader allocate a huge array; each member goes through ``decode_tensor`` (no pickle)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WireError(f"not a .npz archive ({_first_line(exc)})") from None
+    if not members:
+        raise WireError("the .npz archive holds no arrays")
+    total = 0
+    out = {}
+    with archive:
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise WireError(f"member {info.filename!r} of the .npz archive is not a .npy array")
+            total += info.file_size
+            if max_bytes is not None and total > max_bytes:
+                raise WireError(f"the arrays hold more than {max_bytes} bytes; the limit is {max_bytes}")
+            name = info.filename[:-4]
+            try:
+                raw = archive.read(info)
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+                raise WireError(f"member {info.filename!r}: {_first_line(exc)}") from None
+            try:
+                out[name] = decode_tensor(raw, max_bytes=max_bytes)
+            except WireError as exc:
+                raise WireError(f"array {name!r}: {exc}") from None
+    return out
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else exc.__class__.__name__
@@ -120,6 +194,8 @@ def hop_record(result, *, handled_s: float | None = None) -> dict:
         "busy_s": float(result.busy_s),
         "bytes_in": int(result.bytes_in),
         "bytes_out": int(result.bytes_out),
+        # per tensor of the live set sent (the measured bytes behind bytes_out)
+        "tensors_out": {} if forward is None else {k: int(v.nbytes) for k, v in forward.tensors.items()},
         "forward_to": None if forward is None else forward.node,
         "forward_samples": 0 if forward is None else int(len(forward.indices)),
         "block_samples": {k: int(v) for k, v in result.block_samples.items()},
