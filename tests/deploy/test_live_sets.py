@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from finplan.cli.main import main
@@ -17,7 +18,7 @@ from finplan.deploy.executor import LocalExecutor
 from finplan.deploy.manifest import load_manifest
 from finplan.deploy.verify import verify
 
-from .helpers import LIVE_SET_MODELS, LIVE_SET_SAMPLES, live_set_deployment
+from .helpers import LIVE_SET_MODELS, LIVE_SET_SAMPLES, assert_bad_input, cli, live_set_deployment
 
 N = LIVE_SET_SAMPLES
 
@@ -81,3 +82,94 @@ def test_the_cli_runs_and_verifies_with_named_inputs(case, capsys):
     assert report["exit_rates"] == case["rates"]
     for key, link in report["links"].items():
         assert link["bytes_per_sample_sent"] == link["predicted_bytes_per_sample"], (key, link)
+
+
+# --------------------------------------------------------------------------- bad input, through the CLI
+
+@pytest.fixture(scope="module")
+def text_case(tmp_path_factory):
+    return live_set_deployment(tmp_path_factory.mktemp("text-bad"), "text")
+
+
+def _bad_npz(tmp_path, case, **change):
+    arrays = {k: v for k, v in case["x"].items()}
+    for name, value in change.items():
+        if value is None:
+            arrays.pop(name)
+        else:
+            arrays[name] = value
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"attention_mask": None}, ["bad.npz: attention_mask: ", "no array for graph input 'attention_mask'",
+                                "expected arrays input_ids, attention_mask"]),
+    ({"token_type_ids": np.zeros((LIVE_SET_SAMPLES, 6), np.int64)},
+     ["bad.npz: token_type_ids: ", "not a graph input", "expected arrays input_ids, attention_mask"]),
+    ({"input_ids": np.zeros((LIVE_SET_SAMPLES, 6), np.int32)},
+     ["bad.npz: input_ids: ", "dtype int32", "dtype int64", "never casts"]),
+    ({"input_ids": np.zeros((LIVE_SET_SAMPLES, 6), np.float64)},
+     ["bad.npz: input_ids: ", "dtype float64", "dtype int64"]),
+    ({"attention_mask": np.ones((5, 6), np.int64)},
+     ["bad.npz: attention_mask: ", "different numbers of samples", f"input_ids {LIVE_SET_SAMPLES}, attention_mask 5"]),
+    ({"y": np.full(LIVE_SET_SAMPLES, 7)}, ["bad.npz: y: ", "labels out of range", "0..2"]),
+])
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_bad_named_inputs_are_one_line_naming_file_array_and_expectation(capsys, tmp_path, text_case, change, fragments,
+                                                                        command):
+    data = _bad_npz(tmp_path, text_case, **change)
+    argv = [command, text_case["folder"], "--data", data] + (["--model", text_case["model"]] if command == "verify" else [])
+    code, out, err = cli(capsys, *argv)
+    assert_bad_input(code, out, err, *fragments)
+
+
+def test_a_dataset_for_a_two_input_model_is_refused(capsys, text_case):
+    code, out, err = cli(capsys, "run", text_case["folder"], "--data", "digits")
+    assert_bad_input(code, out, err, "digits: --data: ", "the model has 2 inputs", "input_ids, attention_mask")
+
+
+@pytest.mark.parametrize("command", ["emit", "verify"])
+def test_a_model_without_a_contract_names_finplan_annotate(capsys, tmp_path, text_case, command):
+    import onnx
+
+    from onnx_builders import tiny_text_model
+
+    bare = tmp_path / "bare.onnx"
+    onnx.save(tiny_text_model(layers=3, with_contract=False), bare)
+    plan = text_case["folder"] / "plan.json"
+    argv = (["emit", plan, "--model", bare, "-o", tmp_path / "out"] if command == "emit" else
+            ["verify", text_case["folder"], "--model", bare, "--data", text_case["data"]])
+    code, out, err = cli(capsys, *argv)
+    assert_bad_input(code, out, err, "bare.onnx: ", "has no finplan contract", "finplan annotate")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_written_before_live_sets_still_runs(capsys, deployments, tmp_path):
+    """finplan.manifest/1 single-tensor manifests (``input``, ``next.tensor``, entries without
+    ``tensors``) still load and run: the schema major stays 1."""
+    import hashlib
+    import shutil
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(deployments["three-dynamic"][0], folder)
+    index = json.loads((folder / "deployment.json").read_text())
+    for node in index["nodes"]:
+        path = folder / node / "manifest.json"
+        m = json.loads(path.read_text())
+        m["input"] = m.pop("inputs")[0]
+        for entry in m["entries"]:
+            entry.pop("tensors")
+        for stage in m["stages"]:
+            if stage["next"] is not None:
+                stage["next"].pop("tensors")
+        path.write_text(json.dumps(m))
+        index["sha256"][f"{node}/manifest.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    index["input"] = index.pop("inputs")[0]
+    (folder / "deployment.json").write_text(json.dumps(index))
+    x = np.random.default_rng(0).standard_normal((20, 1, 8, 8)).astype(np.float32)
+    legacy = LocalExecutor(folder).run(x, batch_size=4)
+    fresh = LocalExecutor(deployments["three-dynamic"][0]).run(x, batch_size=4)
+    assert legacy.exit_names == fresh.exit_names and legacy.link_bytes == fresh.link_bytes
+    assert np.array_equal(legacy.predictions, fresh.predictions)
