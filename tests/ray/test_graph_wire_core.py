@@ -321,3 +321,55 @@ def test_dead_or_silent_node_gives_an_error_naming_it_within_the_timeout(ray_dep
     status, doc = asyncio.run(_in_process_ingress(folder, hang="edge", timeout_s=0.3)
                               .handle_http("POST", encode_tensor(x[:2]), None))
     assert status == 504 and doc["node"] == "edge"
+
+
+def test_finplan_infer_sends_several_named_inputs(live_set_deployments, capsys):
+    """``finplan infer`` against the in-process ingress of the two-input text model, behind a plain
+    HTTP server (what Serve's proxy does, minus Ray): .npz requests, answers as the local engine's."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from finplan.cli.main import main
+
+    case = live_set_deployments["text"]
+    ingress = _in_process_ingress(case["folder"])
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, method):
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            with lock:  # one event loop at a time over the shared runtimes
+                status, doc = asyncio.run(ingress.handle_http(method, body, self.headers.get("content-type")))
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._answer("GET")
+
+        def do_POST(self):
+            self._answer("POST")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/text"
+        assert main(["infer", url, "--data", str(case["data"]), "--batch-size", "4", "--concurrency", "2", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        expected = LocalExecutor(case["folder"]).run(case["x"], batch_size=4)
+        assert report["failed"] == 0 and [p["exit"] for p in report["predictions"]] == expected.exit_names
+        bad = case["data"].parent / "ids-only.npz"
+        np.savez(bad, input_ids=case["x"]["input_ids"])
+        assert main(["infer", url, "--data", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "ids-only.npz: attention_mask: " in err
+    finally:
+        server.shutdown()
+        server.server_close()
