@@ -117,7 +117,7 @@ def test_sequence_heads_and_dict_inputs(pooling):
     example = token_example()
     branchy = attach_exits(Tokens(), after=["layers.0"], example_input=example, token_pooling=pooling)
     assert branchy.input_names == ("input_ids", "attention_mask") and branchy.num_classes == 4  # from logits
-    assert [(s.dtype, s.shape) for s in branchy.inputs] == [("int64", (4,)), ("int64", (4,))]
+    assert [(str(s.dtype), s.shape) for s in branchy.inputs] == [("int64", (4,)), ("int64", (4,))]
     head = branchy.heads[0]
     assert isinstance(head, TokenHead) and head.linear.in_features == 6 and head.pooling == pooling
     block1, exit1 = branchy(*example.values())[0], branchy(*example.values())[2]

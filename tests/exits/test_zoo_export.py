@@ -9,7 +9,7 @@ import torch
 from finplan.contract import model_hash, read_contract, validate_contract
 from finplan.data import load_data
 from finplan.errors import FinplanInputError
-from finplan.exits import MAX_ABS_DIFF, MODELS, build_model, max_difference, to_onnx
+from finplan.exits import MAX_ABS_DIFF, MODELS, TEXT_MODELS, build_model, max_difference, to_onnx
 from finplan.exits.zoo import DEFAULT_INPUT_SHAPES
 
 from exits_tiny import TINY
@@ -79,7 +79,7 @@ def test_seed_fixes_the_weights_and_the_model_keeps_the_global_rng():
     assert not all(torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [m for m in MODELS if m not in TEXT_MODELS])
 def test_configurable_shape_channels_and_classes(name):
     channels = TINY[name][1]
     model = build_model(name, input_shape=(3, 20, 24), num_classes=7, channels=channels)

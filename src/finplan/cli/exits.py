@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import click
 
+from finplan import textdata
 from finplan.errors import FinplanInputError
 
-MODEL_NAMES = ("b-lenet", "b-alexnet", "b-resnet")  # kept in step with finplan.exits.zoo.MODELS (tested)
+MODEL_NAMES = ("b-lenet", "b-alexnet", "b-resnet", "b-bert")  # kept in step with finplan.exits.zoo.MODELS (tested)
+TEXT_MODEL_NAMES = ("b-bert",)  # token ids + attention mask; kept in step with finplan.exits.zoo.TEXT_MODELS (tested)
+DEFAULT_SHAPES = "b-lenet 1x28x28, b-alexnet 1x32x32, b-resnet 3x32x32, b-bert 16 (tokens)"
+TEXT_SAMPLES = 2000  # size of the generated keywords task (train + calibration)
 TORCH_MISSING = "`finplan exits` needs torch: install the [torch] extra (pip install 'finplan[torch]')"
 
 
@@ -45,9 +49,10 @@ def command():
     """Build, train and export branchy (early-exit) models.
 
     \b
-    Example (the recipe of the embedded default model):
+    Example (the recipe of the embedded default model, then a tiny B-BERT on the keywords task):
       finplan exits train --model b-alexnet --data digits --input-shape 1x32x32 \\
           --epochs 10 --seed 0 --exit-weights 1,1,1 -o model.onnx --calib-out calib.npz
+      finplan exits train --model b-bert --data keywords --epochs 8 -o bert.onnx --calib-out bert-calib.npz
       finplan exits export --model b-lenet --input-shape 1x28x28 -o lenet.onnx
     """
 
@@ -55,9 +60,10 @@ def command():
 @command.command()
 @click.option("--model", "model_name", default="b-alexnet", show_default=True,
               help=f"Zoo model: {', '.join(MODEL_NAMES)}.")
-@click.option("--data", "data_source", default="digits", show_default=True,
-              help="digits, fashion-mnist, a .npz (x, y) or a folder with one subfolder per class.")
-@click.option("--input-shape", default="1x32x32", show_default=True, help="Model input without the batch axis, CxHxW.")
+@click.option("--data", "data_source", default=None,
+              help="digits (default), fashion-mnist, a .npz (x, y) or a folder with one subfolder per class; "
+                   "b-bert: keywords (default, generated from --seed) or a .npz (input_ids, attention_mask, y).")
+@click.option("--input-shape", default=None, help=f"Model input without the batch axis, CxHxW (default: {DEFAULT_SHAPES}).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the weights, the data split and the batch order.")
 @click.option("--exit-weights", default=None, help="Loss weight per exit, comma-separated (default: 1 for every exit).")
@@ -78,6 +84,7 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
     Example:
       finplan exits train --model b-alexnet --data digits --epochs 10 --seed 0 \\
           --input-shape 1x32x32 --exit-weights 1,1,1 -o model.onnx --calib-out calib.npz
+      finplan exits train --model b-bert --data keywords --epochs 8 --seed 0 -o bert.onnx --calib-out bert-calib.npz
     """
     from finplan import data as datasets
     from finplan.fileio import require_writable
@@ -88,11 +95,12 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
     _model_name(model_name)
     weights = _numbers(exit_weights, "--exit-weights")
     widths = _numbers(channels, "--channels", int)
-    shape = datasets.parse_shape(input_shape)
     exits = _require_torch()
+    shape = _shape(exits, model_name, input_shape)
+    data_source = data_source or _default_data(model_name)
 
-    train_data = datasets.load_data(data_source, shape, split="train", seed=seed, limit=limit, num_classes=num_classes)
-    calibration = datasets.load_data(data_source, shape, split="calibration", seed=seed, num_classes=num_classes)
+    train_data = _load(model_name, data_source, shape, "train", seed, limit, num_classes)
+    calibration = _load(model_name, data_source, shape, "calibration", seed, None, num_classes)
     for part in (train_data, calibration):
         if part.y is None:
             raise FinplanInputError("has no labels (y); training needs them", file=data_source, field="y")
@@ -120,9 +128,9 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
         exits.train(model, train_data, epochs=epochs, seed=seed, exit_weights=weights, batch_size=batch_size, lr=lr,
                     eval_data=calibration, on_batch=on_batch, on_epoch=on_epoch)
     metrics = exits.evaluate(model, calibration)
-    result = exits.export_onnx(model, output, calibration.x)
+    result = exits.export_onnx(model, output, _arrays(calibration))
     if calib_out is not None:
-        datasets.save_dataset(calibration, calib_out)
+        _save(calibration, calib_out)
     if checkpoint_out is not None:
         exits.save_checkpoint(model, checkpoint_out)
 
@@ -134,7 +142,8 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
                      f"{metrics.confident_share[index]:.1%}")
     _print_export(stdout, result)
     if calib_out is not None:
-        stdout.print(f"wrote {calib_out} (calibration split: x, y)")
+        names = ", ".join(calibration.inputs) if hasattr(calibration, "inputs") else "x"
+        stdout.print(f"wrote {calib_out} (calibration split: {names}, y)")
     if checkpoint_out is not None:
         stdout.print(f"wrote {checkpoint_out} (checkpoint)")
 
@@ -144,13 +153,12 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
               help=f"Zoo model: {', '.join(MODEL_NAMES)}.")
 @click.option("--checkpoint", default=None, type=str,
               help="Weights from `finplan exits train --checkpoint-out` (default: untrained, seeded weights).")
-@click.option("--input-shape", default=None, help="CxHxW (default: the model's own: b-lenet 1x28x28, "
-                                                   "b-alexnet 1x32x32, b-resnet 3x32x32).")
-@click.option("--num-classes", default=10, show_default=True, type=click.IntRange(min=2))
+@click.option("--input-shape", default=None, help=f"CxHxW (default: the model's own: {DEFAULT_SHAPES}).")
+@click.option("--num-classes", default=None, type=click.IntRange(min=2), help="Default: 10 (b-bert: 4, the keywords task).")
 @click.option("--channels", default=None, help="Channel widths, comma-separated.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the untrained weights.")
-@click.option("--data", "data_source", default="digits", show_default=True,
-              help="Real inputs to compare ONNX with torch on (calibration split).")
+@click.option("--data", "data_source", default=None,
+              help="Real inputs to compare ONNX with torch on (calibration split; default digits, b-bert keywords).")
 @click.option("-o", "--output", required=True, type=str, help="ONNX file to write.")
 def export(model_name, checkpoint, input_shape, num_classes, channels, seed, data_source, output):
     """Export a zoo model (untrained or from a checkpoint) to ONNX with its finplan contract.
@@ -159,6 +167,7 @@ def export(model_name, checkpoint, input_shape, num_classes, channels, seed, dat
     Example:
       finplan exits export --model b-lenet --input-shape 1x28x28 -o lenet.onnx
       finplan exits export --model b-alexnet --checkpoint ckpt.pt -o model.onnx
+      finplan exits export --model b-bert --channels 32,4,2 -o bert.onnx
     """
     from finplan import data as datasets
     from finplan.fileio import require_writable
@@ -167,20 +176,72 @@ def export(model_name, checkpoint, input_shape, num_classes, channels, seed, dat
     _model_name(model_name)
     widths = _numbers(channels, "--channels", int)
     exits = _require_torch()
+    data_source = data_source or _default_data(model_name)
+    if num_classes is None:
+        num_classes = textdata.NUM_CLASSES if model_name in TEXT_MODEL_NAMES else 10
     if checkpoint is not None:
         model = exits.load_checkpoint(checkpoint, model_name=model_name)
         if input_shape is not None and datasets.parse_shape(input_shape) != model.input_shape:
             raise FinplanInputError(f"the checkpoint's input shape is {'x'.join(map(str, model.input_shape))}, "
                                     f"not {input_shape}", file=checkpoint, field="--input-shape")
     else:
-        shape = datasets.parse_shape(input_shape) if input_shape else exits.DEFAULT_INPUT_SHAPES[model_name]
+        shape = _shape(exits, model_name, input_shape)
         model = exits.build_model(model_name, input_shape=shape, num_classes=num_classes, channels=widths, seed=seed)
-    check = datasets.load_data(data_source, model.input_shape, split="calibration", seed=seed, limit=64)
-    result = exits.export_onnx(model, output, check.x)
+    check = _load(model_name, data_source, model.input_shape, "calibration", seed, 64, None)
+    result = exits.export_onnx(model, output, _arrays(check))
 
     from finplan.cli._console import stdout
 
     _print_export(stdout, result)
+
+
+def _shape(exits, model_name: str, text: str | None) -> tuple[int, ...]:
+    from finplan import data as datasets
+
+    return exits.DEFAULT_INPUT_SHAPES[model_name] if text is None else datasets.parse_shape(text)
+
+
+def _default_data(model_name: str) -> str:
+    return "keywords" if model_name in TEXT_MODEL_NAMES else "digits"
+
+
+def _load(model_name, source, shape, split, seed, limit, num_classes):
+    """Image models: ``load_data``. Text models: the generated keywords task, or a .npz named after the
+    inputs (``load_model_data``), split by ``seed``."""
+    from finplan import data as datasets
+
+    if model_name not in TEXT_MODEL_NAMES:
+        return datasets.load_data(source, shape, split=split, seed=seed, limit=limit, num_classes=num_classes)
+    import numpy as np
+
+    if source != "keywords":
+        specs = [datasets.InputSpec(name, np.dtype(np.int64), tuple(shape)) for name in textdata.INPUT_NAMES]
+        return datasets.load_model_data(source, specs, split=split, seed=seed, limit=limit, num_classes=num_classes)
+    try:
+        arrays = textdata.keywords(TEXT_SAMPLES, seed=seed, seq_len=shape[0])
+    except ValueError as exc:
+        raise FinplanInputError(str(exc), field="--input-shape") from None
+    train_part, held_out = textdata.split(arrays, datasets.CALIBRATION_FRACTION, seed=seed)
+    chosen = {"train": train_part, "calibration": held_out, "all": arrays}[split]
+    if num_classes is not None and chosen["y"].max() >= num_classes:
+        raise FinplanInputError(f"labels go up to {int(chosen['y'].max())}; expected fewer than --num-classes "
+                                f"{num_classes}", file=source, field="y")
+    data = datasets.ModelData({name: chosen[name] for name in textdata.INPUT_NAMES}, chosen["y"], "keywords")
+    return data if limit is None else data.take(slice(0, limit))
+
+
+def _arrays(data):
+    """What export_onnx checks against torch: the input arrays by name (or the one x)."""
+    return data.inputs if hasattr(data, "inputs") else data.x
+
+
+def _save(data, path) -> None:
+    from finplan import data as datasets
+
+    if hasattr(data, "inputs"):
+        textdata.save({**data.inputs, "y": data.y}, path)
+    else:
+        datasets.save_dataset(data, path)
 
 
 def _print_export(console, result) -> None:

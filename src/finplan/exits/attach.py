@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from finplan.errors import FinplanInputError
-from finplan.exits.branchy import BranchyNet, InputSpec, make_contract, make_exit_head
+from finplan.data import InputSpec
+from finplan.exits.branchy import BranchyNet, make_contract, make_exit_head
 
 TOKEN_POOLING = ("first", "mean")
 NEAREST_NAMES = 5  # how many submodule names a misspelt ``after`` name suggests
@@ -299,7 +300,8 @@ def _inputs(model: nn.Module, example, names: Sequence[str] | None):
         if not isinstance(value, torch.Tensor) or value.dim() < 1 or len(value) < 1:
             raise AttachError(f"input {name!r} is {_describe(value)}; expected a tensor with a batch axis first",
                               field="example_input")
-        specs.append(InputSpec(str(name), str(value.dtype).replace("torch.", ""), tuple(int(d) for d in value.shape[1:])))
+        specs.append(InputSpec(str(name), torch.empty(0, dtype=value.dtype).numpy().dtype,
+                               tuple(int(d) for d in value.shape[1:])))
     return tuple(specs), call, arguments
 
 

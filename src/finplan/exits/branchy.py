@@ -7,22 +7,16 @@ A ``BranchyNet``'s forward returns every block output and every exit output in o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+import numpy as np
+
 from finplan.contract import Block, Contract, Exit
+from finplan.data import InputSpec
 
 INPUT_NAME = "x"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input: its ONNX name, numpy dtype name and per-sample shape (batch axis excluded)."""
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
 
 
 def make_contract(inputs: Sequence[str], blocks: Sequence[str], exits: Sequence[str],
@@ -30,12 +24,7 @@ def make_contract(inputs: Sequence[str], blocks: Sequence[str], exits: Sequence[
     """The contract of an export whose tensor names equal the block/exit names."""
     block_list = tuple(Block(name, name) for name in blocks)
     exit_list = tuple(Exit(name, after, name) for name, after in zip(exits, exit_after))
-    if "inputs" in getattr(Contract, "__dataclass_fields__", {}):
-        return Contract(inputs=tuple(inputs), blocks=block_list, exits=exit_list)
-    # the single-input contract of the version before live sets (until contract.py takes several inputs)
-    if len(inputs) != 1:
-        raise ValueError(f"this finplan's contract takes one input, not {len(inputs)} ({', '.join(inputs)})")
-    return Contract(input=inputs[0], blocks=block_list, exits=exit_list)
+    return Contract(inputs=tuple(inputs), blocks=block_list, exits=exit_list)
 
 
 class BranchyNet(nn.Module):
@@ -79,7 +68,7 @@ class BranchyNet(nn.Module):
 
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
-        return (InputSpec(INPUT_NAME, "float32", self.input_shape),)
+        return (InputSpec(INPUT_NAME, np.dtype(np.float32), self.input_shape),)
 
     def contract(self) -> Contract:
         """The finplan contract of this model's export (tensor names equal block/exit names)."""

@@ -1,4 +1,5 @@
-"""BranchyNet-style model zoo: B-LeNet, B-AlexNet, B-ResNet, sized for small inputs.
+"""BranchyNet-style model zoo: B-LeNet, B-AlexNet, B-ResNet, sized for small inputs, and B-BERT
+(finplan.exits.bert: token ids + attention mask).
 
 Each builder takes the input shape (C, H, W, no batch axis), the channel widths and the
 number of classes, and returns a ``BranchyNet``. Exit heads are deliberately small
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 
 from finplan.errors import FinplanInputError
+from finplan.exits.bert import DEFAULT_SHAPE as BERT_SHAPE
+from finplan.exits.bert import b_bert
 from finplan.exits.branchy import BranchyNet, make_exit_head
 
 CHECKPOINT_FORMAT = "finplan.checkpoint/1"
@@ -138,9 +141,11 @@ def b_resnet(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                       spec={"model": "b-resnet", "channels": [c1, c2, c3]})
 
 
-MODELS: dict[str, Callable[..., BranchyNet]] = {"b-lenet": b_lenet, "b-alexnet": b_alexnet, "b-resnet": b_resnet}
-DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"b-lenet": (1, 28, 28), "b-alexnet": (1, 32, 32),
-                                                         "b-resnet": (3, 32, 32)}
+MODELS: dict[str, Callable[..., BranchyNet]] = {"b-lenet": b_lenet, "b-alexnet": b_alexnet, "b-resnet": b_resnet,
+                                                "b-bert": b_bert}
+DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {"b-lenet": (1, 28, 28), "b-alexnet": (1, 32, 32),
+                                                    "b-resnet": (3, 32, 32), "b-bert": BERT_SHAPE}
+TEXT_MODELS = ("b-bert",)  # models over token ids + attention mask (the keywords task), not images
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int = 10,
