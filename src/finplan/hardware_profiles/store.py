@@ -80,7 +80,7 @@ def validate_profile(doc: Any, path: str | os.PathLike | None = None) -> dict:
 # examples/). A misspelt field would otherwise be ignored in silence (params instead of
 # params_bytes: a memory limit that never binds); "description" and "x-..." are free for users.
 CARD_FIELDS = ("schema", "name", "hash", "input_bytes", "blocks", "exits", "calibration", "about")
-CARD_BLOCK_FIELDS = ("name", "flops", "output_bytes", "params_bytes")
+CARD_BLOCK_FIELDS = ("name", "flops", "output_bytes", "params_bytes", "live_set")
 CARD_EXIT_FIELDS = ("name", "after", "flops", "params_bytes", "accuracy")
 CALIBRATION_FIELDS = ("score", "policy", "source", "samples", "labels", "exits", "table")
 CALIBRATION_EXIT_FIELDS = ("name", "confidence", "entropy", "predicted")
@@ -169,7 +169,9 @@ def card_from_profile(profile: dict, *, input_bytes: float, accuracies: dict[str
         "hash": profile["model"]["hash"],
         "input_bytes": input_bytes,
         "blocks": [
-            {"name": b["name"], "flops": b["flops"], "output_bytes": b["output_bytes"], "params_bytes": b["params_bytes"]}
+            {"name": b["name"], "flops": b["flops"], "output_bytes": b["output_bytes"], "params_bytes": b["params_bytes"],
+             **({"live_set": [{"tensor": t["tensor"], "bytes": t["bytes"]} for t in b["live_set"]]}
+                if b.get("live_set") else {})}
             for b in profile["blocks"]
         ],
         "exits": [

@@ -82,6 +82,16 @@ def cost_warnings(scenario: Scenario) -> list[str]:
     return lines
 
 
+def _transfer_entry(transfer: dict, card) -> dict:
+    """One transfer as the plan writes it, with the tensors it carries when the card lists them (the
+    planner charges ``bytes``, their sum)."""
+    entry = {k: (_round(v) if isinstance(v, float) else v) for k, v in transfer.items()}
+    block = next((b for b in card.blocks if b.name == transfer.get("after_block")), None)
+    if block is not None and block.live_set:
+        entry["tensors"] = [{"tensor": name, "bytes": _round(size)} for name, size in block.live_set]
+    return entry
+
+
 def app_entry(result: AppResult, options, scenario: Scenario | None = None, base_dir=None) -> dict:
     app = result.app
     card = app.card
@@ -113,7 +123,7 @@ def app_entry(result: AppResult, options, scenario: Scenario | None = None, base
         }
         entry["per_node"] = {name: {key: (_round(v) if isinstance(v, float) else v) for key, v in load.items()}
                              for name, load in ev.per_node.items()}
-        entry["transfers"] = [{k: (_round(v) if isinstance(v, float) else v) for k, v in t.items()} for t in ev.transfers]
+        entry["transfers"] = [_transfer_entry(t, card) for t in ev.transfers]
         entry["binding"] = list(ev.binding) if result.feasible else []
         entry["at_limit"] = list(ev.at_limit)
     if result.binding_basis is not None:

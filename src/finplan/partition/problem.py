@@ -26,8 +26,9 @@ MODES = ("static", "dynamic")
 class Block:
     name: str
     flops: float
-    output_bytes: float
+    output_bytes: float  # what a transfer after this block carries per sample: its live set's sum
     params_bytes: float
+    live_set: tuple[tuple[str, float], ...] = ()  # (tensor, bytes per sample) when the card lists them
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,10 @@ def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard
     blocks = []
     for i, b in enumerate(doc["blocks"]):
         flops = finite_number(b["flops"], file=path, field=f"blocks[{i}].flops", positive=True)
-        blocks.append(Block(b["name"], flops,
-                            finite_number(b["output_bytes"], file=path, field=f"blocks[{i}].output_bytes", nonnegative=True),
-                            finite_number(b.get("params_bytes", 0), file=path, field=f"blocks[{i}].params_bytes", nonnegative=True)))
+        output_bytes = finite_number(b["output_bytes"], file=path, field=f"blocks[{i}].output_bytes", nonnegative=True)
+        blocks.append(Block(b["name"], flops, output_bytes,
+                            finite_number(b.get("params_bytes", 0), file=path, field=f"blocks[{i}].params_bytes", nonnegative=True),
+                            _live_set(b, output_bytes, path, i)))
     order = {b.name: i for i, b in enumerate(blocks)}
     exits = []
     for i, e in enumerate(doc["exits"]):
@@ -178,6 +180,25 @@ def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard
         calibration = Calibration(labels, confidence, predicted, tuple(cal.get("table", [])))
     return ModelCard(doc["name"], doc.get("hash"), finite_number(doc["input_bytes"], file=path, field="input_bytes", positive=True),
                      tuple(blocks), tuple(exits), calibration, path)
+
+
+def _live_set(block: dict, output_bytes: float, path, index: int) -> tuple[tuple[str, float], ...]:
+    """A block's optional per-tensor ``live_set``; its bytes must add up to ``output_bytes`` (what is charged)."""
+    entries = block.get("live_set")
+    if entries is None:
+        return ()
+    field = f"blocks[{index}].live_set"
+    result = []
+    for j, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("tensor"), str):
+            raise FinplanInputError("expected {\"tensor\": NAME, \"bytes\": BYTES}", file=path, field=f"{field}[{j}]")
+        result.append((entry["tensor"], finite_number(entry.get("bytes"), file=path, field=f"{field}[{j}].bytes",
+                                                      nonnegative=True)))
+    total = sum(size for _, size in result)
+    if abs(total - output_bytes) > 1e-9 * max(1.0, output_bytes):
+        raise FinplanInputError(f"adds up to {total:g} bytes, but output_bytes is {output_bytes:g}; output_bytes is the "
+                                "live set's sum (what a transfer after the block carries)", file=path, field=field)
+    return tuple(result)
 
 
 def load_card_file(path: str | os.PathLike) -> ModelCard:

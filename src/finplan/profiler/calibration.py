@@ -51,15 +51,19 @@ def softmax_scores(outputs: np.ndarray, *, probabilities: bool = False) -> tuple
     return probs.max(axis=1), np.clip(entropy, 0.0, 1.0), probs.argmax(axis=1).astype(np.int64)
 
 
-def collect_scores(run_batch: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, labels: np.ndarray | None,
+def collect_scores(run_batch: Callable, x: np.ndarray | dict[str, np.ndarray], labels: np.ndarray | None,
                    names: list[str], *, batch_size: int = 64, probabilities: list[bool] | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> ExitScores:
-    """Run ``run_batch`` (input batch -> one output per exit, in ``names`` order) over ``x`` in batches."""
+    """Run ``run_batch`` (input batch -> one output per exit, in ``names`` order) over ``x`` in batches.
+
+    ``x`` is one array, or a dict input name -> array (every array with the same number of
+    samples): ``run_batch`` then gets a dict of the same rows of each."""
     probabilities = probabilities or [False] * len(names)
     parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in names]
-    total = len(x)
+    total = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     for start in range(0, total, batch_size):
-        outputs = run_batch(x[start:start + batch_size])
+        rows = slice(start, start + batch_size)
+        outputs = run_batch({k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows])
         for index, output in enumerate(outputs):
             parts[index].append(softmax_scores(output, probabilities=probabilities[index]))
         if progress is not None:

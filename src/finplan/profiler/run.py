@@ -19,8 +19,8 @@ from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.errors import FinplanInputError
 from finplan.exit_policy import StageRunner, run_chain
 from finplan.hardware_profiles import card_from_profile, validate_card, validate_profile
-from finplan.onnx_parts import (Part, bytes_per_sample, extract_part, infer_shapes, params_bytes, split_branchy,
-                                tensor_dtype, tensor_shape)
+from finplan.onnx_parts import (Part, TensorInfo, bytes_per_sample, compute_layout, extract_part, infer_shapes,
+                                layout_boundaries, params_bytes, split_branchy, tensor_shape)
 from finplan.profiler import calibration as calib
 from finplan.profiler.device import describe_device
 from finplan.profiler.energy import DEFAULT_MIN_WINDOW_S, Selection, Workload, select_meter, unresolved
@@ -84,11 +84,11 @@ class ProfileJob:
     sessions: dict[str, object]
     calib_session: object
     config: SessionConfig
-    input_shape: tuple[int, ...]
-    input_bytes: int
-    timing_input: np.ndarray
+    inputs: tuple[TensorInfo, ...]  # the graph inputs (contract order)
+    input_bytes: int  # their bytes per sample, summed
+    timing_input: dict[str, np.ndarray]  # graph input name -> one timing batch
     timing_input_source: str
-    data: object | None  # finplan.data.Dataset
+    data: object | None  # finplan.data.ModelData
     selection: Selection
     exit_probabilities: list[bool]
     stage_probe: "StageProbe | None" = None
@@ -103,7 +103,7 @@ class ProfileJob:
 
         scores = None
         if self.data is not None:
-            scores = calib.collect_scores(self._run_calibration_batch, self.data.x, self.data.y,
+            scores = calib.collect_scores(self._run_calibration_batch, self.data.inputs, self.data.y,
                                           [e.name for e in self.contract.exits],
                                           batch_size=self.calib_batch_size(), probabilities=self.exit_probabilities,
                                           progress=progress)
@@ -180,16 +180,20 @@ class ProfileJob:
             fallbacks.append(f"{name}: {energies[name].energy_j:.3g} J/run estimated; {why}")
         return fallbacks
 
-    def calib_batch_size(self) -> int:
-        fixed = tensor_shape(self.model, self.contract.input)
-        return fixed[0] if fixed and isinstance(fixed[0], int) and fixed[0] > 0 else self.options.calib_batch_size
+    def _fixed_batch(self) -> int | None:
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+        return first if isinstance(first, int) and first > 0 else None
 
-    def _run_calibration_batch(self, x: np.ndarray) -> list[np.ndarray]:
-        fixed = self.calib_batch_size() if isinstance(tensor_shape(self.model, self.contract.input)[0], int) else None
-        if fixed and len(x) < fixed:  # a fixed-batch model: pad the last batch, drop the padding after
-            padded = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), x.dtype)])
-            return [o[:len(x)] for o in self.calib_session.run(None, {self.contract.input: padded})]
-        return self.calib_session.run(None, {self.contract.input: x})
+    def calib_batch_size(self) -> int:
+        return self._fixed_batch() or self.options.calib_batch_size
+
+    def _run_calibration_batch(self, x: dict[str, np.ndarray]) -> list[np.ndarray]:
+        count = len(next(iter(x.values())))
+        fixed = self._fixed_batch()
+        if fixed and count < fixed:  # a fixed-batch model: pad the last batch, drop the padding after
+            padded = {k: np.concatenate([v, np.zeros((fixed - count, *v.shape[1:]), v.dtype)]) for k, v in x.items()}
+            return [o[:count] for o in self.calib_session.run(None, padded)]
+        return self.calib_session.run(None, x)
 
     def _kind(self, name: str) -> str:
         if name == WHOLE:
@@ -200,16 +204,16 @@ class ProfileJob:
         """Feeds for each part from real data, chaining the parts; and the largest difference between
         the chained exit outputs and the whole model's (the split must not change the numbers)."""
         x = self.timing_input
-        values = {self.contract.input: x}
+        values = dict(x)  # every tensor the chain has made so far, by name
         feeds = {}
         for part in self.blocks:
-            feeds[part.name] = {part.inputs[0]: values[part.inputs[0]]}
-            values[part.outputs[0]] = self.sessions[part.name].run(None, feeds[part.name])[0]
+            feeds[part.name] = {name: values[name] for name in part.inputs}
+            values.update(zip(part.outputs, self.sessions[part.name].run(part.outputs, feeds[part.name])))
         chained = []
         for part in self.exits:
-            feeds[part.name] = {part.inputs[0]: values[part.inputs[0]]}
+            feeds[part.name] = {name: values[name] for name in part.inputs}
             chained.append(self.sessions[part.name].run(None, feeds[part.name])[0])
-        feeds[WHOLE] = {self.contract.input: x}
+        feeds[WHOLE] = dict(x)
         diff = 0.0
         if self.exits:
             whole = self._run_calibration_batch(x)
@@ -279,7 +283,7 @@ class ProfileJob:
             "session_options": {**self.config.to_dict(),
                                 **({"threads_choice": self.threads_choice} if self.threads_choice else {})},
             "flops_convention": FLOPS_CONVENTION,
-            "batch_size": int(self.timing_input.shape[0]),
+            "batch_size": int(len(next(iter(self.timing_input.values())))),
             "blocks": [part_doc(p) for p in self.blocks],
             "exits": [part_doc(p) for p in self.exits],
             "whole_model": whole,
@@ -333,18 +337,20 @@ class StageProbe:
     """A stage as finplan's runtime would emit it (the first blocks and the first exit head
     fused into one part), run through the runtime's own stage code."""
     session: object
-    input_name: str
+    input_names: list[str]
     output_names: list[str]
     exit_name: str
     policy: str
     parts: tuple[str, ...]  # the profiled parts it fuses (blocks, then the exit)
 
-    def runner(self, x: np.ndarray) -> Callable[[], object]:
+    def runner(self, x: dict[str, np.ndarray]) -> Callable[[], object]:
         # threshold 0: every sample leaves, after the same scoring and decision as an active exit
-        stages = [StageRunner(self.session, self.input_name, self.output_names,
-                              [(self.exit_name, len(self.output_names) - 1, 0.0, self.policy)],
+        stages = [StageRunner(self.session, self.input_names if len(self.input_names) > 1 else self.input_names[0],
+                              self.output_names, [(self.exit_name, len(self.output_names) - 1, 0.0, self.policy)],
                               next_output=0, next_stage=None)]
-        tensor = np.ascontiguousarray(x)
+        # one array for a single-input stage (the runtime's fast path), else the named tensors
+        tensor = (np.ascontiguousarray(x[self.input_names[0]]) if len(self.input_names) == 1
+                  else {name: np.ascontiguousarray(x[name]) for name in self.input_names})
         clock = time.perf_counter
 
         def run() -> float:  # seconds from entry to the exit decision, as the runtime clocks a sample
@@ -360,10 +366,11 @@ def _stage_probe(inferred: onnx.ModelProto, contract: Contract, config: SessionC
     exit_ = contract.exits[0]
     last = contract.block_index(exit_.after)
     block_out = contract.blocks[last].output
-    part = extract_part(inferred, [contract.input], [block_out, exit_.output], name="stage_probe")
+    inputs = list(contract.inputs)
+    part = extract_part(inferred, inputs, [block_out, exit_.output], name="stage_probe")
     session = make_session(part, config, what="the runtime-stage probe", file=path)
     parts = tuple(b.name for b in contract.blocks[:last + 1]) + (exit_.name,)
-    return StageProbe(session, contract.input, [block_out, exit_.output], exit_.name,
+    return StageProbe(session, inputs, [block_out, exit_.output], exit_.name,
                       "max_probability" if probabilities[0] else "max_softmax", parts)
 
 
@@ -406,13 +413,19 @@ def _overhead_probe(config: SessionConfig):
 
 # ---------------------------------------------------------------------- preparing (all checks)
 
-def _static_costs(part: Part, inferred: onnx.ModelProto) -> dict:
+def _static_costs(part: Part, inferred: onnx.ModelProto, crossing: tuple[TensorInfo, ...] = ()) -> dict:
+    """FLOPs, weights and the bytes a part hands on per sample: for a block with a cut after it, its
+    live set (every tensor crossing that cut, listed in ``live_set``); else its output's size."""
     counted = count_flops(part.model)
     doc = {
         "flops": counted.flops,
         "params_bytes": params_bytes(part.model),
-        "output_bytes": bytes_per_sample(inferred, part.outputs[0]),
+        "output_bytes": (sum(t.bytes_per_sample for t in crossing) if crossing
+                         else bytes_per_sample(inferred, part.outputs[0])),
     }
+    if crossing:
+        doc["live_set"] = [{"tensor": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.bytes_per_sample}
+                           for t in crossing]
     memory = activation_bytes(part.model)
     if memory is not None:
         doc["activation_bytes"] = memory
@@ -448,16 +461,9 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         raise FinplanInputError(f"is {options.batch_size}; expected >= 1", field="--batch-size")
     model, contract = load_branchy_model(path, blocks=list(options.blocks), exits=list(options.exits))
     inferred = infer_shapes(model)
-    input_shape = tensor_shape(inferred, contract.input)
-    if len(input_shape) < 2 or any(not isinstance(d, int) for d in input_shape[1:]):
-        raise FinplanInputError(f"input {contract.input!r} has shape {input_shape}; expected a batch axis and static "
-                                "sizes after it (e.g. [batch, 1, 32, 32])", file=path, field="graph.input")
-    input_dtype = tensor_dtype(inferred, contract.input)
-    if input_dtype != np.float32:
-        raise FinplanInputError(f"input {contract.input!r} is {input_dtype}; the profiler feeds float32 data",
-                                file=path, field="graph.input")
-    if options.need_card and not contract.exits:
-        raise FinplanInputError("the model has no exits; a model card needs at least one (drop --card)", file=path)
+    layout = compute_layout(inferred, contract)
+    live = layout_boundaries(layout, contract)  # validated: static sizes beyond the batch axis
+    inputs = live[0]
     if options.need_card and not options.calib:
         raise FinplanInputError("--card needs --calib DATA: the card's per-exit accuracy comes from labelled "
                                 "calibration data (e.g. --calib embedded, digits or a .npz with x and y)",
@@ -476,30 +482,31 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
         blocks, exits = split_branchy(model, contract)
     except Exception as exc:  # a contract that validates but whose parts onnx cannot type
         raise FinplanInputError(f"cannot split into blocks and exits ({exc})", file=path) from None
-    calib_model = extract_part(inferred, [contract.input], [e.output for e in contract.exits] or
-                               [contract.blocks[-1].output], name="calibration")
-    if isinstance(input_shape[0], int):  # a fixed batch axis: keep it, reshapes inside may depend on it
-        calib_model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = input_shape[0]
+    calib_model = extract_part(inferred, list(contract.inputs), [e.output for e in contract.exits], name="calibration")
+    fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+    if fixed_batch is not None:  # a fixed batch axis: keep it, reshapes inside may depend on it
+        for value in calib_model.graph.input:
+            value.type.tensor_type.shape.dim[0].dim_value = fixed_batch
     sessions, calib_session = _sessions(model, blocks + exits, calib_model, config, path, whole_session)
     if isinstance(selection.meter, ExternalMeter):
         selection.meter.check_parts([p.name for p in blocks + exits])
 
-    static = {p.name: _static_costs(p, inferred) for p in blocks + exits}
+    crossing = {b.name: live[k] for k, b in enumerate(blocks, start=1)}
+    static = {p.name: _static_costs(p, inferred, crossing.get(p.name, ())) for p in blocks + exits}
     data = None
     if options.calib:
-        data = _load_calibration(options, tuple(input_shape[1:]), contract, inferred)
+        data = _load_calibration(options, model, contract, inferred, path)
         if options.need_card and data.y is None:
             raise FinplanInputError("has no labels (y); the model card's per-exit accuracy needs them",
                                     file=options.calib, field="y")
-    batch = input_shape[0] if isinstance(input_shape[0], int) else options.batch_size
+    batch = fixed_batch or options.batch_size
     if data is not None and len(data) >= batch:
-        timing_input, source = data.x[:batch], f"first {batch} calibration sample(s) of {data.name}"
+        timing_input = {name: array[:batch] for name, array in data.inputs.items()}
+        source = f"first {batch} calibration sample(s) of {data.name}"
     else:
-        rng = np.random.default_rng(options.seed)
-        timing_input = rng.standard_normal((batch, *input_shape[1:])).astype(np.float32)
-        source = f"synthetic standard normal, seed {options.seed}"
+        timing_input, source = synthetic_inputs(inputs, batch, seed=options.seed)
     if options.threads is None and config.intra_op_threads > 1:
-        config, threads_choice = _choose_threads(model, contract.input, config, timing_input, options, path)
+        config, threads_choice = _choose_threads(model, config, timing_input, options, path)
         sessions, calib_session = _sessions(model, blocks + exits, calib_model, config, path)
     probabilities = [_is_softmax_output(model, e.output) for e in contract.exits]
     try:
@@ -509,8 +516,33 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
     except Exception:  # a graph whose fused first stage cannot be cut out: no probe, no stage overhead
         probe = None
     return ProfileJob(path, options, model, contract, blocks, exits, static, sessions, calib_session, config,
-                      tuple(input_shape[1:]), bytes_per_sample(inferred, contract.input), timing_input, source,
+                      inputs, sum(t.bytes_per_sample for t in inputs), timing_input, source,
                       data, selection, probabilities, probe, threads_choice)
+
+
+def synthetic_inputs(inputs: tuple[TensorInfo, ...], batch: int, *, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+    """A timing batch when no calibration data is given, per input dtype, and what was used.
+
+    Floats: standard normal (seeded). Booleans, and integers whose name says mask: ones (every
+    position attended). Other integers: zeros, since the valid range of token ids or indices is
+    not knowable from the graph (0 is valid for any vocabulary); give --calib for real ones.
+    Latency of most models does not depend on the values; data-dependent ops (e.g. NonZero) may.
+    """
+    rng = np.random.default_rng(seed)
+    arrays, said = {}, []
+    for tensor in inputs:
+        shape, dtype = (batch, *tensor.shape[1:]), np.dtype(tensor.dtype)
+        if dtype.kind == "f":
+            arrays[tensor.name] = rng.standard_normal(shape).astype(dtype)
+            said.append(f"{tensor.name} standard normal (seed {seed})")
+        elif dtype.kind == "b" or (dtype.kind in "iu" and "mask" in tensor.name.lower()):
+            arrays[tensor.name] = np.ones(shape, dtype)
+            said.append(f"{tensor.name} ones (a mask: every position on)")
+        else:
+            arrays[tensor.name] = np.zeros(shape, dtype)
+            said.append(f"{tensor.name} zeros ({dtype.name}: valid ids are not knowable from the graph; "
+                        "--calib gives real ones)")
+    return arrays, "synthetic: " + "; ".join(said)
 
 
 def _sessions(model: onnx.ModelProto, parts: list[Part], calib_model: onnx.ModelProto, config: SessionConfig,
@@ -523,13 +555,13 @@ def _sessions(model: onnx.ModelProto, parts: list[Part], calib_model: onnx.Model
     return sessions, make_session(calib_model, config, what="the exit outputs", file=path)
 
 
-def _choose_threads(model: onnx.ModelProto, input_name: str, config: SessionConfig, timing_input: np.ndarray,
+def _choose_threads(model: onnx.ModelProto, config: SessionConfig, timing_input: dict[str, np.ndarray],
                     options: ProfileOptions, path: Path) -> tuple[SessionConfig, dict]:
     """The session config with the fastest thread count for the whole model at the timing batch
     (``choose_threads``; a tenth of the timing budget), and how it was chosen."""
     import dataclasses
 
-    whole_input = {input_name: timing_input}
+    whole_input = dict(timing_input)
 
     def make_runner(threads: int):
         session = make_session(model, dataclasses.replace(config, intra_op_threads=threads), what="the model",
@@ -546,20 +578,19 @@ def _choose_threads(model: onnx.ModelProto, input_name: str, config: SessionConf
     }
 
 
-def _load_calibration(options: ProfileOptions, input_shape: tuple[int, ...], contract: Contract,
-                      inferred: onnx.ModelProto):
-    try:
-        from finplan.data import load_data
-    except ImportError:
-        raise FinplanInputError("--calib needs finplan.data, which this installation lacks", field="--calib") from None
+def _load_calibration(options: ProfileOptions, model: onnx.ModelProto, contract: Contract,
+                      inferred: onnx.ModelProto, path: Path):
+    """Calibration samples for every graph input (``finplan.data.load_model_data``), dtypes checked."""
+    from finplan.data import input_specs, load_model_data
+
     widths = []
     for exit_ in contract.exits:
         shape = tensor_shape(inferred, exit_.output)
         if shape and isinstance(shape[-1], int):
             widths.append(shape[-1])
     num_classes = min(widths) if widths else None  # a label must be a valid class at every exit
-    return load_data(options.calib, input_shape, split=_calibration_split(options.calib), seed=options.seed,
-                     limit=options.limit, num_classes=num_classes)
+    return load_model_data(options.calib, input_specs(model, file=path), split=_calibration_split(options.calib),
+                           seed=options.seed, limit=options.limit, num_classes=num_classes, field="--calib")
 
 
 def profile_model(model_path: str | os.PathLike, *, progress: Progress | None = None, **options) -> ProfileResult:
