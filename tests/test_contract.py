@@ -349,3 +349,17 @@ def test_embedded_model_keeps_its_hash_and_chain_parts():
         assert (block.inputs, block.outputs) == ([previous], [spec.output])
         previous = spec.output
     assert all(e.inputs == [contract.blocks[contract.block_index(e.after)].output] for e in exits)
+
+
+def test_inspect_shows_the_live_set_tensor_by_tensor(tmp_path):
+    path = _save(tiny_text_model(), tmp_path, "text.onnx")
+    result = _finplan("inspect", path, "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [t["name"] for t in doc["inputs"]] == ["input_ids", "attention_mask"] and doc["input_bytes"] == 96
+    block1 = doc["blocks"][0]
+    assert block1["live_set"] == [{"name": "attention_mask", "dtype": "int64", "shape": ["batch", 6], "bytes": 48},
+                                  {"name": "layer1", "dtype": "float32", "shape": ["batch", 6, 8], "bytes": 192}]
+    assert block1["live_set_bytes"] == 240 and doc["blocks"][-1]["live_set"] == []
+    human = _finplan("inspect", path).stdout
+    assert "attention_mask" in human and "int64" in human and "240" in human
