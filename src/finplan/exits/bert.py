@@ -1,9 +1,10 @@
 """B-BERT: a tiny BERT-style encoder with an exit after each encoder layer (DeeBERT's layout).
 
 Plain torch (no transformers needed): token + position embeddings, post-LayerNorm encoder
-layers that each read the int64 ``attention_mask`` graph input (so the mask is forwarded along
-the chain and crosses every cut, beside the hidden state), and a classifier on the first
-([CLS]) token. The exits are put on by ``attach_exits`` by submodule name, exactly as a user's
+layers that each read the int64 ``attention_mask`` input, and a classifier on the first ([CLS])
+token. The exporter computes the mask's additive bias once (every layer's is the same
+expression), so what crosses each cut beside the hidden state is that float bias (N x 1 x 1 x T):
+the contract's live sets find it. The exits are put on by ``attach_exits`` by submodule name, exactly as a user's
 own model would get them; the last layer's exit is the model's own classifier.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ class EncoderLayer(nn.Module):
         batch, length, width = hidden.shape
         head_width = width // self.heads
         q, k, v = self.qkv(hidden).reshape(batch, length, 3, self.heads, head_width).permute(2, 0, 3, 1, 4)
-        # every layer reads the mask itself: the graph input is what crosses a cut, not a derived tensor
+        # each layer derives its bias from the mask; the exporter shares the identical expression
         bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * MASKED
         scores = q @ k.transpose(-1, -2) / math.sqrt(head_width) + bias
         attended = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, length, width)
