@@ -363,3 +363,23 @@ def test_inspect_shows_the_live_set_tensor_by_tensor(tmp_path):
     assert block1["live_set_bytes"] == 240 and doc["blocks"][-1]["live_set"] == []
     human = _finplan("inspect", path).stdout
     assert "attention_mask" in human and "int64" in human and "240" in human
+
+
+def test_a_live_set_that_cannot_be_sent_by_sample_is_refused(tmp_path):
+    """What stays refused: a live tensor without a batch axis, a graph input without static sizes."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("ReduceSum", ["r"], ["s"], keepdims=0),  # a scalar over the whole batch
+             helper.make_node("Mul", ["r", "s"], ["block1"]),
+             helper.make_node("Relu", ["block1"], ["r2"]),
+             helper.make_node("Add", ["r2", "s"], ["block2"])]
+    graph = helper.make_graph(nodes, "scalar", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("block1", "block2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    contract = Contract(("x",), (Block("b1", "block1"), Block("b2", "block2")),
+                        (Exit("e1", "b1", "block1"), Exit("e2", "b2", "block2")))
+    with pytest.raises(FinplanInputError, match=r"blocks\[0\].*live set after block 'b1' holds tensor 's'.*batch axis"):
+        validate_contract(model, contract, "m.onnx")
+    symbolic = tiny_text_model(tokens="seq")
+    with pytest.raises(FinplanInputError, match=r"\.inputs.*'input_ids'.*\['batch', 'seq'\].*no static size"):
+        validate_contract(symbolic, text_contract(), "m.onnx")
