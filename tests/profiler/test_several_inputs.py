@@ -137,3 +137,11 @@ def test_profile_cli_json_on_a_two_input_model(capsys, text_path):
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["profile"]["blocks"][1]["live_set"][0]["tensor"] == "attention_mask"
+
+
+def test_profile_text_output_names_the_tensors_behind_out_bytes(capsys, text_path):
+    code, stdout, err = _cli(capsys, "profile", text_path, "--budget-s", "0.2", "--energy", "power-model",
+                             "--power-w", "5", "--threads", "1", "--quiet")
+    assert code == 0, err
+    assert "block1: out B = attention_mask (int64) 48 + layer1 (float32) 192" in stdout
+    assert "timing input: synthetic: input_ids zeros (int64: valid ids are not knowable" in stdout

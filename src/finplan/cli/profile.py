@@ -152,6 +152,12 @@ def _print_human(model_path, result, output, card_path) -> None:
         if fell_back:
             stdout.print(f"  ! {summary['energy']['method']} could not resolve {', '.join(fell_back)}: estimated "
                          "instead (see stderr and each part's note)")
+        if title == "Blocks":  # "out B" is what crosses the cut after the block: say which tensors when several
+            for row in rows:
+                live = row.get("live_set") or []
+                if len(live) > 1:
+                    stdout.print(f"  {row['name']}: out B = " + " + ".join(
+                        f"{t['tensor']} ({t['dtype']}) {t['bytes']:,}" for t in live), soft_wrap=True)
         for row in rows:
             if row.get("unknown_ops"):
                 stdout.print(f"  {row['name']}: FLOPs exclude unknown ops {', '.join(row['unknown_ops'])}")
@@ -162,6 +168,7 @@ def _print_human(model_path, result, output, card_path) -> None:
                  f"the extra per-call overheads of {_si(whole['call_overhead_p50_s'], 's')}); "
                  f"split check max |diff| {whole['split_check_max_abs_diff']:.2g}")
     timing = summary["timing"]
+    stdout.print(f"timing input: {summary['timing_input']}", soft_wrap=True)
     stdout.print(f"timing: {timing['rounds']} interleaved rounds in {timing['elapsed_s']:.1f} s "
                  f"(budget {timing['budget_s']:g} s); medians within ±2% (95% CI): "
                  f"{'all' if timing['all_converged'] else 'NOT all (budget ended first)'}")
