@@ -275,10 +275,9 @@ def test_run_exit_rates_equal_the_plan(chained, capsys):
         assert rows[f"bytes[{link}]"]["measured"] == pytest.approx(samples * transfer["bytes"] / CALIB_LIMIT, rel=1e-9)
 
 
+@pytest.mark.parametrize("chained", ["skip"], indirect=True)
 def test_the_skip_crosses_two_cuts(chained):
     name, work, model, calib, card = chained
-    if name != "skip":
-        pytest.skip("the skip model only")
     live = [[t["bytes"] for t in block.get("live_set", [])] for block in card["blocks"]]
     # after block 1: enc1's output (8x16x16 float32); after block 2: mid's output (8x8x8) and still enc1's
     assert live[0] == [8 * 16 * 16 * 4]
