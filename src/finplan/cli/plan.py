@@ -167,6 +167,9 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
         if path:
             require_writable(path)
     scen = _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict)
+    from finplan.cli._outputs import refuse_outputs_over_inputs, scenario_inputs
+
+    refuse_outputs_over_inputs({"-o": output, "--export-graph": export_graph}, scenario_inputs(scen))
     for line in cost_warnings(scen):
         click.echo(f"finplan: warning: {line}", err=True)
     if time_limit_s is not None and solver != "milp" and not compare \

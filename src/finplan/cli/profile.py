@@ -9,6 +9,7 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, progress_bar, stderr, stdout
 from finplan.errors import FinplanInputError
+from finplan.cli._outputs import existing, refuse_outputs_over_inputs
 from finplan.fileio import require_writable
 
 ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
@@ -72,6 +73,8 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
             require_writable(path)
     if output and card_path and Path(output).resolve() == Path(card_path).resolve():
         raise FinplanInputError("-o and --card name the same file; give two paths", file=output)
+    refuse_outputs_over_inputs({"-o": output, "--card": card_path},
+                               {"MODEL.onnx": model_path, "--calib": existing(calib), "--energy-file": energy_file})
     options = ProfileOptions(blocks=list(blocks), exits=list(exits), calib=calib, limit=limit, energy=energy,
                              power_w=power_w, idle_w=idle_w, busy_w=busy_w, energy_file=energy_file, threads=threads,
                              min_window_s=energy_window_s,

@@ -220,7 +220,8 @@ def _max_utilization(doc: dict, *, file, where: str) -> float:
                                 "are the same limit (capacity is its other name): give one", file=file,
                                 field=f"{where}.capacity")
     key = "capacity" if "capacity" in doc else "max_utilization"
-    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True)
+    # a share of the node's (or link's) time: above 1 would plan it more than 100% busy
+    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True, at_most=1.0)
 
 
 def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
