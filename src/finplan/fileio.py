@@ -48,6 +48,15 @@ MAX_ARRAY_BYTES = 8 * 1024 ** 3         # an .npz, uncompressed (a zip bomb is r
 MAX_ONNX_BYTES = 2 * 1024 ** 3          # protobuf's own limit for one message
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one, else all):
+    the bound of every thread count finplan starts."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _size_text(count: int) -> str:
     for factor, unit in ((1024 ** 3, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB")):
         if count >= factor:

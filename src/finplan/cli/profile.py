@@ -9,6 +9,7 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, progress_bar, stderr, stdout
 from finplan.errors import FinplanInputError
+from finplan.cli._types import Threads
 from finplan.cli._outputs import existing, refuse_outputs_over_inputs
 from finplan.fileio import require_writable
 
@@ -47,7 +48,7 @@ def _bytes(value) -> str:
 @click.option("--energy-file", help="external: JSON/CSV of joules per block and exit.")
 @click.option("--energy-window-s", type=float, default=1.0, show_default=True,
               help="Shortest energy window per part (RAPL/NVML counters tick every 1-100 ms; codecarbon windows are raised to 1 s).")
-@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
+@click.option("--threads", type=Threads(), help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
               "cores, the fastest for the whole model, measured; the deployment runs with the same).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
 @click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")

@@ -390,6 +390,16 @@ def _session_of(profiles: list[str], root: Path, parent_hash: str) -> dict | Non
     return None
 
 
+def _borrowed_session(sessions: dict[str, dict | None], source: str, order: list[str]) -> dict | None:
+    """For a node without a profile of this model (an analytic node, where this machine stands
+    in): the source's profiled settings, else the first profiled node's in chain order. With
+    onnxruntime's default threads instead a ViT part ran 1.7x slower than with the profiled one."""
+    for node in [source] + order:
+        if sessions.get(node) is not None:
+            return {**sessions[node], "from_node": node}
+    return None
+
+
 def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike, *,
          application: str | None = None, force: bool = False) -> EmitResult:
     """Write the deployment folder ``out`` for one application of the plan at ``plan_path``.
@@ -503,6 +513,8 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
 
         entry_node = stages[0].node
         node_profiles = _write_network(plan, plan_path, tmp)
+        sessions = {node: _session_of(node_profiles.get(node, []), tmp, parent_hash) for node in order}
+        borrowed = _borrowed_session(sessions, source, order)
         for node in order:
             manifest = {
                 "schema": MANIFEST_SCHEMA, "node": node, "application": name,
@@ -511,7 +523,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
                 "input": per_node[node][entries[node][0]["stage"]]["inputs"][0],
                 "entries": entries[node], "stages": per_node[node], "predicted": _predicted_for(app, node),
             }
-            session = _session_of(node_profiles.get(node, []), tmp, parent_hash)
+            session = sessions[node] or borrowed
             if session is not None:
                 manifest["session"] = session
             atomic_write_json(tmp / node / MANIFEST_FILE, manifest)
