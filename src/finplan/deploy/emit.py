@@ -19,6 +19,7 @@ import onnx
 from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes, sha256_file
 from finplan.errors import FinplanInputError
+from finplan.hardware_profiles import validate_plan_schema
 from finplan.fileio import atomic_write_json, load_document, parse_text, replace_folder
 from finplan.onnx_parts import (BATCH_DIM, GraphIndex, PartError, bytes_per_sample, extract_part, infer_shapes,
                                  tensor_dtype, tensor_shape)
@@ -410,7 +411,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
     plan_path, model_path, shown_out = Path(plan_path), Path(model_path), Path(out)
     out = Path(os.path.normpath(os.path.abspath(out)))  # "." and "deploy/" have a name and a parent
     plan_bytes = plan_path.read_bytes() if plan_path.is_file() else None
-    plan = load_document(plan_path, "plan")
+    plan = validate_plan_schema(load_document(plan_path, "plan"), plan_path)
     index, app = select_application(plan, application, plan_path)
     field = f"applications[{index}]"
     name = str(app.get("name", f"app{index + 1}"))

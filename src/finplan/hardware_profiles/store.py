@@ -145,6 +145,13 @@ def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
     return doc
 
 
+def validate_plan_schema(doc: Any, path: str | os.PathLike | None = None) -> dict:
+    """Check a plan document against the shipped plan schema (finite numbers included); return
+    it. For readers outside the planner (the deployment side), which must not import it."""
+    _validate(doc, "plan", path)
+    return doc
+
+
 def load_profile(path: str | os.PathLike) -> dict:
     return validate_profile(load_document(path, "profile"), path)
 
