@@ -39,7 +39,9 @@ def command(url, source, limit, concurrency, batch_size, timeout_s, seed, show, 
 
     info = describe(url, timeout_s=timeout_s)
     spec = info["input"]
-    x, y, name = load_inputs(source, TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]), limit=limit, seed=seed)
+    classes = info.get("num_classes")  # labels out of range are refused, as `run` refuses them
+    x, y, name = load_inputs(source, TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"]), limit=limit, seed=seed,
+                             num_classes=classes if isinstance(classes, int) and classes > 0 else None)
     with progress_bar(quiet or as_json) as progress:
         report = infer_many(url, x, y, concurrency=concurrency, batch_size=batch_size, timeout_s=timeout_s,
                             progress=progress)

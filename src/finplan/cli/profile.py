@@ -81,6 +81,12 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
                              min_window_s=energy_window_s,
                              budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, device_name=device_name,
                              need_card=bool(card_path))
+    if energy == "power-model" and power_w is None and idle_w is None and busy_w is None:
+        from finplan.profiler.energy.power_model import DEFAULT_WATTS_PER_CPU
+
+        stderr.print(f"finplan: warning: --energy power-model without --power-w or --idle-w/--busy-w: energy is "
+                     f"ESTIMATED at a default {DEFAULT_WATTS_PER_CPU:g} W per busy CPU, not your device's (the "
+                     "summary and the profile's note say so)", soft_wrap=True)
     job = prepare_profile(model_path, options)
     with progress_bar(quiet or as_json) as report:
         result = job.run(report)

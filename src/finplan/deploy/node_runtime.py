@@ -191,6 +191,14 @@ def check_parts_statically(manifest: Manifest, folder: Path) -> None:
                              {k: declared(v) for k, v in outputs.items()})
 
 
+def check_parts(manifest: Manifest, folder: Path) -> None:
+    """Every part of the node is there with the sha256 its manifest records (what NodeRuntime
+    checks when it loads them), for engines that load parts elsewhere (Ray replicas): a swapped
+    part is then named here, at once, not by a replica failing to start."""
+    for index in range(len(manifest.stages)):
+        _part_bytes(manifest, Path(folder), index)
+
+
 def _part_bytes(manifest: Manifest, folder: Path, index: int) -> bytes:
     stage = manifest.stages[index]
     path = folder / stage.part

@@ -21,12 +21,7 @@ from finplan.profiler import stats
 OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
 
-def available_cpus() -> int:
-    """Logical CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+from finplan.fileio import available_cpus  # noqa: E402 (one definition: the runtimes and the CLI bound threads by it)
 
 
 def default_threads() -> int:

@@ -114,6 +114,10 @@ def parse_request(body: bytes, content_type: str | None, spec: TensorSpec, *, ma
                                 "(or one sample without the batch axis)")
     if array.shape[0] == 0:
         raise RequestError(422, f"input {spec.name!r} holds no sample")
+    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+        # as run, verify and infer refuse such data: a NaN input gets an answer that means nothing
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise RequestError(422, f"input {spec.name!r} holds {bad} NaN or infinite values; expected finite numbers")
     return array
 
 
