@@ -263,7 +263,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
 
     from finplan.fileio import MAX_ONNX_BYTES, require_input_file
 
-    path = require_input_file(path, max_bytes=MAX_ONNX_BYTES, what="ONNX file")
+    path = require_input_file(path, max_bytes=MAX_ONNX_BYTES, what="model file (.onnx)")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, onnx may raise ValueError/OSError

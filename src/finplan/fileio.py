@@ -452,7 +452,7 @@ def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
         os.rename(target, old)
         try:
             os.rename(new, target)
-        except OSError:
+        except BaseException:
             os.rename(old, target)  # put the previous folder back
             raise
     finally:

@@ -262,7 +262,8 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
                 ref = _string(ref, file=file, field=pfield)
                 ppath = Path(ref) if Path(ref).is_absolute() else base / ref
                 if not ppath.is_file():
-                    raise FinplanInputError(f"profile file {str(ppath)!r} not found", file=file, field=pfield)
+                    what = "is a folder; expected a profile file" if ppath.is_dir() else "not found"
+                    raise FinplanInputError(f"profile file {str(ppath)!r} {what}", file=file, field=pfield)
                 profiles.append((str(ppath), load_profile(ppath)))
         if ops is None and not profiles:
             raise FinplanInputError("a node needs 'profile' (path) or 'compute' {ops_per_s, power_w}", file=file, field=where)
