@@ -126,10 +126,15 @@ def load_npz(path: str | os.PathLike, *, label: str | os.PathLike | None = None)
                                 f"{_size_text(MAX_ARRAY_BYTES)}", file=name)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except Exception as exc:  # zipfile, zlib, numpy's format reader: all mean "not numeric arrays"
         raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
                                 f"{_first_line(exc)})", file=name) from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a member without a .npy header
+            raise FinplanInputError(f"member {key!r} is not a .npy array; expected a file written by numpy.savez",
+                                    file=name, field=key)
+    return arrays
 
 
 def _first_line(exc: BaseException) -> str:
