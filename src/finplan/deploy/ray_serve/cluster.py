@@ -215,6 +215,8 @@ class ServeSession:
         self.close()
 
     def start(self) -> None:
+        if self.http and self.port is not None and self.address is None:
+            check_port_free(self.host, self.port)  # in seconds, not after Ray's start and a 57-line traceback
         if self.address is not None:
             check_reachable(self.address)
             self._env = patched_environ(quiet_environment(None))
@@ -222,8 +224,6 @@ class ServeSession:
             # short path: Ray's Unix socket paths must stay under about 100 characters
             self.workdir = Path(tempfile.mkdtemp(prefix="finplan-ray-", dir="/tmp"))
             self._env = patched_environ(quiet_environment(self.workdir))
-        if self.http and self.port is not None and self.address is None:
-            check_port_free(self.host, self.port)
         self._env.__enter__()  # before the first `import ray`: Ray reads some of it at import time
         require_ray()
         import ray
