@@ -113,7 +113,7 @@ def _post(url: str, array: np.ndarray) -> tuple[int, dict]:
 @pytest.mark.ray
 def test_served_nan_is_422_and_sigterm_stops_serve_cleanly(world, tmp_path):
     """One real `finplan serve`: GET names the classes, NaN -> 422, a real input -> 200, then
-    SIGTERM -> exit 0 with its 'stopping' line (before: a native abort, exit 134)."""
+    SIGTERM -> exit 0, as after Ctrl-C (before: a native abort, exit 134)."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "ORT_DISABLE_TELEMETRY": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     process = subprocess.Popen([sys.executable, "-m", "finplan", "serve", str(world / "deploy"), "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
@@ -140,5 +140,6 @@ def test_served_nan_is_422_and_sigterm_stops_serve_cleanly(world, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    # 0: finplan's handler ran (Ray's gave a native abort, 134; no handler: -15)
     assert process.returncode == 0, err
-    assert "stopping" in err and "Traceback" not in err and "Aborted" not in err
+    assert "Traceback" not in err and "Aborted" not in err and "core dumped" not in err
