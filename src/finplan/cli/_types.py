@@ -5,6 +5,8 @@ import math
 
 import click
 
+from finplan.fileio import available_cpus  # the bound is shared with the runtimes
+
 
 class FiniteNonNegative(click.FloatRange):
     """A finite number >= 0. FloatRange alone lets "nan" and "inf" through: a NaN tolerance
@@ -21,8 +23,6 @@ class FiniteNonNegative(click.FloatRange):
             self.fail(f"{value!r} is not a finite number; expected a number >= 0", param, ctx)
         return number
 
-
-from finplan.fileio import available_cpus  # noqa: E402 (the bound is shared with the runtimes)
 
 
 class Threads(click.ParamType):

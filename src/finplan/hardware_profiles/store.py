@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from functools import lru_cache
 from importlib import resources
