@@ -296,9 +296,9 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file with one clear error for anything that is not one."""
     from pathlib import Path
 
-    path = Path(path)
-    if not path.is_file():
-        raise FinplanInputError("file not found" if not path.exists() else "is not a file", file=path)
+    from finplan.fileio import MAX_ONNX_BYTES, require_input_file
+
+    path = require_input_file(path, max_bytes=MAX_ONNX_BYTES, what="model file (.onnx)")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, onnx may raise ValueError/OSError

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import atomic_write_bytes
+from finplan.fileio import atomic_write_bytes, load_npz
 
 BUILTIN_SOURCES = ("digits", "fashion-mnist", "embedded")
 SPLITS = ("train", "calibration", "all")
@@ -133,6 +133,9 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         name = source
     else:
         path = Path(source)
+        if path.is_dir() and path.suffix.lower() == ".npz":
+            raise FinplanInputError("is a folder; expected a .npz file (or a folder of class subfolders not named "
+                                    "*.npz)", file=source)
         if path.is_dir():
             x, y = _read_image_tree(path, input_shape)
         elif path.is_file():
@@ -141,6 +144,8 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
                                         f"name ({', '.join(BUILTIN_SOURCES)}), a .npz with x (and y), or an image folder",
                                         file=source)
             x, y = _read_npz(path, input_shape, target, label=source)
+        elif path.suffix.lower() == ".npz" and path.exists():
+            x, y = _read_npz(path, input_shape, target, label=source)  # a device, a fifo...: load_npz says which
         elif path.suffix.lower() == ".npz" or os.sep in source or "/" in source:
             raise FinplanInputError("file not found", file=source)
         else:
@@ -305,7 +310,7 @@ def _read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarr
             try:
                 with Image.open(file) as image:
                     pixels = np.asarray(image.convert(mode).resize((width, height), Image.BILINEAR), dtype=np.float32)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 (PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...)
                 raise FinplanInputError(f"cannot read as an image ({exc.__class__.__name__})", file=file) from None
             pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
             images.append((pixels / 255.0 - PIXEL_MEAN) / PIXEL_STD)
@@ -319,21 +324,13 @@ def _read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarr
 
 def _read_npz(path: Path, input_shape: tuple[int, ...], target: np.dtype, *,
               label: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if not path.is_file():
-        raise FinplanInputError("file not found", file=label)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = set(archive.files)
-            if "x" not in keys:
-                raise FinplanInputError(f"has no array 'x' (found: {', '.join(sorted(keys)) or 'none'}); expected x "
-                                        "[N, *input_shape] and optionally y [N]", file=label, field="x")
-            x_raw = archive["x"]
-            y_raw = archive["y"] if "y" in keys else None
-    except FinplanInputError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:  # also object arrays refused by allow_pickle=False
-        raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''})", file=label) from None
+    arrays = load_npz(path, label=label)  # one line for a folder, a corrupt zip, pickles, a zip bomb
+    keys = set(arrays)
+    if "x" not in keys:
+        raise FinplanInputError(f"has no array 'x' (found: {', '.join(sorted(keys)) or 'none'}); expected x "
+                                "[N, *input_shape] and optionally y [N]", file=label, field="x")
+    x_raw = arrays["x"]
+    y_raw = arrays.get("y")
     x = x_raw
     if x.ndim >= 1 and x.shape[1:] != input_shape and len(input_shape) >= 2 and input_shape[0] == 1 \
             and x.shape[1:] == input_shape[1:]:

@@ -121,8 +121,9 @@ def test_final_exit_after_block1_deploys_one_block(workdir, tiny, plan_factory):
 
 def test_nodes_run_with_the_threads_their_profile_was_timed_with(workdir, tiny, plan_factory):
     """The manifest of a profiled node carries the profile's intra-op threads; the runtime uses
-    them unless told otherwise; a node without a profile (or with a profile of another model)
-    keeps onnxruntime's default."""
+    them unless told otherwise; a node without a profile runs with the source's profiled count
+    (issue 12: an analytic node stands in with the profiled thread choice); with no profile of
+    this model anywhere, onnxruntime's default."""
     from finplan.deploy.executor import LocalExecutor
     from helpers import network_doc
 
@@ -135,9 +136,11 @@ def test_nodes_run_with_the_threads_their_profile_was_timed_with(workdir, tiny, 
     device = json.loads((out / "device" / "manifest.json").read_text())
     assert device["session"] == {"intra_op_threads": 1, "execution_provider": "CPUExecutionProvider",
                                  "profile": "profiles/threads.profile.json"}
-    assert "session" not in json.loads((out / "edge" / "manifest.json").read_text())
+    edge = json.loads((out / "edge" / "manifest.json").read_text())
+    assert edge["session"] == {**device["session"], "from_node": "device"}
     executor = LocalExecutor(out)
-    assert executor.runtimes["device"].threads == 1 and executor.runtimes["edge"].threads is None
+    assert executor.runtimes["device"].threads == 1 and executor.runtimes["edge"].threads == 1
+    assert executor.runtimes["edge"].threads_how == "the profile of device (it has none)"
     assert LocalExecutor(out, threads=2).runtimes["device"].threads == 2
 
     other = {**doc, "model": {"name": "tiny", "hash": "sha256:" + "1" * 64}}

@@ -24,8 +24,10 @@ def command(plan_path, model_path, out, application, force, as_json, quiet):
       finplan emit plan.json --model model.onnx -o deploy/
       finplan emit plan.json --model model.onnx -o deploy-app2/ --application app2
     """
+    from finplan.cli._outputs import plan_inputs, refuse_outputs_over_inputs
     from finplan.deploy.emit import emit
 
+    refuse_outputs_over_inputs({"-o": out}, {**plan_inputs(plan_path), "--model": model_path})
     result = emit(plan_path, model_path, out, application=application, force=force)
     summary = {"folder": str(result.folder), "application": result.application,
                "model": {"name": result.model_name, "hash": result.model_hash},

@@ -92,6 +92,10 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
     for path in (output, calib_out, checkpoint_out):
         if path is not None:
             require_writable(path)
+    from finplan.cli._outputs import existing, refuse_outputs_over_inputs
+
+    outputs = {"-o": output, "--calib-out": calib_out, "--checkpoint-out": checkpoint_out}
+    refuse_outputs_over_inputs(outputs, {"--data": existing(data_source)})
     _model_name(model_name)
     weights = _numbers(exit_weights, "--exit-weights")
     widths = _numbers(channels, "--channels", int)
@@ -173,6 +177,9 @@ def export(model_name, checkpoint, input_shape, num_classes, channels, seed, dat
     from finplan.fileio import require_writable
 
     require_writable(output)
+    from finplan.cli._outputs import existing, refuse_outputs_over_inputs
+
+    refuse_outputs_over_inputs({"-o": output}, {"--checkpoint": checkpoint, "--data": existing(data_source)})
     _model_name(model_name)
     widths = _numbers(channels, "--channels", int)
     exits = _require_torch()

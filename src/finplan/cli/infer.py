@@ -39,7 +39,9 @@ def command(url, source, limit, concurrency, batch_size, timeout_s, seed, show, 
 
     info = describe(url, timeout_s=timeout_s)
     specs = input_specs_of(info)
-    inputs, y, name = load_inputs(source, specs, limit=limit, seed=seed)
+    classes = info.get("num_classes")  # labels out of range are refused, as `run` refuses them
+    inputs, y, name = load_inputs(source, specs, limit=limit, seed=seed,
+                                  num_classes=classes if isinstance(classes, int) and classes > 0 else None)
     # one input travels as a .npy, several as a .npz of named arrays
     x = inputs if len(specs) > 1 else inputs[specs[0].name]
     with progress_bar(quiet or as_json) as progress:

@@ -167,6 +167,10 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
         if path:
             require_writable(path)
     scen = _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict)
+    from finplan.cli._outputs import refuse_outputs_over_inputs, scenario_inputs
+
+    inputs = scenario_inputs(scen)
+    refuse_outputs_over_inputs({"-o": output, "--export-graph": export_graph}, inputs)
     for line in cost_warnings(scen):
         click.echo(f"finplan: warning: {line}", err=True)
     if time_limit_s is not None and solver != "milp" and not compare \
@@ -196,6 +200,8 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
             if len(ctxs) > 1:
                 target = target.with_name(f"{target.stem}-{ctx.app.name}{target.suffix}")
             graphs.append((target, "\n".join(nx.generate_graphml(graph)) + "\n"))
+        # one graph per application has a derived name: it too may not land on an input
+        refuse_outputs_over_inputs({f"--export-graph ({t.name})": t for t, _ in graphs}, inputs)
     if output:
         atomic_write_json(output, doc)
     for target, text in graphs:

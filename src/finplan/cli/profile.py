@@ -9,6 +9,8 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, progress_bar, stderr, stdout
 from finplan.errors import FinplanInputError
+from finplan.cli._types import Threads
+from finplan.cli._outputs import existing, refuse_outputs_over_inputs
 from finplan.fileio import require_writable
 
 ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
@@ -46,7 +48,7 @@ def _bytes(value) -> str:
 @click.option("--energy-file", help="external: JSON/CSV of joules per block and exit.")
 @click.option("--energy-window-s", type=float, default=1.0, show_default=True,
               help="Shortest energy window per part (RAPL/NVML counters tick every 1-100 ms; codecarbon windows are raised to 1 s).")
-@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
+@click.option("--threads", type=Threads(), help="onnxruntime intra-op threads (default: of 1, 2, 4 .. the physical "
               "cores, the fastest for the whole model, measured; the deployment runs with the same).")
 @click.option("--budget-s", type=float, default=None, help="Time budget for latency repetitions [default: 15].")
 @click.option("--device-name", help="Name of this device in the profile (default: from the CPU model, no hostname).")
@@ -72,11 +74,19 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
             require_writable(path)
     if output and card_path and Path(output).resolve() == Path(card_path).resolve():
         raise FinplanInputError("-o and --card name the same file; give two paths", file=output)
+    refuse_outputs_over_inputs({"-o": output, "--card": card_path},
+                               {"MODEL.onnx": model_path, "--calib": existing(calib), "--energy-file": energy_file})
     options = ProfileOptions(blocks=list(blocks), exits=list(exits), calib=calib, limit=limit, energy=energy,
                              power_w=power_w, idle_w=idle_w, busy_w=busy_w, energy_file=energy_file, threads=threads,
                              min_window_s=energy_window_s,
                              budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, device_name=device_name,
                              need_card=bool(card_path))
+    if energy == "power-model" and power_w is None and idle_w is None and busy_w is None:
+        from finplan.profiler.energy.power_model import DEFAULT_WATTS_PER_CPU
+
+        stderr.print(f"finplan: warning: --energy power-model without --power-w or --idle-w/--busy-w: energy is "
+                     f"ESTIMATED at a default {DEFAULT_WATTS_PER_CPU:g} W per busy CPU, not your device's (the "
+                     "summary and the profile's note say so)", soft_wrap=True)
     job = prepare_profile(model_path, options)
     with progress_bar(quiet or as_json) as report:
         result = job.run(report)

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from finplan.cli._console import foreign_output_to_stderr, print_json, progress_bar, stdout
-from finplan.cli._types import FiniteNonNegative
+from finplan.cli._types import FiniteNonNegative, Threads
 from finplan.deploy.engines import engine_names
 
 
@@ -46,7 +46,9 @@ def _error(row) -> str:
               help="Inputs per batch (samples that exit leave the batch; the rest go on together).")
 @click.option("--emulate-links", is_flag=True, help="Delay each transfer by bytes*8/bandwidth + latency from network.json.")
 @click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads per part.")
+@click.option("--threads", type=Threads(), default=None,
+              help="onnxruntime intra-op threads per part, for every node (1 .. this machine's CPUs; default: each "
+                   "node's profiled count, or for a node without a profile the source's).")
 @click.option("--tolerance", type=FiniteNonNegative(), default=0.15, show_default=True,
               help="Warn when a prediction is off by more than this relative error.")
 @click.option("--rate-tolerance", type=FiniteNonNegative(), default=0.02, show_default=True,
@@ -103,6 +105,10 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
         table.add_row(escape(row["metric"]), _fmt(row["predicted"], row["unit"]), _fmt(row["measured"], row["unit"]),
                       _error(row), escape(row["how"]), style=style)
     stdout.print(table)
+    if result.get("threads"):
+        used = ", ".join(f"{node} {'default' if t['intra_op_threads'] is None else t['intra_op_threads']}"
+                         + (f" ({t['how']})" if t.get("how") else "") for node, t in result["threads"].items())
+        stdout.print(f"  intra-op threads: {escape(used)}")
     if result.get("conditions"):
         stdout.print(f"  conditions: {escape('; '.join(result['conditions']))}")
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))

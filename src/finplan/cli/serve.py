@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from finplan.cli._console import foreign_output_to_stderr, print_json, stdout
+from finplan.cli._types import Threads
 
 
 @click.command("serve")
@@ -29,7 +30,8 @@ from finplan.cli._console import foreign_output_to_stderr, print_json, stdout
               help="Larger requests get 413.")
 @click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Requests the ingress admits at once (per replica); as many again may wait in Serve's queue, more get 503.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads per replica.")
+@click.option("--threads", type=Threads(), default=None,
+              help="onnxruntime intra-op threads per replica (1 .. this machine's CPUs).")
 @click.option("--emulate-links", is_flag=True, help="Delay each forward by the network's link model (one-machine demos).")
 @click.option("--start-timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Give up when the application is not ready by then.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from finplan.cli._console import print_json, stdout
-from finplan.fileio import atomic_write_bytes, load_document, require_writable
+from finplan.fileio import atomic_write_bytes, load_document, refuse_outputs_over_inputs, require_writable
 
 
 def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
@@ -195,6 +195,7 @@ def command(plan, png, as_json):
 
     if png:
         require_writable(png)
+        refuse_outputs_over_inputs({"--png": png}, {"PLAN": plan})
     doc = validate_plan(load_document(plan, "plan"), plan)
     if as_json:
         print_json(doc)

@@ -15,6 +15,7 @@ from finplan.deploy.emit import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
 from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest, sha256_file
 from finplan.errors import FinplanInputError
 from finplan.fileio import load_document
+from finplan.hardware_profiles import validate_plan_schema
 from finplan.links import Link
 
 
@@ -118,7 +119,7 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
             raise FinplanInputError(f"node folder {node!r} is missing", file=index_path, field="nodes")
     check_recorded_hashes(folder, index)
     _check_index_against_manifests(folder, index)
-    plan = load_document(folder / PLAN_FILE, "plan")
+    plan = validate_plan_schema(load_document(folder / PLAN_FILE, "plan"), folder / PLAN_FILE)
     application = next((a for a in plan.get("applications", []) if a.get("name") == index["application"]), None)
     if application is None:
         raise FinplanInputError(f"has no application {index['application']!r} (named by {DEPLOYMENT_FILE})",

@@ -73,6 +73,7 @@ class Measurements:
     wall_s: float
     engine_overhead_s: dict[str, float] = field(default_factory=dict)  # engine-specific (e.g. per-hop cost)
     threads: int | dict | None = None  # as given; or per node, as the manifests (profiles) set them
+    threads_how: dict[str, str] | None = None  # node -> how its thread count was chosen (thread_choice)
     # "a->b" -> delay that actually elapsed in total while emulating; None: the engine does not record it
     link_delay_actual_s: dict[str, float] | None = None
     # "a->b" -> tensor name -> bytes sent in total (the live set, tensor by tensor); empty: not recorded
@@ -82,6 +83,7 @@ class Measurements:
         return {
             "engine": self.engine, "application": self.application, "samples": self.n_samples,
             "batch_size": self.batch_size, "links_emulated": self.emulate_links, "threads": self.threads,
+            "threads_how": self.threads_how,
             "node_busy_s": self.node_busy_s, "node_calls": self.node_calls, "block_samples": self.block_samples,
             "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
             "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
@@ -271,8 +273,10 @@ class LocalExecutor:
             exit_samples={k: dict(v) for k, v in self.exit_samples.items()},
             link_bytes=dict(self.link_bytes), link_samples=dict(self.link_samples), link_delay_s=dict(self.link_delay_s),
             link_delay_actual_s=dict(self.link_delay_actual_s),
-            link_tensor_bytes={k: dict(v) for k, v in self.link_tensor_bytes.items()}, wall_s=wall, threads=self.threads if self.threads is not None else
-            {node: runtime.threads for node, runtime in self.runtimes.items()})
+            link_tensor_bytes={k: dict(v) for k, v in self.link_tensor_bytes.items()}, wall_s=wall,
+            threads=self.threads if self.threads is not None else
+            {node: runtime.threads for node, runtime in self.runtimes.items()},
+            threads_how={node: runtime.threads_how for node, runtime in self.runtimes.items()})
 
 
 def run_local(folder: str | Path, x, labels: np.ndarray | None = None, *, batch_size: int = 1,

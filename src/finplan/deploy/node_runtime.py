@@ -101,6 +101,28 @@ class NodeResult:
                 f"forward={self.forward!r}, busy_s={self.busy_s!r})")
 
 
+def thread_choice(threads: int | None, manifest: Manifest) -> tuple[int | None, str]:
+    """(intra-op threads, how they were chosen) for a node: the caller's count; else the one its
+    manifest names (the node's profile, or for a node without one the profile emit borrowed);
+    at most the CPUs this machine offers. None (onnxruntime's default) only when no profile
+    of the model names one."""
+    from finplan.fileio import available_cpus
+
+    if threads is not None:
+        count, how = int(threads), "as asked"
+    elif manifest.session_threads is not None:
+        session = manifest.doc.get("session") or {}
+        lender = session.get("from_node")
+        count = manifest.session_threads
+        how = "its profile" if lender is None else f"the profile of {lender} (it has none)"
+    else:
+        return None, "onnxruntime's default (no profile names a count)"
+    cpus = available_cpus()
+    if count > cpus:
+        return cpus, f"{how}: {count}, capped at the {cpus} CPUs of this machine"
+    return count, how
+
+
 def session_options(threads: int | None):
     """Explicit options, so that timings and results do not depend on onnxruntime's defaults
     changing between versions: all graph optimisations, sequential execution, one inter-op thread.
@@ -182,6 +204,14 @@ def check_parts_statically(manifest: Manifest, folder: Path) -> None:
                              {k: declared(v) for k, v in outputs.items()})
 
 
+def check_parts(manifest: Manifest, folder: Path) -> None:
+    """Every part of the node is there with the sha256 its manifest records (what NodeRuntime
+    checks when it loads them), for engines that load parts elsewhere (Ray replicas): a swapped
+    part is then named here, at once, not by a replica failing to start."""
+    for index in range(len(manifest.stages)):
+        _part_bytes(manifest, Path(folder), index)
+
+
 def _part_bytes(manifest: Manifest, folder: Path, index: int) -> bytes:
     stage = manifest.stages[index]
     path = folder / stage.part
@@ -228,7 +258,7 @@ class NodeRuntime:
         self.node: str = self.manifest.node
         self.input_specs: tuple[TensorSpec, ...] = self.manifest.inputs
         # as the node's profile timed its parts (manifest "session"), unless the caller says otherwise
-        self.threads = threads if threads is not None else self.manifest.session_threads
+        self.threads, self.threads_how = thread_choice(threads, self.manifest)
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self._sessions = []
         self._runs: list[StageRunner] = []

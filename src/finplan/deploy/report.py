@@ -84,6 +84,16 @@ class _Rows:
         return row
 
 
+def threads_used(m) -> dict[str, dict]:
+    """node -> {intra_op_threads (None: onnxruntime's default), how it was chosen}: the count each
+    node ran with is part of what a latency means (the planner's hold for the profiled count)."""
+    per_node = m.threads if isinstance(m.threads, dict) else {}
+    how = getattr(m, "threads_how", None) or {}
+    nodes = list(dict.fromkeys(list(per_node) + list(how)))
+    return {node: {"intra_op_threads": m.threads if isinstance(m.threads, int) else per_node.get(node),
+                   "how": how.get(node)} for node in nodes}
+
+
 def _percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
@@ -300,6 +310,7 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         "link_emulation": emulation,
         "energy_j_per_inference": {"total": total, "compute": compute_energy, "transfer": transfer_energy},
         "engine_overhead_s": m.engine_overhead_s,
+        "threads": threads_used(m),
         "comparison": rows.rows,
         "warnings": rows.warnings,
     }

@@ -13,10 +13,11 @@ from finplan.hardware_profiles.store import (
     save_profile,
     schema_document,
     validate_card,
+    validate_plan_schema,
     validate_profile,
 )
 
 __all__ = [
     "card_from_profile", "load_card", "load_profile", "save_card", "save_profile",
-    "schema_document", "validate_card", "validate_profile",
+    "schema_document", "validate_card", "validate_plan_schema", "validate_profile",
 ]

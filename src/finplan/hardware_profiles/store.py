@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from functools import lru_cache
 from importlib import resources
@@ -11,7 +10,7 @@ from typing import Any
 import jsonschema
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import atomic_write_json, check_schema, load_document
+from finplan.fileio import atomic_write_json, check_schema, load_document, reject_non_finite
 
 
 @lru_cache(maxsize=None)
@@ -35,23 +34,11 @@ def _path_of(error: jsonschema.ValidationError) -> str:
 
 def _validate(doc: Any, kind: str, path) -> None:
     check_schema(doc, kind, (1,), path)
-    _reject_nan(doc, path, "")
+    reject_non_finite(doc, path)
     validator = jsonschema.Draft202012Validator(_schema(kind))
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         raise FinplanInputError(error.message, file=path, field=_path_of(error))
-
-
-def _reject_nan(value: Any, path, where: str) -> None:
-    # YAML and Python's json accept NaN/Infinity; the schemas cannot say "finite", so check here.
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        raise FinplanInputError(f"is {value}; expected a finite number", file=path, field=where or "(document)")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _reject_nan(item, path, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _reject_nan(item, path, f"{where}[{index}]")
 
 
 def _check_unique(names: list[str], path, field: str) -> None:
@@ -62,11 +49,26 @@ def _check_unique(names: list[str], path, field: str) -> None:
         seen.add(name)
 
 
+def _check_parts_cost(doc: dict, path) -> None:
+    """Every block and exit head takes time and energy: a part of 0 s or 0 J would be placed
+    for free (the schema allows 0 for statistics such as stdev, so the part's own are checked here)."""
+    for group in ("blocks", "exits"):
+        for index, part in enumerate(doc[group]):
+            where = f"{group}[{index}]"
+            if float(part["latency_s"]["p50"]) <= 0:
+                raise FinplanInputError(f"is {part['latency_s']['p50']}; expected the part's median latency in seconds "
+                                        "(> 0): every part takes time", file=path, field=f"{where}.latency_s.p50")
+            if float(part["energy_j"]["value"]) <= 0:
+                raise FinplanInputError(f"is {part['energy_j']['value']}; expected the part's joules per run (> 0): a "
+                                        "part that takes time costs energy", file=path, field=f"{where}.energy_j.value")
+
+
 def validate_profile(doc: Any, path: str | os.PathLike | None = None) -> dict:
     """Check a profile document; return it unchanged. Raises FinplanInputError."""
     _validate(doc, "profile", path)
     _check_unique([b["name"] for b in doc["blocks"]], path, "blocks")
     _check_unique([e["name"] for e in doc["exits"]], path, "exits")
+    _check_parts_cost(doc, path)
     block_names = {b["name"] for b in doc["blocks"]}
     for index, exit_ in enumerate(doc["exits"]):
         if exit_["after"] not in block_names:
@@ -139,6 +141,13 @@ def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
             if len(scores["predicted"]) != n or (labels is not None and len(labels) != n):
                 raise FinplanInputError("confidence, predicted and labels must have one entry per sample",
                                         file=path, field=f"calibration.exits[{index}]")
+    return doc
+
+
+def validate_plan_schema(doc: Any, path: str | os.PathLike | None = None) -> dict:
+    """Check a plan document against the shipped plan schema (finite numbers included); return
+    it. For readers outside the planner (the deployment side), which must not import it."""
+    _validate(doc, "plan", path)
     return doc
 
 

@@ -172,13 +172,37 @@ def static_policies(card: ModelCard) -> list[ExitPolicy]:
     return policies
 
 
+# Half the smallest gap between two calibration scores that a threshold may sit in. Above
+# verify's default --atol (1e-5): a difference it accepts between the chained parts and the
+# whole model cannot move a score across a threshold.
+THRESHOLD_MARGIN = 1e-5
+
+
 def threshold_grid(confidence: np.ndarray, quantiles=DEFAULT_QUANTILES) -> list[float]:
-    """Candidate thresholds of one exit: calibration quantiles that are observed scores,
-    so every threshold is reproducible from the data."""
+    """Candidate thresholds of one exit: at each calibration quantile (an observed score), the
+    threshold that lets the same samples leave but sits strictly between two neighbouring
+    scores (see threshold_below), so float noise cannot flip a sample's decision."""
     if confidence.size == 0:
         return []
     values = np.quantile(confidence, quantiles, method="lower")
-    return sorted({float(v) for v in values})
+    distinct = np.unique(np.asarray(confidence, dtype=float))
+    return sorted({threshold_below(distinct, float(v)) for v in values})
+
+
+def threshold_below(distinct: np.ndarray, score: float, margin: float = THRESHOLD_MARGIN) -> float:
+    """The midpoint between ``score`` (one of the sorted ``distinct`` scores) and the next lower
+    score, so exactly the samples scoring >= ``score`` reach the threshold (``confidence >=
+    threshold``), and none sits on it. Scores closer than ``2 * margin`` to their lower neighbour
+    count as one (saturated softmax outputs differ by float noise): the threshold goes below the
+    whole run, at least ``margin`` from every score. Below the lowest score: half of it.
+
+    O(log n + run length) for n distinct scores.
+    """
+    i = int(np.searchsorted(distinct, score))
+    while i > 0 and distinct[i] - distinct[i - 1] < 2 * margin:
+        i -= 1
+    lower = float(distinct[i - 1]) if i > 0 else 0.0
+    return (lower + float(distinct[i])) / 2
 
 
 def policy_from_thresholds(card: ModelCard, final_exit: int, thresholds: dict[int, float]) -> ExitPolicy:

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import check_schema
+from finplan.fileio import check_schema, reject_non_finite, without_notes
 from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult
 from finplan.partition.costs import is_close
@@ -148,7 +148,7 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
     Returns the document (a dict).
     """
     base = base_dir
-    network = copy.deepcopy(scenario.network.doc)
+    network = without_notes(scenario.network.doc)  # a copy; a person's notes stay in their file
     for node in network.get("nodes", []):
         refs = node.get("profile")
         if isinstance(refs, list):
@@ -179,6 +179,7 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
 def validate_plan(doc: Any, path=None) -> dict:
     """Check a plan document against PLAN_SCHEMA; return it. Raises FinplanInputError."""
     check_schema(doc, "plan", (1,), path)
+    reject_non_finite(doc, path)  # NaN passes a "number" schema; show printed "nan J" and emit deployed it
     validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:

@@ -241,7 +241,8 @@ def _max_utilization(doc: dict, *, file, where: str) -> float:
                                 "are the same limit (capacity is its other name): give one", file=file,
                                 field=f"{where}.capacity")
     key = "capacity" if "capacity" in doc else "max_utilization"
-    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True)
+    # a share of the node's (or link's) time: above 1 would plan it more than 100% busy
+    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True, at_most=1.0)
 
 
 def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
@@ -282,7 +283,8 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
                 ref = _string(ref, file=file, field=pfield)
                 ppath = Path(ref) if Path(ref).is_absolute() else base / ref
                 if not ppath.is_file():
-                    raise FinplanInputError(f"profile file {str(ppath)!r} not found", file=file, field=pfield)
+                    what = "is a folder; expected a profile file" if ppath.is_dir() else "not found"
+                    raise FinplanInputError(f"profile file {str(ppath)!r} {what}", file=file, field=pfield)
                 profiles.append((str(ppath), load_profile(ppath)))
         if ops is None and not profiles:
             raise FinplanInputError("a node needs 'profile' (path) or 'compute' {ops_per_s, power_w}", file=file, field=where)

@@ -7,7 +7,6 @@ until the 95% confidence interval of every median is within the target or the bu
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -16,17 +15,11 @@ import numpy as np
 import onnx
 
 from finplan.errors import FinplanInputError
+from finplan.fileio import available_cpus  # one definition: the runtimes and the CLI bound threads by it
 from finplan.profiler import stats
 
 OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
-
-def available_cpus() -> int:
-    """Logical CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_threads() -> int:

@@ -89,6 +89,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """One clear line, before Ray starts (tens of seconds), when ``port`` on ``host`` is taken:
+    Serve's proxy would otherwise fail deep inside Ray with a long traceback."""
+    import errno
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds it
+        try:
+            sock.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            why = "taken by another process" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise FinplanInputError(f"is {port}; port {port} on {host} is {why}: choose another port, or leave it out "
+                                    "for a free one", field="--port") from None
+
+
+@contextlib.contextmanager
+def keep_sigterm_handler():
+    """Ray's init installs its own SIGTERM handler (a native abort, exit 134, in a driver);
+    the caller's (``finplan serve`` stops cleanly on SIGTERM as on Ctrl-C) is put back."""
+    import signal
+    import threading as _threading
+
+    main = _threading.current_thread() is _threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """One clear line when ``address`` (host:port of a Ray head) does not answer."""
     host, sep, port = address.rpartition(":")
@@ -172,7 +204,8 @@ class ServeSession:
 
     def __enter__(self) -> "ServeSession":
         try:
-            self.start()
+            with keep_sigterm_handler():  # Ray's init and Serve's start replace it
+                self.start()
         except BaseException:
             self.close()
             raise
@@ -182,6 +215,8 @@ class ServeSession:
         self.close()
 
     def start(self) -> None:
+        if self.http and self.port is not None and self.address is None:
+            check_port_free(self.host, self.port)  # in seconds, not after Ray's start and a 57-line traceback
         if self.address is not None:
             check_reachable(self.address)
             self._env = patched_environ(quiet_environment(None))

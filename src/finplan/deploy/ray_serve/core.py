@@ -149,6 +149,10 @@ def _check_request_array(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if not shape_ok:
         raise RequestError(422, f"input {spec.name!r} has shape {tuple(array.shape)}; expected {expected} "
                                 "(or one sample without the batch axis)")
+    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+        # as run, verify and infer refuse such data: a NaN input gets an answer that means nothing
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise RequestError(422, f"input {spec.name!r} holds {bad} NaN or infinite values; expected finite numbers")
     return array
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from finplan.deploy.deployment import Deployment, load_deployment
 from finplan.deploy.manifest import TensorSpec, load_manifest
+from finplan.deploy.node_runtime import check_parts
 from finplan.errors import FinplanInputError
 
 LABEL_KEY = "finplan-node"
@@ -134,6 +135,7 @@ class AppGraph:
     threads: int | None = None
     emulate_links: bool = False
     options: dict = field(default_factory=dict)
+    num_classes: int | None = None  # the exit heads' width, so that `infer` checks labels as `run` does
 
     def stage_max_ongoing(self, node: str) -> int:
         """How many requests a replica of ``node`` must take at once so that no caller ever
@@ -155,6 +157,7 @@ class AppGraph:
             "inputs": [spec.to_dict() for spec in self.ingress.input_specs],
             # the one input of a single-input model, as clients before several inputs read it
             **({"input": self.ingress.input_spec.to_dict()} if len(self.ingress.input_specs) == 1 else {}),
+            "num_classes": self.num_classes,
             "max_request_bytes": self.ingress.max_request_bytes,
             "timeout_s": self.ingress.timeout_s, "max_concurrent_requests": self.ingress.max_concurrent_requests,
             "deployments": [{"name": self.ingress.deployment, "node": self.ingress.node, "replicas": self.ingress.num_replicas,
@@ -206,6 +209,8 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
             raise FinplanInputError(f"names node {name!r}, which the deployment does not have "
                                     f"(nodes: {', '.join(deployment.nodes)})", field="--replicas")
     manifests = {node: load_manifest(deployment.node_folder(node)) for node in deployment.nodes}
+    for node, manifest in manifests.items():
+        check_parts(manifest, deployment.node_folder(node))  # here, before Ray starts, as a local run does
     for node in known:
         if place.mode == "label":
             _check_label_value(node, index_file)
@@ -251,7 +256,8 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
     cyclic = len(set(chain)) != len(chain)
     return AppGraph(folder=folder, application=deployment.name, app_name=app_name_for(deployment.name),
                     route_prefix=f"/{deployment.name}", placement=place, stages=stages, ingress=ingress,
-                    chain=tuple(chain), cyclic=cyclic, threads=threads, emulate_links=emulate_links)
+                    chain=tuple(chain), cyclic=cyclic, threads=threads, emulate_links=emulate_links,
+                    num_classes=deployment.num_classes())
 
 
 def _chain(manifests: dict, entry: str) -> list[str]:

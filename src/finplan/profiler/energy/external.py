@@ -17,6 +17,9 @@ from finplan.errors import FinplanInputError
 from finplan.profiler.energy.base import DEFAULT_MIN_WINDOW_S, EnergyMeter, EnergyReading, Workload
 
 
+
+NOTE_CHARS = 200
+
 class ExternalMeter(EnergyMeter):
     method = "external"
     measured = True
@@ -49,10 +52,11 @@ class ExternalMeter(EnergyMeter):
         return number
 
     def _load(self) -> None:
+        from finplan.fileio import MAX_DOCUMENT_BYTES, require_input_file
+
+        require_input_file(self.path, max_bytes=MAX_DOCUMENT_BYTES, what="JSON or CSV file of joules")
         try:
             text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FinplanInputError("file not found", file=self.path, field="--energy-file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise FinplanInputError(f"cannot read ({exc.__class__.__name__})", file=self.path) from None
         if self.path.suffix.lower() == ".csv":
@@ -61,6 +65,8 @@ class ExternalMeter(EnergyMeter):
                 raise FinplanInputError("expected a CSV header 'name,energy_j' and one row per block and exit",
                                         file=self.path)
             for index, row in enumerate(rows, start=2):
+                if row.get("name") is None or row.get("energy_j") is None:  # a short row
+                    raise FinplanInputError("expected a name and an energy_j", file=self.path, field=f"line {index}")
                 self.energies[row["name"].strip()] = self._joules(row["energy_j"].strip(), f"line {index}.energy_j")
             return
         try:
@@ -73,7 +79,8 @@ class ExternalMeter(EnergyMeter):
         if "idle_power_w" in doc:
             self._idle_w = self._number(doc.pop("idle_power_w"), "idle_power_w")
         if "note" in doc:
-            self._note = str(doc.pop("note"))
+            # a note travels into the profile: one line of at most NOTE_CHARS (a 5 MB note made 5 MB profiles)
+            self._note = " ".join(str(doc.pop("note")).split())[:NOTE_CHARS]
         groups = {k: doc.pop(k) for k in ("blocks", "exits") if k in doc}
         for group, entries in groups.items():
             if not isinstance(entries, dict):
