@@ -43,7 +43,8 @@ from finplan.partition.hops import (  # noqa: F401 (the _chain_hops_* are tested
     Hops, _chain_hops_numpy, _chain_hops_small, chain_hops, closed_links, first_hops,
 )
 from finplan.partition.hops import layer_key as _layer_key
-from finplan.partition.pareto import FRONT_CAP, label_layers, label_path, label_terminals, trim_factor
+from finplan.partition import pareto
+from finplan.partition.pareto import label_layers, label_path, label_terminals, trim_factor
 
 # Default: no latency units, the exact label DP (pareto.py).
 DEFAULT_GAMMA = None
@@ -553,11 +554,11 @@ def guarantee(gamma: int | None, lam: float, epsilon: float, accounting: dict, r
     if bound <= 0.0:
         return {"exact": True, "epsilon": 0.0,
                 "basis": "exact latencies; every Pareto-optimal (latency, energy) partial placement kept"}
-    if lam == 0.0:
+    if lam == 0.0 and bound <= epsilon * (1 + 1e-9):
         bound = min(bound, epsilon)  # r^J <= 1 + epsilon; only the floating-point product can exceed it
     why = []
     if epsilon > 0 and bound > lam:
-        why.append(f"frontiers over {FRONT_CAP} labels trimmed to within a factor (1 + {epsilon:g})^(1/(B-1))")
+        why.append(f"frontiers over {pareto.FRONT_CAP} labels trimmed to within a factor (1 + {epsilon:g})^(1/(B-1))")
     if lam > 0:
         why.append(f"every frontier trimmed by the proximity pruning lambda = {lam:g}")
     return {"exact": False, "epsilon": float(f"{bound:.6g}") if lam > 0 else bound,

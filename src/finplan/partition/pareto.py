@@ -142,7 +142,7 @@ def _completion(topo, rows, n_nodes: int) -> tuple[list, list]:
 
 
 def label_layers(ctx, chain: Chain, usage, ok, link_bans=frozenset(), *, lam: float = 0.0, trim: float = 1.0,
-                 cap: int = FRONT_CAP, upper_j: float | None = None, shared: dict | None = None) -> LabelLayers:
+                 cap: int | None = None, upper_j: float | None = None, shared: dict | None = None) -> LabelLayers:
     """Run FIN's DP on exact latencies over the blocks of ``chain``.
 
     Parameters
@@ -151,7 +151,8 @@ def label_layers(ctx, chain: Chain, usage, ok, link_bans=frozenset(), *, lam: fl
     ok : (blocks x nodes) bool, the (block, node) pairs allowed (``AppContext.allowed``, bans applied).
     link_bans : (block, n, m) hops that may not be used.
     lam : proximity pruning, every frontier by (1 + lam) (0: dominance only).
-    trim : per-layer factor for frontiers over ``cap`` labels (``trim_factor``; 1: never trim).
+    trim : per-layer factor for frontiers over ``cap`` labels (default ``FRONT_CAP``; ``trim_factor``;
+        1: never trim).
     upper_j : energy of a plan already found; labels that cannot beat it are dropped (large
         instances only, with the completion bounds).
     shared : a dict reused across the chains of one solve (small instances): chains with a
@@ -166,6 +167,7 @@ def label_layers(ctx, chain: Chain, usage, ok, link_bans=frozenset(), *, lam: fl
     Complexity O(B |links| F log F) for frontier size F (labels per (block, node), at most
     ``cap`` when trimming applies), plus O(B |links|) for the completion bounds.
     """
+    cap = FRONT_CAP if cap is None else cap
     topo = ctx.table.links
     n_nodes = topo.n_nodes
     limit = ctx.app.max_latency_s * (1.0 + LATENCY_SLACK)
