@@ -5,7 +5,7 @@ import pytest
 
 from finplan.partition.baselines import mcp
 from finplan.partition.exhaustive import exhaustive
-from finplan.partition.fin import DEFAULT_GAMMA, fin
+from finplan.partition.fin import GRAPH_GAMMA, fin
 from finplan.partition.milp import milp
 from partition_helpers import paper_ctx
 
@@ -28,7 +28,9 @@ def _matches(result, opt, exit_):
 SOLVERS = {
     "exhaustive": lambda ctx: exhaustive(ctx),
     "milp": lambda ctx: milp([ctx])[0],
-    "fin-default-gamma": lambda ctx: fin(ctx),
+    "fin-default": lambda ctx: fin(ctx),
+    "fin-exact-always": lambda ctx: fin(ctx, epsilon=0.0),
+    "fin-graph-gamma-1000": lambda ctx: fin(ctx, gamma=GRAPH_GAMMA),
 }
 
 
@@ -42,9 +44,11 @@ def test_all_87_reference_optima(reference, paper_cards, paper_network, solver):
 
 
 def test_default_gamma_has_margin(reference, paper_cards, paper_network):
-    """Half the default still solves every point (the largest failing gamma is 149)."""
+    """On the discretised graph, half the paper's gamma 1000 still solves every point (the largest
+    failing gamma is 149); the default (exact labels) says its plans are exact."""
     for _v, ctx, opt, exit_ in _cases(reference, paper_cards, paper_network):
-        assert _matches(fin(ctx, gamma=DEFAULT_GAMMA // 2), opt, exit_)
+        assert _matches(fin(ctx, gamma=GRAPH_GAMMA // 2), opt, exit_)
+        assert fin(ctx).guarantee == {"exact": True, "epsilon": 0.0, "basis": fin(ctx).guarantee["basis"]}
 
 
 def test_coarse_gamma_misses_and_says_so(reference, paper_cards, paper_network):

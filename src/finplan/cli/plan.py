@@ -63,6 +63,18 @@ def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mod
                               parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options)
 
 
+def _epsilon(value):
+    import math
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise FinplanInputError(f"is {value!r}; expected a number >= 0 (0: always exact)", field="--epsilon")
+    return number
+
+
 def _time_limit(value):
     if value is None:
         return None
@@ -71,7 +83,7 @@ def _time_limit(value):
     return parse_duration_s(value, field="--time-limit")
 
 
-def _compare(scenario, gamma, lam, time_limit_s=None):
+def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
     """Every solver on the scenario: (rows for the comparison table and the plan file, each
     solver's total solve time in seconds, measured in this run)."""
     from finplan.partition.solve import SOLVERS, solve
@@ -81,7 +93,8 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
     times = {}
     for name in SOLVERS:
         try:
-            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False, time_limit_s=time_limit_s)
+            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False, time_limit_s=time_limit_s,
+                                  **({} if epsilon is None else {"epsilon": epsilon}))
             times[name] = results[name].solve_time_s
         except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
             results[name] = exc
@@ -111,7 +124,12 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (finplan.plan/1) here.")
 @click.option("--solver", type=click.Choice(SOLVER_CHOICES), default="fin", show_default=True,
               help="fin, the exact optimum (exhaustive, milp) or a baseline.")
-@click.option("--gamma", default=None, help="FIN latency units (integer > 0).  [default: 1000]")
+@click.option("--gamma", default=None,
+              help="FIN on the paper's discretised graph with this many latency units (integer > 0; no energy bound). "
+                   "Default: exact latencies.")
+@click.option("--epsilon", default=None,
+              help="FIN's bound where a frontier of exact labels is trimmed: energy <= (1 + epsilon) x the optimum "
+                   "(>= 0; 0: always exact).  [default: 0.001]")
 @click.option("--lambda", "lam", default="0", show_default=True, help="FIN proximity pruning (>= 0; 0 prunes nothing).")
 @click.option("--time-limit", "time_limit", default=None,
               help="Stop the MILP after this long (e.g. 30s, 500ms); its best plan is then marked not proven optimal.")
@@ -134,7 +152,7 @@ def _compare(scenario, gamma, lam, time_limit_s=None):
 @click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="Shortcut: exit mode [static].")
 @click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
 @click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
-def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, quiet, export_graph, fail_infeasible,
+def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, as_json, quiet, export_graph, fail_infeasible,
             timings, reproducible, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
     """Place each application's blocks on the network, minimising energy.
 
@@ -153,11 +171,12 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
     bytes; paths in it are relative to the plan file's folder (to the current folder when the
     plan is only printed with --json).
     """
-    from finplan.partition.fin import DEFAULT_GAMMA, feasible_inference_graph
+    from finplan.partition.fin import DEFAULT_EPSILON, feasible_inference_graph
     from finplan.partition.plan import add_binding, cost_warnings, plan_document, validate_plan
     from finplan.partition.solve import solve
 
-    gamma = _gamma(gamma) or DEFAULT_GAMMA
+    gamma = _gamma(gamma)
+    epsilon = DEFAULT_EPSILON if epsilon is None else _epsilon(epsilon)
     lam = _lambda(lam)
     time_limit_s = _time_limit(time_limit)
     if timings and reproducible:
@@ -177,13 +196,13 @@ def command(scenario, output, solver, gamma, lam, time_limit, compare, as_json, 
             and not (solver == "fin" and len(scen.applications) > 1):
         click.echo(f"finplan: warning: --time-limit only bounds MILP runs (--solver milp, FIN's joint-optimum "
                    f"reference with several applications, --compare); --solver {solver} does not use it", err=True)
-    result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s)
+    result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s, epsilon=epsilon)
     add_binding(scen, result, gamma)
     base_dir = Path(output).parent if output else None
     doc = plan_document(scen, result, timings=timings, base_dir=base_dir)
     rows = times = None
     if compare:
-        rows, times = _compare(scen, gamma, lam, time_limit_s)
+        rows, times = _compare(scen, gamma, lam, time_limit_s, epsilon)
         doc["comparison"] = [r if "skipped" in r else dict(r, solve_time_s=times.get(r["solver"]) if timings else None)
                              for r in rows]
     validate_plan(doc)

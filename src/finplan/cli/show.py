@@ -65,6 +65,8 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
                 stdout.print("  " + basis)
             if app["feasible"]:
                 stdout.print("  " + _binding_line(app, solver["name"]))
+            if app.get("guarantee"):
+                stdout.print("  " + guarantee_line(app["guarantee"]))
         for note in app.get("notes", []):
             stdout.print(f"  note: {note}")
     totals = doc.get("totals")
@@ -76,6 +78,16 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
             stdout.print(f"gap to the joint optimum (MILP, {joint['energy_j']:.5g} J): {joint['gap']:.2%}")
         elif joint:
             stdout.print(f"joint optimum (MILP) serves {joint['served']} applications with {joint['energy_j']:.5g} J")
+
+
+def guarantee_line(guarantee: dict) -> str:
+    """A plan's ``guarantee`` (solver fin) in one line: exact, within a bound, or no bound and why."""
+    if guarantee["exact"]:
+        return f"optimality: exact, the optimum of the model ({guarantee['basis']})"
+    if guarantee["epsilon"] is not None:
+        return (f"optimality: within {guarantee['epsilon']:.3g} of the optimum, energy <= (1 + {guarantee['epsilon']:.3g})"
+                f" x optimum ({guarantee['basis']})")
+    return f"optimality: no bound ({guarantee['basis']})"
 
 
 def _binding_line(app: dict, solver: str) -> str:

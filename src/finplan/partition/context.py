@@ -131,6 +131,8 @@ class AppResult:
     notes: list[str] = field(default_factory=list)
     # How evaluation.binding was decided (``plan.add_binding``): "relaxation" or "at_limit".
     binding_basis: str | None = None
+    # How far from the exact model's optimum the plan can be (FIN: ``fin.guarantee``); None: not stated.
+    guarantee: dict | None = None
 
     @property
     def feasible(self) -> bool:

@@ -4,8 +4,17 @@ Singhal, Wu, Malandrino, Levorato, Chiasserini, "Resource-aware Deployment of Dy
 over Multi-tiered Interconnected Systems", IEEE INFOCOM 2024 (arXiv 2404.08060); see
 section 3 of the FIN paper (Singhal et al., INFOCOM 2024) for the construction as finplan builds it.
 
-Two representations of one graph layer (all the vertices (b, ., .) of block b), with
-bit-identical DP results (same energies, parents and tie-breaking):
+Two dynamic programs over the same layered placements (one layer per block):
+
+- by default (gamma None) the exact one of ``pareto.label_layers``: labels (latency_s,
+  energy_j) on exact latencies, so the answer is the optimum of the exact model, or, where a
+  frontier outgrows ``pareto.FRONT_CAP`` labels, within a stated factor (1 + epsilon) of it;
+- with an integer gamma, the paper's discretised graph (``build_graph``): latencies rounded up
+  to whole units of max_latency / gamma. Its answer is feasible and never below the optimum,
+  but the rounding can cut the optimum off and its loss in energy has no bound (docs/planner.md).
+
+Two representations of one layer of the discretised graph, with bit-identical DP results
+(same energies, parents and tie-breaking):
 
 - sparse: per node, the surviving replicas as a list of (q, energy, parent node, parent q)
   sorted by q. After dominated-replica pruning a (block, node) keeps only its Pareto
@@ -30,13 +39,23 @@ from finplan.partition.context import AppContext, AppResult, better
 from finplan.partition.costs import Chain, LinkLists, is_close
 from finplan.partition.evaluate import Usage, ms
 from finplan.partition.explain import compact_placement, explain, gamma_for
+from finplan.partition.hops import (  # noqa: F401 (the _chain_hops_* are tested through this module)
+    Hops, _chain_hops_numpy, _chain_hops_small, chain_hops, closed_links, first_hops,
+)
+from finplan.partition.hops import layer_key as _layer_key
+from finplan.partition import pareto
+from finplan.partition.pareto import label_layers, label_path, label_terminals, trim_factor
 
-# Default latency resolution. On the paper's reference system every gamma from 150 to 2600 (all scanned) solves
-# all 87 reference points optimally (the largest failing one is 149, on B-AlexNet at 0.80 /
-# 3 ms; B-ResNet and B-LeNet are solved by far smaller gammas). 1000 is the paper's own B-AlexNet value and leaves a
-# factor 6.7 of margin; the dense DP cost is linear in gamma, the sparse one (the default on such instances) is not.
-DEFAULT_GAMMA = 1000
+# Default: no latency units, the exact label DP (pareto.py).
+DEFAULT_GAMMA = None
+# The discretised graph's resolution where one is needed without a user's gamma (--export-graph). On
+# the paper's reference system every gamma from 150 to 2600 (all scanned) solves all 87 reference
+# points optimally (the largest failing one is 149, on B-AlexNet at 0.80 / 3 ms; B-ResNet and B-LeNet
+# are solved by far smaller gammas). 1000 is the paper's own B-AlexNet value.
+GRAPH_GAMMA = 1000
 DEFAULT_LAMBDA = 0.0
+# Bound of the exact DP where a frontier is trimmed (energy <= (1 + epsilon) x the optimum).
+DEFAULT_EPSILON = 1e-3
 # Terminal states re-checked with the exact model before giving up on a chain.
 MAX_EXACT_CHECKS = 64
 METHODS = ("auto", "sparse", "dense")
@@ -51,8 +70,6 @@ SPARSE_PER_REPLICA = 0.12e-6
 DENSE_PER_STEP = 100e-6
 DENSE_PER_CANDIDATE = 13e-9
 DENSE_PER_VERTEX = 25e-9
-# Hops (blocks x links) up to which they are computed in plain Python rather than numpy.
-SMALL_HOPS = 256
 # Candidates (links x (gamma + 1)) a dense step materialises at once (bounds its memory).
 DENSE_CHUNK = 1 << 21
 
@@ -68,22 +85,6 @@ class _DenseLayer:
     """energy[m, q] (inf = no vertex), parent[m, q] (predecessor node, -1 = none)."""
     energy: np.ndarray
     parent: np.ndarray
-
-
-@dataclass(eq=False)
-class _Hops:
-    """Units and energies of every hop into blocks lo.. of one chain, per link (rows b - lo),
-    as lists; ``energy`` gives the same values as an array (for the dense step)."""
-    lo: int
-    units_list: list  # ints; gamma + 1 = unusable (no link, or beyond the latency budget)
-    energy_list: list
-    _energy: np.ndarray | None = None
-
-    @property
-    def energy(self) -> np.ndarray:
-        if self._energy is None:
-            self._energy = np.array(self.energy_list)
-        return self._energy
 
 
 @dataclass(eq=False)
@@ -191,86 +192,13 @@ def _link_units(topo: LinkLists, units: list, n: int, m: int) -> int:
     return units[lo + topo.tails[lo:hi].index(n)]
 
 
-def _chain_hops(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
-    """Units ceil(gamma (t_tx + t_comp) / max_latency) and energies E_tx + E_comp of every
-    (n -> m) hop into blocks lo .. k-1, vectorised over blocks and links. Element by element
-    these are the same floating-point operations as the per-layer matrices of the dense
-    construction (transfer 8 bytes s/bit + latency, 0 to stay; then + compute). Small
-    instances are computed in plain Python, the rest with numpy (same bits)."""
-    if (chain.n_blocks - lo) * len(topo.tails) <= SMALL_HOPS:
-        return _chain_hops_small(topo, chain, gamma, limit, lo)
-    return _chain_hops_numpy(topo, chain, gamma, limit, lo)
-
-
-def _chain_hops_numpy(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
-    out_bytes = chain.out_bytes[lo - 1:]
-    head = topo.head
-    # staying costs nothing: s_per_bit, latency_s and j_per_bit are 0 there (finite bytes)
-    hop_t = (8.0 * out_bytes)[:, None] * topo.s_per_bit + topo.latency_s
-    hop_t += chain.comp_time_s[lo:, head]
-    # leaving a node ends a runtime stage there (chain.cut_time_s is 0 after exit heads, and
-    # everywhere on analytic nodes)
-    cut = chain.cut_time_s[lo - 1:, topo.tail]
-    if cut.any():
-        hop_t += np.where(topo.stay[None, :], 0.0, cut)
-    # fmin: NaN (never expected) and anything beyond gamma become gamma + 1, "unusable"
-    units = np.fmin(np.ceil(hop_t * gamma / limit), gamma + 1).astype(np.int64)
-    energy = (chain.trans_prob[lo - 1:] * 8.0 * out_bytes)[:, None] * topo.j_per_bit
-    energy += chain.comp_energy_j[lo:, head]
-    return _Hops(lo, units.tolist(), energy.tolist(), energy)
-
-
-def _chain_hops_small(topo: LinkLists, chain: Chain, gamma: int, limit: float, lo: int) -> _Hops:
-    """``_chain_hops`` in plain Python, for instances where numpy's per-call overhead would
-    dominate (the paper's 3 nodes x 5 blocks): the same operations in the same order, so the
-    same bits (tests/partition/test_fin_graph.py checks both against each other)."""
-    units_rows, energy_rows = [], []
-    links = list(zip(topo.tails, topo.heads, topo.s_per_bit.tolist(), topo.latency_s.tolist(),
-                     topo.j_per_bit.tolist(), topo.stay.tolist()))
-    out_bytes, trans_prob = chain.out_bytes.tolist(), chain.trans_prob.tolist()
-    comp_time, comp_energy, cut_time = (chain.comp_time_s.tolist(), chain.comp_energy_j.tolist(),
-                                        chain.cut_time_s.tolist())
-    unusable = gamma + 1
-    for b in range(lo, chain.n_blocks):
-        bits = 8.0 * out_bytes[b - 1]
-        joules = trans_prob[b - 1] * 8.0 * out_bytes[b - 1]
-        comp_t, comp_e, cut = comp_time[b], comp_energy[b], cut_time[b - 1]
-        units, energy = [], []
-        for n, m, spb, lat, jpb, stay in links:
-            t = bits * spb + lat
-            t += comp_t[m]
-            if not stay:
-                t += cut[n]
-            x = t * gamma / limit
-            units.append(math.ceil(x) if x <= unusable else unusable)  # NaN and inf too
-            energy.append(joules * jpb + comp_e[m])
-        units_rows.append(units)
-        energy_rows.append(energy)
-    return _Hops(lo, units_rows, energy_rows)
-
-
-def _layer_hops(ctx, chain, hops: _Hops, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: LinkLists,
+def _layer_hops(ctx, chain, hops: Hops, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: LinkLists,
                 gamma: int):
     """Units (with gamma + 1 for links closed by capacity, bans or a head node that may not
-    run block b) and energies of the hops into block b, per link, as lists."""
+    run block b, ``hops.closed_links``) and energies of the hops into block b, per link, as lists."""
     units = hops.units_list[b - hops.lo]
     energy = hops.energy_list[b - hops.lo]
-    closed = None
-    if ctx.app.rate_hz is not None:  # otherwise ctx.link_ok is the plain link matrix
-        ok = ctx.link_ok(chain.out_bytes[b - 1], chain.trans_prob[b - 1], usage)[topo.tail, topo.head]
-        if not ok.all():
-            closed = set(np.flatnonzero(~ok).tolist())
-    if not row_all_ok:
-        bad = set(np.flatnonzero(~ok_row).tolist())
-        closed = closed or set()
-        for m in bad:
-            closed.update(range(topo.start[m], topo.start[m + 1]))
-    for bb, n, m in link_bans:
-        if bb == b:
-            lo, hi = topo.start[m], topo.start[m + 1]
-            if n in topo.tails[lo:hi]:
-                closed = closed or set()
-                closed.add(lo + topo.tails[lo:hi].index(n))
+    closed = closed_links(ctx, chain, b, ok_row, row_all_ok, usage, link_bans, topo)
     if closed:
         units = list(units)
         for i in closed:
@@ -280,23 +208,14 @@ def _layer_hops(ctx, chain, hops: _Hops, b: int, ok_row, row_all_ok: bool, usage
 
 def _first_layer(ctx: AppContext, chain: Chain, gamma: int, ok, usage, link_bans):
     """Block 1's vertices: (source -> m) hops, one replica per node."""
-    table = ctx.table
     limit = ctx.app.max_latency_s
-    src = ctx.source
-    n_nodes = len(table.nodes)
-    links0 = ctx.link_ok(chain.input_bytes, 1.0, usage)
-    first = [src] if ctx.options.first_block_at_source else range(n_nodes)
-    fronts = [[] for _ in range(n_nodes)]
+    fronts = [[] for _ in range(len(ctx.table.nodes))]
     units, energies = {}, {}
-    for m in first:
-        if not ok[0, m] or not links0[src, m] or (0, src, m) in link_bans:
-            continue
-        t = table.transfer_time_s(src, m, chain.input_bytes) + chain.comp_time_s[0, m]
+    for m, t, e in first_hops(ctx, chain, ok, usage, link_bans):
         u = int(math.ceil(t * gamma / limit))
-        e = float(table.transfer_energy_j(src, m, chain.input_bytes) + chain.comp_energy_j[0, m])
         if u <= gamma:
             units[m], energies[m] = u, e
-            fronts[m].append((u, e, src, -1))
+            fronts[m].append((u, e, ctx.source, -1))
     return _SparseLayer(fronts), units, energies
 
 
@@ -332,7 +251,7 @@ def _sparse_step(prev: _SparseLayer, units: list, energy: list, topo: LinkLists,
     return _SparseLayer(fronts)
 
 
-def _dense_step(prev: _DenseLayer, units: list, hops: _Hops, b: int, topo: LinkLists,
+def _dense_step(prev: _DenseLayer, units: list, hops: Hops, b: int, topo: LinkLists,
                 gamma: int, lam: float) -> _DenseLayer:
     """One DP step on dense arrays, vectorised over links and units: per (m, q) the minimum
     over links n -> m of energy[n, q - u] + E_hop, its parent the lowest n reaching it
@@ -403,15 +322,6 @@ def _prefer_sparse(prev, topo: LinkLists, gamma: int) -> bool:
     return sparse <= dense
 
 
-def _layer_key(chain: Chain, ok: np.ndarray, b: int) -> tuple:
-    """Everything block b's layer depends on besides the earlier layers and the call's
-    constants (gamma, lambda, usage, bans): policies sharing a chain prefix share layers."""
-    key = (ok[b].tobytes(), chain.comp_time_s[b].tobytes(), chain.comp_energy_j[b].tobytes())
-    if b:
-        key += (float(chain.out_bytes[b - 1]), float(chain.trans_prob[b - 1]), chain.cut_time_s[b - 1].tobytes())
-    return key
-
-
 def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usage: Usage | None = None,
                 node_ok: np.ndarray | None = None, link_bans: frozenset = frozenset(), method: str = "auto",
                 shared: dict | None = None) -> LayeredGraph:
@@ -460,7 +370,7 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
                 hop_lists.append(hit[1])
                 continue
         if hops is None:
-            hops = _chain_hops(topo, chain, gamma, ctx.app.max_latency_s, b)
+            hops = chain_hops(topo, chain, gamma, ctx.app.max_latency_s, b)
         if rows_ok is None:
             rows_ok = ok.all(axis=1).tolist()
         units, energy = _layer_hops(ctx, chain, hops, b, ok[b], rows_ok[b], usage, link_bans, topo, gamma)
@@ -507,30 +417,52 @@ def _terminals(graph: LayeredGraph):
     return [(float(energy[ms_[i], qs[i]]), int(qs[i]), int(ms_[i])) for i in order]
 
 
-def _solve_policies(ctx: AppContext, gamma: int, lam: float, usage: Usage | None, bans: frozenset,
-                    link_bans: frozenset, method: str = "auto"):
+def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage | None, bans: frozenset,
+                    link_bans: frozenset, method: str = "auto", epsilon: float = DEFAULT_EPSILON):
+    """The cheapest latency-feasible placement over every accurate policy, by the exact label
+    DP (gamma None) or the discretised graph. Returns (key, evaluation, accounting) where the
+    accounting holds ``bound`` (the label DP's epsilon, max over chains) and ``complete``
+    (False when a chain's first MAX_EXACT_CHECKS terminals all failed the exact check)."""
     best, best_eval = None, None
     accurate = ctx.accurate()
     shared = {} if len(accurate) > 1 else None
+    trim = 1.0
+    if gamma is None:
+        trim = trim_factor(epsilon, max((ctx.chain(i).n_blocks for i in accurate), default=1))
+    bound, complete = 0.0, True
     for i in accurate:
         chain = ctx.chain(i)
         ok = ctx.allowed(chain, usage)
         for b, n in bans:
             if b < chain.n_blocks:
                 ok[b, n] = False
-        graph = build_graph(ctx, chain, gamma, lam, usage, ok, link_bans, method, shared)
-        for energy, q, m in _terminals(graph)[:MAX_EXACT_CHECKS]:
+        if gamma is None:
+            labels = label_layers(ctx, chain, usage, ok, link_bans, lam=lam, trim=trim,
+                                  upper_j=None if best is None else best[0], shared=shared)
+            bound = max(bound, labels.bound)
+            terminals = [(e, m, j) for e, _t, m, j in label_terminals(labels)]
+            path = lambda m, j: label_path(labels, m, j)  # noqa: E731
+        else:
+            graph = build_graph(ctx, chain, gamma, lam, usage, ok, link_bans, method, shared)
+            terminals = [(e, m, q) for e, q, m in _terminals(graph)]
+            path = lambda m, q: _path(graph, m, q)  # noqa: E731
+        settled = False
+        for energy, m, where in terminals[:MAX_EXACT_CHECKS]:
             if best is not None and energy > best[0] and not is_close(energy, best[0]):
+                settled = True
                 break  # terminals come in energy order: nothing later can win
-            nodes = _path(graph, m, q)
+            nodes = path(m, where)
             ev = ctx.evaluate(i, nodes, usage)
             if not _latency_ok(ev):
                 continue  # rounding cannot cause this, but strict equality at the limit can
             key = (ev.energy_j, ev.latency_s, i, nodes)
             if better(key, best):
                 best, best_eval = key, ev
+            settled = True
             break
-    return best, best_eval
+        if not settled and len(terminals) > MAX_EXACT_CHECKS:
+            complete = False
+    return best, best_eval, {"bound": bound, "complete": complete}
 
 
 def _latency_ok(ev) -> bool:
@@ -538,8 +470,8 @@ def _latency_ok(ev) -> bool:
                    for v in ev.violations)
 
 
-def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA, usage: Usage | None = None,
-        method: str = "auto") -> AppResult:
+def fin(ctx: AppContext, gamma: int | None = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA, usage: Usage | None = None,
+        method: str = "auto", epsilon: float = DEFAULT_EPSILON) -> AppResult:
     """Minimum-energy placement and exit (and thresholds, dynamic mode) of one application.
 
     Problem: choose a final exit (dynamic mode: an exit policy from the threshold grid) meeting
@@ -547,53 +479,112 @@ def fin(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA
     minimising expected energy subject to latency < max_latency_s (<= when not strict) and
     the residual node/link capacity in ``usage``.
 
-    Parameters: ``gamma`` latency units (int > 0); ``lam`` proximity pruning (>= 0);
-    ``method`` the graph representation (``build_graph``; the answer does not depend on it).
-    Returns an AppResult whose evaluation, when present, is feasible under the exact model.
+    Parameters
+    ----------
+    ctx : the application (``context.AppContext``).
+    gamma : None (default): the exact label DP (``pareto.label_layers``); an int > 0: the
+        paper's discretised graph with that many latency units (``build_graph``).
+    lam : proximity pruning (>= 0; 0 prunes nothing): frontiers trimmed by (1 + lam).
+    usage : capacity the other applications take.
+    method : the graph representation (``build_graph``; the answer does not depend on it).
+    epsilon : bound of the label DP where a frontier outgrows ``pareto.FRONT_CAP`` labels
+        (>= 0; 0: never trim, always exact).
+
+    Returns
+    -------
+    AppResult whose evaluation, when present, is feasible under the exact model, and whose
+    ``guarantee`` says how far from the exact model's optimum it can be (``guarantee``).
     When FIN finds nothing although a placement keeping every constraint exists (checked with
     the exact evaluation, on the capacity ``usage`` leaves), the reason says so and suggests a
-    gamma (or, after capacity repairs, the exact MILP); when no plan exists, the reason says
-    why. Cumulative capacity (several blocks on one node) is checked exactly; a violating answer triggers a ban of the heaviest (block, node) or
-    link hop on the violated resource and a re-solve (heuristic; the MILP is exact).
-    Raises FinplanInputError for gamma <= 0, lambda < 0 or an unknown method.
-    Complexity: O(P B |links| min(F, gamma)) for P exit policies and frontier size F (see
-    ``build_graph``); policies sharing a chain prefix (static exits) share its layers.
+    gamma (or, after capacity repairs, the exact MILP); when no plan exists, the reason says why.
+
+    Raises
+    ------
+    FinplanInputError for gamma <= 0, lambda < 0, epsilon < 0 or an unknown method.
+
+    Notes
+    -----
+    Cumulative capacity (several blocks on one node) is checked exactly; a violating answer
+    triggers a ban of the heaviest (block, node) or link hop on the violated resource and a
+    re-solve (heuristic, so the plan then carries no bound; the MILP is exact).
+    Complexity: O(P B |links| F) for P exit policies and frontier size F (labels, or replicas of
+    at most gamma + 1 units, per (block, node)); on small instances policies sharing a chain
+    prefix share its layers.
     Reference: Singhal et al., IEEE INFOCOM 2024, "Resource-aware Deployment of Dynamic DNNs
     over Multi-tiered Interconnected Systems".
     """
     check_parameters(gamma, lam)
+    check_epsilon(epsilon)
     if method not in METHODS:
         raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")
     bans: set = set()
     link_bans: set = set()
     for _attempt in range(4 * ctx.table.block_time_s.size + 4):
-        _best, ev = _solve_policies(ctx, gamma, lam, usage, frozenset(bans), frozenset(link_bans), method)
+        _best, ev, accounting = _solve_policies(ctx, gamma, lam, usage, frozenset(bans), frozenset(link_bans), method,
+                                                epsilon)
         if ev is None:
             break
         if ev.feasible:
-            return AppResult(ctx.app, ev, notes=[_excluded_note(ctx, bans, link_bans)] if bans or link_bans else [])
+            return AppResult(ctx.app, ev, notes=[_excluded_note(ctx, bans, link_bans)] if bans or link_bans else [],
+                             guarantee=guarantee(gamma, lam, epsilon, accounting, bool(bans or link_bans)))
         if not _ban_heaviest(ctx, ev, usage, bans, link_bans):
             break
     return AppResult(ctx.app, None, _no_plan_reason(ctx, gamma, usage, bans, link_bans))
 
 
-def _no_plan_reason(ctx: AppContext, gamma: int, usage: Usage | None, bans: set, link_bans: set) -> str:
+def guarantee(gamma: int | None, lam: float, epsilon: float, accounting: dict, repaired: bool) -> dict:
+    """What a FIN plan is guaranteed to be, against the optimum of the exact model (the MILP's).
+
+    Returns {"exact": bool, "epsilon": float or None, "basis": str}: exact (epsilon 0); or
+    energy <= (1 + epsilon) x the optimum; or epsilon None, no bound, with the reason in basis.
+    """
+    if gamma is not None:
+        return {"exact": False, "epsilon": None,
+                "basis": f"latencies rounded up to whole units of max_latency/{gamma} per block: feasible and never "
+                         "below the optimum, but the rounding may cut the optimum off, by an energy not bounded"}
+    if repaired:
+        return {"exact": False, "epsilon": None,
+                "basis": "several blocks on one node or link went over its capacity; FIN's repair of that "
+                         "(ruling options out) is a heuristic, so there is no bound (the MILP is exact)"}
+    if not accounting["complete"]:
+        return {"exact": False, "epsilon": None,
+                "basis": f"the exact evaluation refused the {MAX_EXACT_CHECKS} cheapest placements of an exit "
+                         "policy at the latency limit; the rest were not checked"}
+    bound = accounting["bound"]
+    if bound <= 0.0:
+        return {"exact": True, "epsilon": 0.0,
+                "basis": "exact latencies; every Pareto-optimal (latency, energy) partial placement kept"}
+    if lam == 0.0 and bound <= epsilon * (1 + 1e-9):
+        bound = min(bound, epsilon)  # r^J <= 1 + epsilon; only the floating-point product can exceed it
+    why = []
+    if epsilon > 0 and bound > lam:
+        why.append(f"frontiers over {pareto.FRONT_CAP} labels trimmed to within a factor (1 + {epsilon:g})^(1/(B-1))")
+    if lam > 0:
+        why.append(f"every frontier trimmed by the proximity pruning lambda = {lam:g}")
+    return {"exact": False, "epsilon": float(f"{bound:.6g}") if lam > 0 else bound,
+            "basis": "exact latencies; " + "; ".join(why) + ": energy <= (1 + epsilon) x the optimum"}
+
+
+def _no_plan_reason(ctx: AppContext, gamma: int | None, usage: Usage | None, bans: set, link_bans: set) -> str:
     """Why FIN returns no plan. When the explanation proves that none exists, that; when it
     found a placement keeping every constraint (exact evaluation, with the capacity the other
     applications take), what FIN missed: a coarse gamma (try a larger one) or its repair
-    (the exact --solver milp); when neither is known, the explanation and that FIN gave up."""
+    (the exact --solver milp); when neither is known, the explanation and that FIN gave up.
+    The exact label DP (gamma None) misses nothing through latencies, so only its repair or
+    its bounded re-checks can leave such a placement out."""
     why = explain(ctx, usage)
     if why.kind != "capacity" or why.proven:
         return why.sentence
     repaired = bool(bans or link_bans)
     if why.witness is not None:
         where = f"{compact_placement(why.witness.placement)}, {ms(why.witness.latency_s)}"
-        suggestion = None if repaired else gamma_for(ctx, why.witness, gamma)
+        suggestion = None if repaired or gamma is None else gamma_for(ctx, why.witness, gamma)
         if suggestion is not None:
             return (f"FIN with gamma={gamma} found no plan, but a placement within every limit exists ({where}); "
                     f"try --gamma {suggestion}")
         missed = f" ({_excluded_note(ctx, bans, link_bans)})" if repaired else ""
-        return (f"FIN with gamma={gamma} found no plan{missed}, but a placement within every limit exists "
+        which = "FIN" if gamma is None else f"FIN with gamma={gamma}"
+        return (f"{which} found no plan{missed}, but a placement within every limit exists "
                 f"({where}); the exact --solver milp finds the best one")
     if repaired:
         return (f"{why.sentence}; {_excluded_note(ctx, bans, link_bans)}, and then found no plan "
@@ -639,14 +630,27 @@ def _ban_heaviest(ctx: AppContext, ev, usage: Usage | None, bans: set, link_bans
     return False
 
 
+def fin_parameters(gamma: int | None, lam: float, epsilon: float) -> dict:
+    """FIN's parameters as a plan records them: the exact label DP with its epsilon, or the gamma of the graph."""
+    if gamma is None:
+        return {"latency": "exact", "epsilon": float(epsilon), "lambda": float(lam)}
+    return {"gamma": int(gamma), "lambda": float(lam)}
+
+
 def check_parameters(gamma, lam) -> None:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, np.integer)) or gamma <= 0:
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, np.integer)) or gamma <= 0):
         raise FinplanInputError(f"is {gamma!r}; expected an integer > 0 (latency units)", field="--gamma")
     if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
         raise FinplanInputError(f"is {lam!r}; expected a number >= 0", field="--lambda")
 
 
-def feasible_inference_graph(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA,
+def check_epsilon(epsilon, field: str = "epsilon") -> None:
+    """Refuse an epsilon that is not a number >= 0; ``field`` names it as the caller's user knows it."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon < 0:
+        raise FinplanInputError(f"is {epsilon!r}; expected a number >= 0 (0: always exact)", field=field)
+
+
+def feasible_inference_graph(ctx: AppContext, gamma: int = GRAPH_GAMMA, lam: float = DEFAULT_LAMBDA,
                              usage: Usage | None = None, max_vertices: int = 200_000):
     """The pruned feasible inference graph of every accuracy-meeting policy, as a networkx
     DiGraph (vertices "exit:block@node#q" with attributes; hops carry energy_j and units),
@@ -655,6 +659,8 @@ def feasible_inference_graph(ctx: AppContext, gamma: int = DEFAULT_GAMMA, lam: f
     """
     import networkx as nx
 
+    if gamma is None:
+        gamma = GRAPH_GAMMA  # the exact label DP has no graph of units to export
     check_parameters(gamma, lam)
     out = nx.DiGraph()
     out.add_node("source", kind="source")

@@ -128,6 +128,8 @@ def app_entry(result: AppResult, options, scenario: Scenario | None = None, base
         entry["at_limit"] = list(ev.at_limit)
     if result.binding_basis is not None:
         entry["binding_basis"] = result.binding_basis
+    if result.guarantee is not None and result.feasible:
+        entry["guarantee"] = dict(result.guarantee)
     if scenario is not None:
         entry["costs"] = cost_sources(scenario, app, base_dir)
     if not result.feasible:
@@ -232,7 +234,7 @@ def _others_usage(result: SolveResult, a: int) -> Usage:
     return usage
 
 
-def _best_plan(ctx, usage: Usage | None, gamma: int, exact_limit: int):
+def _best_plan(ctx, usage: Usage | None, gamma: int | None, exact_limit: int):
     """The minimum-energy plan of ``ctx`` (an Evaluation, or None): exact up to ``exact_limit``
     placements, else FIN's."""
     from finplan.partition.exhaustive import count_placements, exhaustive

@@ -9,7 +9,9 @@ from finplan.partition.baselines import BASELINES
 from finplan.partition.context import SolveResult, contexts
 from finplan.partition.costs import DEFAULT_QUANTILES, is_close
 from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, exhaustive
-from finplan.partition.fin import DEFAULT_GAMMA, DEFAULT_LAMBDA, check_parameters, fin
+from finplan.partition.fin import (
+    DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LAMBDA, check_epsilon, check_parameters, fin, fin_parameters,
+)
 from finplan.partition.milp import milp
 from finplan.partition.multi import plan_sequentially
 from finplan.partition.problem import Scenario
@@ -21,7 +23,7 @@ JOINT_GAP_SIZE = 200_000
 
 def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA,
           quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = True,
-          time_limit_s: float | None = None) -> SolveResult:
+          time_limit_s: float | None = None, epsilon: float = DEFAULT_EPSILON) -> SolveResult:
     """Plan every application of ``scenario`` with ``solver`` (one of SOLVERS).
 
     fin, exhaustive and the baselines plan applications one by one on residual capacity
@@ -31,12 +33,15 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
     fin's joint-gap reference); a run stopped by it returns its best plan, noted "not proven
     optimal (time limit), MIP gap X%" (``extra["proven_optimal"]`` False, ``extra["mip_gap"]``),
     or no plan with the reason "MILP time limit reached before any feasible plan was found".
-    Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, a time limit that
-    is not a positive number, or an instance too large for exhaustive.
+    FIN: ``gamma`` None (default) runs its exact label DP, with ``epsilon`` its bound where a
+    frontier is trimmed; an integer gamma the discretised graph (``fin.fin``).
+    Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, epsilon < 0, a time
+    limit that is not a positive number, or an instance too large for exhaustive.
     """
     if solver not in SOLVERS:
         raise FinplanInputError(f"is {solver!r}; expected one of {', '.join(SOLVERS)}", field="--solver")
     check_parameters(gamma, lam)
+    check_epsilon(epsilon)
     if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
                                      or not math.isfinite(time_limit_s) or time_limit_s <= 0):
         raise FinplanInputError(f"is {time_limit_s!r}; expected a duration > 0 such as 30s", field="--time-limit")
@@ -56,8 +61,8 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             extra.update(proven_optimal=False, stopped=info["stopped"], mip_gap=info["mip_gap"])
     else:
         if solver == "fin":
-            parameters.update(gamma=int(gamma), **{"lambda": float(lam)})
-            one = lambda ctx, usage: fin(ctx, gamma, lam, usage)  # noqa: E731
+            parameters.update(fin_parameters(gamma, lam, epsilon))
+            one = lambda ctx, usage: fin(ctx, gamma, lam, usage, epsilon=epsilon)  # noqa: E731
         elif solver == "exhaustive":
             parameters["limit"] = exhaustive_limit
             one = lambda ctx, usage: exhaustive(ctx, usage, exhaustive_limit)  # noqa: E731
