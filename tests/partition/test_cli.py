@@ -48,6 +48,7 @@ def test_plans_are_byte_identical_by_default_and_times_only_with_timings(capsys,
     assert isinstance(doc["solver"]["solve_time_s"], float)
     doc["solver"]["solve_time_s"] = None
     assert all(isinstance(r["solve_time_s"], float) for r in doc.pop("comparison"))
+    assert all(isinstance(r["solve_time_s"], float) for r in doc.pop("comparison_totals"))  # several applications
     assert doc == json.loads(files[0])
     bad(capsys, "plan", MULTI / "scenario.yaml", "--timings", "--reproducible", expect=["--timings"])
 
