@@ -679,8 +679,10 @@ def _policy(ctx, ev) -> int:
 
 
 def _finish(ctxs, classes, results, gamma, lam):
-    """Reasons for the applications left out: what a plan that fits alone would exceed next to
-    the served ones, or (none fits alone) FIN's own reason."""
+    """Reasons for the applications left out, in the joint MILP's words: what a plan that fits
+    alone would exceed next to the served ones (``crowded_out``), or, when none fits even alone,
+    FIN's own reason. (The sequential planner's proof that nothing fits the residual capacity,
+    ``explain`` with the others' loads, costs about a FIN solve per application left out.)"""
     from finplan.partition.fin import fin
 
     usage = _served_usage(results)
