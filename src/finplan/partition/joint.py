@@ -63,11 +63,10 @@ TIGHTEN_STEPS = (1e-9, 1e-7, 1e-5)
 
 # ---------------------------------------------------------------- restricted contexts and classes
 
-def reachable(network: Network, source: str) -> list[int]:
-    """Indices of the nodes reachable from ``source`` along links (source included), in network order."""
-    succ: dict[str, list[str]] = {}
-    for link in network.links:
-        succ.setdefault(link.src, []).append(link.dst)
+def reachable(network: Network, source: str, succ: dict | None = None) -> list[int]:
+    """Indices of the nodes reachable from ``source`` along links (source included), in
+    network order. ``succ``: the successor lists of the network (``successors``), when known."""
+    succ = successors(network) if succ is None else succ
     seen = {source}
     stack = [source]
     while stack:
@@ -76,6 +75,13 @@ def reachable(network: Network, source: str) -> list[int]:
                 seen.add(nxt)
                 stack.append(nxt)
     return sorted(network.index(n) for n in seen)
+
+
+def successors(network: Network) -> dict[str, list[str]]:
+    succ: dict[str, list[str]] = {}
+    for link in network.links:
+        succ.setdefault(link.src, []).append(link.dst)
+    return succ
 
 
 def _slices(table, keep: list[int]) -> dict:
@@ -98,12 +104,13 @@ def restrict(ctx: AppContext, keep: list[int] | None = None) -> AppContext:
     Complexity: O(B |keep| + |keep|^2 + |links|)."""
     keep = reachable(ctx.network, ctx.app.source) if keep is None else keep
     parts = _slices(ctx.table, keep)
+    inside = set(keep)
     table = replace(ctx.table, **parts, links=link_lists(parts["has_link"], parts["link_s_per_bit"],
                                                            parts["link_latency_s"], parts["link_j_per_bit"]))
-    names = set(parts["nodes"])
-    network = Network(tuple(ctx.network.nodes[i] for i in keep),
-                      tuple(l for l in ctx.network.links if l.src in names and l.dst in names),
-                      ctx.network.path, ctx.network.doc)
+    net = ctx.network
+    links = [net.link(net.names[a], net.names[b]) for a in keep for b in keep
+             if a != b and b in inside and net.link(net.names[a], net.names[b]) is not None]
+    network = Network(tuple(net.nodes[i] for i in keep), tuple(links), net.path, net.doc)
     return AppContext(ctx.app, network, ctx.options, ctx.table if keep == list(range(len(ctx.table.nodes)))
                       else table, ctx.policies, ctx.quantiles)
 
@@ -152,6 +159,9 @@ class AppClass:
 
 
 def _class_key(ctx: AppContext, keep: list[int], shared_nodes: set[int]) -> tuple:
+    """Equal keys: the same model, constraints, rate, options, exit policies and costs on the
+    reachable nodes (link parameters included: they are in the sliced link arrays), the same
+    shared nodes at the same positions, the source at the same position."""
     parts = _slices(ctx.table, keep)
     digest = hashlib.sha256()
     for name in sorted(parts):
@@ -159,17 +169,16 @@ def _class_key(ctx: AppContext, keep: list[int], shared_nodes: set[int]) -> tupl
             digest.update(np.ascontiguousarray(parts[name]).tobytes())
     src = ctx.network.index(ctx.app.source)
     app = ctx.app
-    links = tuple((l.bandwidth_bps, l.latency_s, l.energy_j_per_bit, l.max_utilization)
-                  for l in ctx.network.links if ctx.network.index(l.src) in keep and ctx.network.index(l.dst) in keep)
     return (id(ctx.table), ctx.options, ctx.quantiles, app.max_latency_s, app.min_accuracy, app.rate_hz, keep.index(src),
-            tuple(ctx.table.nodes[j] if j in shared_nodes else None for j in keep), digest.hexdigest(), len(links))
+            tuple(ctx.table.nodes[j] if j in shared_nodes else None for j in keep), digest.hexdigest())
 
 
 def build_classes(ctxs: list[AppContext]) -> tuple[list[AppClass], list[Resource]]:
     """Group applications into classes and list the shared resources (see the module docstring).
     Complexity: O(A (R + B K + K^2)) for A applications reaching K nodes each, R links."""
     network = ctxs[0].network
-    keeps = [reachable(network, ctx.app.source) for ctx in ctxs]
+    succ = successors(network)
+    keeps = [reachable(network, ctx.app.source, succ) for ctx in ctxs]
     reach_count: dict[int, int] = {}
     for keep in keeps:
         for j in keep:
@@ -185,9 +194,16 @@ def build_classes(ctxs: list[AppContext]) -> tuple[list[AppClass], list[Resource
         if node.memory_bytes is not None:
             resources.append(Resource("memory", names[j], float(node.memory_bytes)))
     if any_rate:
+        users: dict[tuple[int, int], int] = {}  # link -> how many applications can use it
+        for keep in keeps:
+            inside = set(keep)
+            for j in keep:
+                for nxt in succ.get(names[j], ()):
+                    m = network.index(nxt)
+                    if m in inside:
+                        users[(j, m)] = users.get((j, m), 0) + 1
         for link in network.links:
-            a, b = network.index(link.src), network.index(link.dst)
-            if sum(1 for keep in keeps if a in keep and b in keep) > 1:
+            if users.get((network.index(link.src), network.index(link.dst)), 0) > 1:
                 resources.append(Resource("link", (link.src, link.dst), link.max_utilization))
     index = {(r.kind, r.where): i for i, r in enumerate(resources)}
     classes: dict[tuple, AppClass] = {}
@@ -648,23 +664,28 @@ def _served_usage(results) -> Usage:
 
 
 def _fill(ctxs, classes, results, gamma, lam):
-    """Offer the capacity left to the applications left out, one class at a time (FIN on the
-    residual capacity); a class stops at its first member that does not fit."""
+    """Offer the capacity left to the applications left out, one class at a time (the best
+    placement on the residual capacity: enumerated when the class is small, else FIN); a class
+    stops at its first member that does not fit (the others face the same residual)."""
+    from finplan.partition.exhaustive import count_placements, enumerate_best
     from finplan.partition.fin import fin
 
     usage = _served_usage(results)
     for cls in classes:
         if not cls.columns:
             continue
+        small = count_placements(cls.rep) <= BOUND_ENUMERATION
         for member, keep in zip(cls.members, cls.keep):
             if results[member] is not None:
                 continue
             sub = restrict(ctxs[member], keep)
-            res = fin(sub, gamma, lam, local_usage(usage, sub.network.names))
-            if not res.feasible:
+            local = local_usage(usage, sub.network.names)
+            # exact and quiet when small (FIN would explain every failure)
+            found = enumerate_best(sub, local) if small else fin(sub, gamma, lam, local).evaluation
+            if found is None or not found.feasible:
                 break
-            ev = ctxs[member].evaluate(_policy(ctxs[member], res.evaluation),
-                                       [ctxs[member].network.index(n) for n in res.evaluation.placement], usage)
+            ev = ctxs[member].evaluate(_policy(ctxs[member], found),
+                                       [ctxs[member].network.index(n) for n in found.placement], usage)
             if not ev.feasible:
                 break
             results[member] = AppResult(ctxs[member].app, ev)
