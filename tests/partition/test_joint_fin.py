@@ -227,3 +227,17 @@ def test_cli_solver_fin_equals_python_api(tmp_path, capsys):
         if r.feasible else [] for r in api.apps]
     assert doc["solver"]["lower_bound"]["gap"] == pytest.approx(api.extra["lower_bound"]["gap"], abs=1e-12)
     assert isinstance(doc["solver"]["solve_time_s"], float)
+
+
+def test_benchmark_quick_run(tmp_path):
+    """benchmarks/multi_app.py --quick writes its three files with every solver's row (no timing checked)."""
+    import multi_app
+
+    assert multi_app.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "multi_app_joint.json").read_text())["rows"]
+    solvers = {r["solver"] for r in rows}
+    assert {"fin", "fin-sequential", "milp", "milp (warm start)", "fin (CLI)"} <= solvers
+    for r in rows:
+        if r["solver"] != "fin (CLI)" and r["energy_vs_milp"] is not None:
+            assert r["energy_vs_milp"] >= -1e-9  # nothing beats the MILP
+    assert "## tiered" in (tmp_path / "multi_app_joint.md").read_text()

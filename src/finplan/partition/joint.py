@@ -52,6 +52,9 @@ from finplan.partition.problem import Network
 # Placements per exit policy up to which the bound's subproblem is solved by enumeration (exact).
 BOUND_ENUMERATION = 50_000
 MAX_ROUNDS = 60
+# Integer master: relative MIP gap and branch-and-bound node budget (both deterministic).
+MASTER_MIP_GAP = 1e-6
+MASTER_MIP_NODES = 300
 # Integer plan + fill passes (a pass repeats only when the fill served more than the columns).
 MAX_FILL_PASSES = 4
 # Relative tolerance of a reduced cost (columns are added only when clearly improving).
@@ -391,9 +394,16 @@ def _solve_master(classes, resources, phase: str, served: int = 0, integer: bool
         highs.addRow(-highspy.kHighsInf, cap, len(nz), nz.astype(np.int32), use[nz, r])
     if phase == "energy":
         highs.addRow(float(served), highspy.kHighsInf, n, idx, np.ones(n))
+    if integer:
+        # the integer master only picks among the columns: stop at a tiny relative gap or a
+        # node budget (deterministic, unlike a time limit); the bound is reported separately
+        highs.setOptionValue("mip_rel_gap", MASTER_MIP_GAP)
+        highs.setOptionValue("mip_max_nodes", MASTER_MIP_NODES)
     highs.run()
     if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return None
+        feasible = int(highspy.SolutionStatus.kSolutionStatusFeasible)
+        if not integer or int(highs.getInfo().primal_solution_status) != feasible:
+            return None
     sol = highs.getSolution()
     x = np.array(sol.col_value)
     if integer:
