@@ -294,7 +294,6 @@ def _check_unique_names(names: list[str], file, field: str) -> None:
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file with one clear error for anything that is not one."""
-    from pathlib import Path
 
     from finplan.fileio import MAX_ONNX_BYTES, require_input_file
 

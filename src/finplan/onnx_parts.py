@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, shape_inference
 
 BATCH_DIM = "batch"
 DATA, SHAPE = "data", "shape"  # tensor kinds, see GraphIndex

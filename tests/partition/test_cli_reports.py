@@ -61,7 +61,7 @@ def test_capacity_reason_says_what_the_fastest_fitting_placement_takes(paper_net
 
 
 def test_fin_notes_are_in_user_terms(capsys):
-    code, out, _ = run(capsys, "plan", MULTI / "scenario.yaml", "--json")
+    code, out, _ = run(capsys, "plan", MULTI / "scenario.yaml", "--json", "--solver", "fin-sequential")
     notes = [n for app in json.loads(out)["applications"] for n in app.get("notes", [])]
     assert notes and all("repair" not in n and "option(s)" not in n for n in notes)
     assert any("block4 on phone-a" in n for n in notes)
@@ -100,7 +100,7 @@ def test_compare_marks_cloud_only_and_fin_without_a_plan(capsys, paper):
     table = out[out.index("Comparison"):]
     fin_row = next(line for line in table.splitlines() if line.strip().startswith("fin "))
     mark = re.search(r"no plan \((\d+)\)", fin_row).group(1)
-    assert re.search(rf"^\({mark}\) fin: FIN with gamma=3 found no plan.*try --gamma", table, re.M)
+    assert re.search(rf"^\({mark}\) fin, fin-sequential: FIN with gamma=3 found no plan.*try --gamma", table, re.M)
     cloud_row = next(line for line in table.splitlines() if line.strip().startswith("cloud-only"))
     cloud_mark = re.search(r"cloud-only \((\d+)\)", cloud_row).group(1)
     assert re.search(rf"^\({cloud_mark}\) cloud-only: sends the raw input off the source although "
@@ -114,9 +114,9 @@ def test_compare_shows_each_solvers_time_once(capsys):
     code, out, _ = run(capsys, "plan", MULTI / "scenario.yaml", "--compare")
     table = out[out.index("Comparison"):out.index("\n(1)")]
     rows = [line for line in table.splitlines() if re.match(r"\s+[a-z-]+( \(\d+\))?\s+(photos|scenes|digits)", line)]
-    assert len(rows) == 3 * 8
+    assert len(rows) == 3 * 9
     timed = [line for line in rows if re.search(r"\d ms\s*$", line)]
-    assert len(timed) == 8 and "time (solver total)" in table
+    assert len(timed) == 9 and "time (solver total)" in table
 
 
 def test_show_prints_a_saved_comparison(capsys, paper, tmp_path):

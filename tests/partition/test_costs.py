@@ -119,8 +119,7 @@ def test_costs_from_a_hardware_profile(tmp_path):
 
 
 def test_profile_hash_mismatch_names_both_files(tmp_path):
-    from finplan.partition.context import contexts
-    from finplan.partition.problem import Scenario, check_application
+    from finplan.partition.problem import check_application
     (tmp_path / "p.json").write_text(json.dumps(_profile("OTHER", ["b1", "b2"], [], 0.001)))
     net = network_from_dict({"schema": "finplan.network/1", "nodes": [{"name": "n", "profile": "p.json"}]},
                             tmp_path / "net.yaml")

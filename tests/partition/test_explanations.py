@@ -48,7 +48,10 @@ def test_fin_gives_no_gamma_advice_when_no_plan_fits_the_residual_capacity(share
     scenario = load_scenario(shared_phone)
     for solver in ("exhaustive", "milp"):  # the exact solvers agree: photos2 has no plan
         assert [r.feasible for r in solve(scenario, solver).apps] == [True, False, True, True]
-    result = solve(scenario, "fin", gamma=gamma, joint_gap=False)
+    joint = solve(scenario, "fin", gamma=gamma).apps[1]  # planned jointly: the MILP's wording
+    assert not joint.feasible and "--gamma" not in joint.reason and "--solver milp" not in joint.reason
+    assert "not next to the other applications" in joint.reason and "phone-a would be busy" in joint.reason
+    result = solve(scenario, "fin-sequential", gamma=gamma)
     reason = result.apps[1].reason
     assert not result.apps[1].feasible
     assert "--gamma" not in reason and "within the latency limit exists" not in reason, reason
@@ -142,10 +145,11 @@ def test_baselines_and_solvers_state_an_overload_in_one_wording(capsys):
     said = [line for line in notes if "device would be busy 1028% of the time, over its max_utilization 100% "
             "(block1 2.056 ms x 5000 Hz)" in line]
     assert len(said) == 2, notes  # fin & co (the fastest placement), mcp (its own plan)
-    # fin, exhaustive, milp and min-latency give the same reason: one footnote, one mark in each row
-    shared = next(line for line in notes if line.split(" ", 1)[1].startswith("fin, exhaustive, milp, min-latency: "))
+    # fin, fin-sequential, exhaustive, milp and min-latency give the same reason: one footnote, one mark in each row
+    shared = next(line for line in notes
+                  if line.split(" ", 1)[1].startswith("fin, fin-sequential, exhaustive, milp, min-latency: "))
     mark = shared.split(" ", 1)[0]
-    for solver in ("fin", "exhaustive", "milp", "min-latency"):
+    for solver in ("fin", "fin-sequential", "exhaustive", "milp", "min-latency"):
         row = next(line for line in table.splitlines() if line.strip().startswith(solver + " "))
         assert f"no plan {mark}" in row, row
     assert sum(line.endswith("first_block_at_source keeps block1 on device") for line in notes) == 1

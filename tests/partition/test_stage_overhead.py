@@ -4,7 +4,6 @@ runs; from a node's hand-given ``stage_overhead_s`` or its profile; 0 on analyti
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from finplan.partition.exhaustive import exhaustive
 from finplan.partition.fin import fin
 from finplan.partition.milp import milp
 from finplan.partition.paths import layered_shortest
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario, network_from_dict
 from test_dynamic_and_multi import calibrated_card
 
 O_DEVICE, O_EDGE, O_CLOUD = 3e-4, 5e-5, 7e-6  # distinct, so a wrong node's overhead shows

@@ -86,7 +86,6 @@ def train(model_name, data_source, input_shape, epochs, seed, exit_weights, batc
           --input-shape 1x32x32 --exit-weights 1,1,1 -o model.onnx --calib-out calib.npz
       finplan exits train --model b-bert --data keywords --epochs 8 --seed 0 -o bert.onnx --calib-out bert-calib.npz
     """
-    from finplan import data as datasets
     from finplan.fileio import require_writable
 
     for path in (output, calib_out, checkpoint_out):

@@ -9,7 +9,8 @@ from finplan.cli._console import print_json, stdout
 from finplan.errors import FinplanInputError
 from finplan.fileio import atomic_write_json, atomic_write_text, require_writable
 
-SOLVER_CHOICES = ("fin", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut", "min-latency")
+SOLVER_CHOICES = ("fin", "fin-sequential", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut",
+                  "min-latency")
 
 
 def _gamma(value):
@@ -85,7 +86,8 @@ def _time_limit(value):
 
 def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
     """Every solver on the scenario: (rows for the comparison table and the plan file, each
-    solver's total solve time in seconds, measured in this run)."""
+    solver's total solve time in seconds, measured in this run, and with several applications
+    one totals row per solver: served, energy and gap to the lower bound)."""
     from finplan.partition.solve import SOLVERS, solve
 
     rows = []
@@ -93,7 +95,7 @@ def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
     times = {}
     for name in SOLVERS:
         try:
-            results[name] = solve(scenario, name, gamma=gamma, lam=lam, joint_gap=False, time_limit_s=time_limit_s,
+            results[name] = solve(scenario, name, gamma=gamma, lam=lam, time_limit_s=time_limit_s,
                                   **({} if epsilon is None else {"epsilon": epsilon}))
             times[name] = results[name].solve_time_s
         except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
@@ -116,14 +118,25 @@ def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
             if app_res.notes:
                 row["notes"] = list(app_res.notes)
             rows.append(row)
-    return rows, times
+    totals = []
+    if len(scenario.applications) > 1:
+        for name in SOLVERS:  # one row per solver: served, energy, gap to the lower bound
+            res = results[name]
+            if isinstance(res, FinplanInputError):
+                continue
+            bound = res.extra.get("lower_bound") or {}
+            totals.append({"solver": name, "served": sum(r.feasible for r in res.apps), "applications": len(res.apps),
+                           "energy_j": res.energy_j, "lower_bound_j": bound.get("energy_j"),
+                           "gap": bound.get("gap"), "served_at_most": bound.get("served_at_most")})
+    return rows, times, totals
 
 
 @click.command("plan")
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (finplan.plan/1) here.")
 @click.option("--solver", type=click.Choice(SOLVER_CHOICES), default="fin", show_default=True,
-              help="fin, the exact optimum (exhaustive, milp) or a baseline.")
+              help="fin (several applications: planned jointly), fin-sequential (one by one on the capacity left), "
+                   "the exact optimum (exhaustive, milp) or a baseline.")
 @click.option("--gamma", default=None,
               help="FIN on the paper's discretised graph with this many latency units (integer > 0; no energy bound). "
                    "Default: exact latencies.")
@@ -192,19 +205,21 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     refuse_outputs_over_inputs({"-o": output, "--export-graph": export_graph}, inputs)
     for line in cost_warnings(scen):
         click.echo(f"finplan: warning: {line}", err=True)
-    if time_limit_s is not None and solver != "milp" and not compare \
-            and not (solver == "fin" and len(scen.applications) > 1):
-        click.echo(f"finplan: warning: --time-limit only bounds MILP runs (--solver milp, FIN's joint-optimum "
-                   f"reference with several applications, --compare); --solver {solver} does not use it", err=True)
+    if time_limit_s is not None and solver != "milp" and not compare:
+        click.echo(f"finplan: warning: --time-limit only bounds MILP runs (--solver milp, --compare); --solver "
+                   f"{solver} does not use it", err=True)
     result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s, epsilon=epsilon)
     add_binding(scen, result, gamma)
     base_dir = Path(output).parent if output else None
     doc = plan_document(scen, result, timings=timings, base_dir=base_dir)
-    rows = times = None
+    rows = times = totals = None
     if compare:
-        rows, times = _compare(scen, gamma, lam, time_limit_s, epsilon)
+        rows, times, totals = _compare(scen, gamma, lam, time_limit_s, epsilon)
         doc["comparison"] = [r if "skipped" in r else dict(r, solve_time_s=times.get(r["solver"]) if timings else None)
                              for r in rows]
+        if totals:
+            doc["comparison_totals"] = [dict(t, solve_time_s=times.get(t["solver"]) if timings else None)
+                                        for t in totals]
     validate_plan(doc)
     graphs = []
     if export_graph:
@@ -228,12 +243,15 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     if as_json:
         print_json(doc)
     elif not quiet:
-        from finplan.cli.show import print_comparison, print_summary
+        from finplan.cli.show import print_comparison, print_comparison_totals, print_summary
 
         print_summary(doc, solve_time_s=result.solve_time_s)
         if rows:
             stdout.print()
             print_comparison(rows, times)
+            if totals:
+                stdout.print()
+                print_comparison_totals(totals, times)
         if output:
             stdout.print(f"\nplan written to {output}")
         for target, _ in graphs:

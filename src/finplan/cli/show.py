@@ -73,6 +73,9 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
     if totals and totals["applications"] > 1:
         stdout.print(f"\n{totals['feasible_applications']} of {totals['applications']} applications planned, "
                      f"total energy {totals['energy_j']:.5g} J")
+        bound = doc["solver"].get("lower_bound")
+        if bound and bound.get("energy_j") is not None:
+            stdout.print(bound_line(bound))
         joint = doc["solver"].get("joint_optimum")
         if joint and joint.get("gap") is not None:
             stdout.print(f"gap to the joint optimum (MILP, {joint['energy_j']:.5g} J): {joint['gap']:.2%}")
@@ -88,6 +91,18 @@ def guarantee_line(guarantee: dict) -> str:
         return (f"optimality: within {guarantee['epsilon']:.3g} of the optimum, energy <= (1 + {guarantee['epsilon']:.3g})"
                 f" x optimum ({guarantee['basis']})")
     return f"optimality: no bound ({guarantee['basis']})"
+
+
+def bound_line(bound: dict) -> str:
+    """The plan's ``solver.lower_bound`` in words: gap to the bound, and whether more could be served."""
+    gap = "" if bound.get("gap") is None else f": gap {bound['gap']:.3%}"
+    line = (f"lower bound (Lagrangian relaxation of the shared capacities) {bound['energy_j']:.5g} J for "
+            f"{bound['served']} served{gap}")
+    most = bound.get("served_at_most")
+    if most is not None:
+        line += ("; no plan serves more applications" if most <= bound["served"] else
+                 f"; the bound does not rule out serving up to {most}")
+    return line
 
 
 def _binding_line(app: dict, solver: str) -> str:
@@ -167,6 +182,26 @@ def print_comparison(rows: list[dict], times: dict | None = None) -> None:
     console.print(table)
     for i, (note, labels) in enumerate(notes.items(), 1):
         console.print(f"({i}) {_labels(labels)}: {note}")
+
+
+def print_comparison_totals(totals: list[dict], times: dict | None = None) -> None:
+    """With several applications: per solver, the applications served, the total energy, the
+    gap to the lower bound (``solver.lower_bound``) and the solve time, side by side."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="All applications", header_style="bold", box=box.SIMPLE_HEAD)
+    for col in ("solver", "served", "energy J", "lower bound J", "gap", "time"):
+        table.add_column(col, no_wrap=True)
+    for t in totals:
+        seconds = (times or {}).get(t["solver"], t.get("solve_time_s"))
+        most = t.get("served_at_most")
+        served = f"{t['served']} / {t['applications']}" + (f" (<= {most})" if most is not None and most > t["served"]
+                                                           else "")
+        table.add_row(t["solver"], served, f"{t['energy_j']:.6g}",
+                      "-" if t.get("lower_bound_j") is None else f"{t['lower_bound_j']:.6g}",
+                      "-" if t.get("gap") is None else f"{t['gap']:.3%}", "-" if seconds is None else duration(seconds))
+    stdout.print(table)
 
 
 def _labels(labels: list[tuple]) -> str:

@@ -82,7 +82,7 @@ class _Model:
 
 
 def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float | None = None,
-         info: dict | None = None) -> list[AppResult]:
+         info: dict | None = None, start: list | None = None) -> list[AppResult]:
     """Minimum total energy of several applications jointly, exactly (HiGHS branch and bound).
 
     Problem: for every application, one exit policy and one node per deployed block (a path
@@ -99,6 +99,9 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float
     says so); with no
     incumbent, every application is unserved with the reason ``NO_INCUMBENT``. ``info``, when
     given, receives proven_optimal (bool), stopped (None or why) and mip_gap (fraction or None).
+    ``start``: an optional starting plan handed to HiGHS (``setSolution``), per application
+    (policy index, node indices) or None (unserved), e.g. joint FIN's plan; HiGHS checks it
+    and starts its search from it (a feasible start is an incumbent from the first node on).
     Returns one AppResult per application (evaluations re-checked with the exact model;
     latency rows are re-tightened when HiGHS's tolerance lets a hair-thin violation through).
     Raises ValueError for a time limit that is not a positive number.
@@ -117,7 +120,7 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float
         left = None if time_limit_s is None else time_limit_s - spent
         if left is not None and left <= 0 and attempt > 0:
             break  # keep the previous run's plan (its violations are reported below)
-        chosen, outcome = _solve(ctxs, usage, tighten, left)
+        chosen, outcome = _solve(ctxs, usage, tighten, left, start if attempt == 0 else None)
         spent += outcome.run_s
         retry = False
         evaluations = []
@@ -153,6 +156,33 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float
     return results
 
 
+def _set_start(highs, n_vars: int, decode: list, served_vars: list, start: list) -> None:
+    """Hand HiGHS the starting plan ``start`` (see ``milp``): the start and hop variables of
+    each served application's policy along its nodes, and its served variable, set to 1. An
+    application whose plan is not in the model (a pruned first hop) is left unserved."""
+    import highspy
+
+    x = np.zeros(n_vars)
+    for a, plan in enumerate(start):
+        if plan is None:
+            continue
+        policy, nodes = plan
+        layers = next((lv for p, lv in decode[a] if p == policy), None)
+        if layers is None or len(layers) != len(nodes):
+            continue
+        keys = [next((k for k in layers[0] if k[1] == nodes[0]), None)] + \
+            [(nodes[b - 1], nodes[b]) for b in range(1, len(nodes))]
+        if keys[0] is None or any(k not in layer for k, layer in zip(keys, layers)):
+            continue
+        for k, layer in zip(keys, layers):
+            x[layer[k]] = 1.0
+        x[served_vars[a]] = 1.0
+    solution = highspy.HighsSolution()
+    solution.col_value = x.tolist()
+    solution.value_valid = True
+    highs.setSolution(solution)
+
+
 def _left_out_reason(ctx: AppContext, usage: Usage, served: Usage, outcome: _Outcome, n_apps: int,
                      time_limit_s: float | None) -> str:
     """Why the joint model serves no plan for ``ctx``. ``usage``: capacity taken before the
@@ -177,7 +207,8 @@ def _left_out_reason(ctx: AppContext, usage: Usage, served: Usage, outcome: _Out
     return reason
 
 
-def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: float | None = None):
+def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: float | None = None,
+           start: list | None = None):
     """Build and run the joint model: (per application (policy, nodes) or None, _Outcome)."""
     import highspy
 
@@ -197,6 +228,7 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
         rate = ctx.app.rate_hz
         choice: dict[int, float] = {}
         app_decode = []
+        pairs = list(zip(*(v.tolist() for v in np.nonzero(table.has_link))))
         for p in ctx.accurate():
             chain = ctx.chain(p)
             k = chain.n_blocks
@@ -223,32 +255,34 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
             for b in range(1, k):
                 hops = {}
                 nbytes, prob = chain.out_bytes[b - 1], chain.trans_prob[b - 1]
-                for n in range(n_nodes):
-                    for m in range(n_nodes):
-                        if not table.has_link[n, m]:
-                            continue
-                        t = table.transfer_time_s(n, m, nbytes) + chain.comp_time_s[b, m]
-                        if n != m:  # leaving n ends a runtime stage there (0 after exit heads)
-                            t += chain.cut_time_s[b - 1, n]
-                        e = prob * table.transfer_energy_j(n, m, nbytes) + chain.comp_energy_j[b, m]
-                        v = model.var(e)
-                        big += e
-                        hops[(n, m)] = v
-                        lat_terms[v] = t / ctx.app.max_latency_s
-                        if n != m and rate is not None:
-                            link_util.setdefault((n, m), {})[v] = rate * prob * 8.0 * nbytes * table.link_s_per_bit[n, m]
-                            if chain.cut_busy_s[b - 1, n]:
-                                node_util[n][v] = node_util[n].get(v, 0.0) + rate * chain.cut_busy_s[b - 1, n]
+                for n, m in pairs:  # the links (and staying), row by row: same order as a double loop
+                    t = table.transfer_time_s(n, m, nbytes) + chain.comp_time_s[b, m]
+                    if n != m:  # leaving n ends a runtime stage there (0 after exit heads)
+                        t += chain.cut_time_s[b - 1, n]
+                    e = prob * table.transfer_energy_j(n, m, nbytes) + chain.comp_energy_j[b, m]
+                    v = model.var(e)
+                    big += e
+                    hops[(n, m)] = v
+                    lat_terms[v] = t / ctx.app.max_latency_s
+                    if n != m and rate is not None:
+                        link_util.setdefault((n, m), {})[v] = rate * prob * 8.0 * nbytes * table.link_s_per_bit[n, m]
+                        if chain.cut_busy_s[b - 1, n]:
+                            node_util[n][v] = node_util[n].get(v, 0.0) + rate * chain.cut_busy_s[b - 1, n]
                 layer_vars.append(hops)
             # flow conservation: what arrives at (b, n) leaves it towards block b+1
             for b in range(k - 1):
-                for n in range(n_nodes):
-                    terms = {v: 1.0 for (_, m), v in layer_vars[b].items() if m == n}
-                    for (m0, _), v in layer_vars[b + 1].items():
-                        if m0 == n:
-                            terms[v] = terms.get(v, 0.0) - 1.0
-                    if terms:
-                        model.row(0.0, 0.0, terms)
+                # grouped by node once (rows in node order, as a scan of every node would give)
+                arrive: dict[int, list[int]] = {}
+                leave: dict[int, list[int]] = {}
+                for (_, m), v in layer_vars[b].items():
+                    arrive.setdefault(m, []).append(v)
+                for (m0, _), v in layer_vars[b + 1].items():
+                    leave.setdefault(m0, []).append(v)
+                for n in sorted(set(arrive) | set(leave)):
+                    terms = {v: 1.0 for v in arrive.get(n, ())}
+                    for v in leave.get(n, ()):
+                        terms[v] = terms.get(v, 0.0) - 1.0
+                    model.row(0.0, 0.0, terms)
             # latency, normalised by the budget, only for the chosen policy (sum of starts)
             terms = dict(lat_terms)
             for v in starts.values():
@@ -290,9 +324,11 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
         highs.addRow(lower, upper, len(cols), np.array(cols, dtype=np.int32), np.array(vals))
     if time_limit_s is not None:
         highs.setOptionValue("time_limit", max(float(time_limit_s), 1e-6))
-    start = time.perf_counter()
+    if start is not None:
+        _set_start(highs, n_vars, decode, served_vars, start)
+    began = time.perf_counter()
     highs.run()
-    run_s = time.perf_counter() - start
+    run_s = time.perf_counter() - began
     status = highs.getModelStatus()
     outcome = _Outcome(run_s=run_s)
     if status != highspy.HighsModelStatus.kOptimal:

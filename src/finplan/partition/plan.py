@@ -220,7 +220,7 @@ def _schema_message(error, where: str) -> tuple[str, str]:
 
 
 # Solvers whose plan is (FIN: meant to be) the minimum-energy plan; the others are baselines.
-OPTIMISING_SOLVERS = ("fin", "exhaustive", "milp")
+OPTIMISING_SOLVERS = ("fin", "fin-sequential", "exhaustive", "milp")
 # Up to this many placements (N^B summed over exit policies) the plans add_binding compares
 # are found by enumeration (exact); above it by FIN.
 BINDING_EXACT_LIMIT = 50_000
@@ -313,9 +313,14 @@ def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit
     O(1) for baselines.
     """
     from finplan.partition.context import contexts
+    from finplan.partition.joint import restricted_contexts
 
     optimum = result.solver in OPTIMISING_SOLVERS
     ctxs = contexts(scenario) if optimum else [None] * len(result.apps)
+    if optimum and len(ctxs) > 1:
+        # each application on the nodes it can reach: the same evaluations, and small enough
+        # to enumerate (exact) instead of FIN on the whole network
+        ctxs = restricted_contexts(ctxs)
     for a, (ctx, res) in enumerate(zip(ctxs, result.apps)):
         res.binding_basis = "relaxation" if optimum else "at_limit"
         ev = res.evaluation
@@ -324,7 +329,12 @@ def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit
         if not ev.feasible:
             ev.binding = []
         elif optimum:
-            ev.binding = binding_constraints(ctx, ev, _others_usage(result, a), gamma, exact_limit)
+            usage = _others_usage(result, a)
+            if len(ctxs) > 1:
+                from finplan.partition.joint import local_usage
+
+                usage = local_usage(usage, ctx.network.names)
+            ev.binding = binding_constraints(ctx, ev, usage, gamma, exact_limit)
         else:
             ev.binding = list(ev.at_limit)
 

@@ -12,23 +12,34 @@ from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, exhaustive
 from finplan.partition.fin import (
     DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LAMBDA, check_epsilon, check_parameters, fin, fin_parameters,
 )
+from finplan.partition.joint import JointInfo, joint_fin, lower_bound
 from finplan.partition.milp import milp
 from finplan.partition.multi import plan_sequentially
 from finplan.partition.problem import Scenario
 
-SOLVERS = ("fin", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut", "min-latency")
+SOLVERS = ("fin", "fin-sequential", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut",
+           "min-latency")
 # The joint MILP is run to report FIN's gap only below this many applications x policies x blocks x links.
 JOINT_GAP_SIZE = 200_000
 
 
 def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA,
-          quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = True,
-          time_limit_s: float | None = None, epsilon: float = DEFAULT_EPSILON) -> SolveResult:
+          quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = False,
+          time_limit_s: float | None = None, epsilon: float = DEFAULT_EPSILON, warm_start: bool = True,
+          bound: bool = True) -> SolveResult:
     """Plan every application of ``scenario`` with ``solver`` (one of SOLVERS).
 
-    fin, exhaustive and the baselines plan applications one by one on residual capacity
-    (see multi.py); milp plans them jointly. With several applications, fin also reports
-    the gap to the joint MILP optimum when the instance is small enough (``extra``).
+    With one application every solver solves it alone. With several: fin plans them jointly
+    (``joint.joint_fin``: FIN priced by the shared capacities, an integer master, an exact
+    check), fin-sequential, exhaustive and the baselines one by one on residual capacity (see
+    multi.py), milp jointly and exactly, warm-started from joint FIN's plan unless
+    ``warm_start`` is False (its solve time then includes FIN's). Every multi-application plan
+    gets ``extra["lower_bound"]`` (unless ``bound`` is False): the Lagrangian lower bound on
+    the energy of any plan serving as many applications, the gap to it, and an upper bound on
+    the applications that can be served (``joint.lower_bound``; computed after the solver's
+    clock stops for the solvers other than fin, for which it is part of the method).
+    ``joint_gap``: with fin and several applications, also run the joint MILP (warm-started)
+    when the instance is small enough, for ``extra["joint_optimum"]``.
     ``time_limit_s`` (> 0, default None: no limit) bounds every MILP run (the milp solver and
     fin's joint-gap reference); a run stopped by it returns its best plan, noted "not proven
     optimal (time limit), MIP gap X%" (``extra["proven_optimal"]`` False, ``extra["mip_gap"]``),
@@ -51,16 +62,26 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
         parameters["threshold_quantiles"] = list(quantiles)
     extra: dict = {}
     start = time.perf_counter()
+    joint: JointInfo | None = None
+    several = len(ctxs) > 1
     if solver == "milp":
         info: dict = {}
-        results = milp(ctxs, time_limit_s=time_limit_s, info=info)
+        start_plan = None
+        if several and warm_start:
+            start_plan = _start_of(ctxs, joint_fin(ctxs, gamma, lam))
+            parameters["warm_start"] = "fin"
+        results = milp(ctxs, time_limit_s=time_limit_s, info=info, start=start_plan)
         parameters["joint"] = True
         if time_limit_s is not None:
             parameters["time_limit_s"] = float(time_limit_s)
         if not info.get("proven_optimal", True):
             extra.update(proven_optimal=False, stopped=info["stopped"], mip_gap=info["mip_gap"])
+    elif solver == "fin" and several:
+        parameters.update(fin_parameters(gamma, lam, epsilon), joint=True)
+        joint = JointInfo()
+        results = joint_fin(ctxs, gamma, lam, joint)
     else:
-        if solver == "fin":
+        if solver in ("fin", "fin-sequential"):
             parameters.update(fin_parameters(gamma, lam, epsilon))
             one = lambda ctx, usage: fin(ctx, gamma, lam, usage, epsilon=epsilon)  # noqa: E731
         elif solver == "exhaustive":
@@ -68,15 +89,21 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             one = lambda ctx, usage: exhaustive(ctx, usage, exhaustive_limit)  # noqa: E731
         else:
             one = BASELINES[solver]
-        results, info = plan_sequentially(ctxs, one, fallback=solver in ("fin", "exhaustive"))
-        if len(ctxs) > 1:
+        results, info = plan_sequentially(ctxs, one, fallback=solver in ("fin", "fin-sequential", "exhaustive"))
+        if several:
             extra.update(info)
     elapsed = time.perf_counter() - start
-    if solver == "fin" and len(ctxs) > 1 and joint_gap and _size(ctxs) <= JOINT_GAP_SIZE:
+    if several and bound:
+        served = sum(r.feasible for r in results)
+        energy = sum(r.evaluation.energy_j for r in results if r.feasible)
+        if joint is None:
+            joint = lower_bound(ctxs, results, gamma, lam)
+        extra["lower_bound"] = joint.extra(served, energy)
+    if solver == "fin" and several and joint_gap and _size(ctxs) <= JOINT_GAP_SIZE:
         joint_info: dict = {}
-        joint = milp(ctxs, time_limit_s=time_limit_s, info=joint_info)
-        served = sum(r.feasible for r in joint)
-        energy = sum(r.evaluation.energy_j for r in joint if r.feasible)
+        reference = milp(ctxs, time_limit_s=time_limit_s, info=joint_info, start=_start_of(ctxs, results))
+        served = sum(r.feasible for r in reference)
+        energy = sum(r.evaluation.energy_j for r in reference if r.feasible)
         mine = sum(r.evaluation.energy_j for r in results if r.feasible)
         mine_served = sum(r.feasible for r in results)
         extra["joint_optimum"] = {
@@ -88,6 +115,20 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             extra["joint_optimum"].update(proven_optimal=False, stopped=joint_info["stopped"],
                                           mip_gap=joint_info["mip_gap"])
     return SolveResult(solver, parameters, results, elapsed, extra)
+
+
+def _start_of(ctxs, results) -> list:
+    """A plan as the MILP's starting solution: per application (policy index, node indices) or None."""
+    from finplan.partition.explain import policy_of
+
+    out = []
+    for ctx, r in zip(ctxs, results):
+        if not r.feasible:
+            out.append(None)
+            continue
+        ev = r.evaluation
+        out.append((policy_of(ctx, ev), [ctx.network.index(n) for n in ev.placement]))
+    return out
 
 
 def _size(ctxs) -> int:
