@@ -5,10 +5,11 @@ one runtime stage costs (``stage_overhead_s``) by running this very code on a pr
 the plan's per-stage cost is the cost of the code that runs. Neither package imports the
 other (the import rules checked by tests/test_layering.py).
 
-Scoring: one scorer per policy, used by the runtime, the verifier and the tests' direct
-computation, so every place decides the same way (``confidence >= threshold``; ties exit).
-The formulas are the profiler's (finplan.profiler.calibration.softmax_scores), bit for bit, so
+Scoring: one scorer per policy, used by the runtime, the verifier, the profiler's calibration
+scores (finplan.profiler.calibration.softmax_scores calls ``score``) and the tests' direct
+computation, so every place decides the same way (``confidence >= threshold``; ties exit) and
 the exit rates the planner predicts from calibration scores are the ones the runtime produces.
+``policy_of`` names the policy of an exit head, for emit (the manifests) and the profiler alike.
 The single-row variants are the same floating-point operations on one row (cheaper at
 batch 1); ``max_softmax_reported`` is not: it is for a final exit, whose confidence is only
 reported, never compared with a threshold.
@@ -22,26 +23,59 @@ from typing import Callable, Sequence
 import numpy as np
 
 
+def policy_of(model, tensor: str) -> str:
+    """The policy of the exit head whose output is ``tensor`` in ``model`` (an onnx.ModelProto):
+    ``max_probability`` for a head that already ends in Softmax, else ``max_softmax``."""
+    for node in model.graph.node:
+        if tensor in node.output:
+            return "max_probability" if node.op_type == "Softmax" else "max_softmax"
+    return "max_softmax"
+
+
+def _float64_rows(outputs: np.ndarray) -> np.ndarray:
+    """A float64 copy of ``outputs`` as [N, classes] (changed in place by the callers)."""
+    return np.array(outputs, dtype=np.float64).reshape(outputs.shape[0], -1)
+
+
+def _shifted_exp(flat: np.ndarray) -> np.ndarray:
+    """exp(row - max(row)) in place: large logits cannot overflow, the top term is exactly 1."""
+    flat -= flat.max(axis=1, keepdims=True)
+    np.exp(flat, out=flat)
+    return flat
+
+
+def _renormalised(probabilities: np.ndarray) -> np.ndarray:
+    values = np.clip(_float64_rows(np.asarray(probabilities)), 0.0, None)
+    return values / np.maximum(values.sum(axis=1, keepdims=True), 1e-300)
+
+
 def max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, predicted class) per sample of ``logits [N, classes]``.
 
     Computed in float64 with the max subtracted, so large logits cannot overflow and the
     decision does not depend on float32 rounding of the normaliser.
     """
-    flat = np.array(logits, dtype=np.float64).reshape(logits.shape[0], -1)  # a copy, changed in place below
+    flat = _float64_rows(logits)
     predicted = flat.argmax(axis=1).astype(np.int64)
-    flat -= flat.max(axis=1, keepdims=True)
-    np.exp(flat, out=flat)
     # the largest term is exp(0) = 1 exactly, so max/sum is 1/sum
-    return 1.0 / flat.sum(axis=1), predicted
+    return 1.0 / _shifted_exp(flat).sum(axis=1), predicted
 
 
 def max_probability(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, predicted class) for an exit head that already ends in Softmax: its largest
-    probability (negatives clipped, rows renormalised), as the profiler scores such exits."""
-    values = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(probabilities.shape[0], -1), 0.0, None)
-    values = values / np.maximum(values.sum(axis=1, keepdims=True), 1e-300)
+    probability (negatives clipped, rows renormalised)."""
+    values = _renormalised(probabilities)
     return values.max(axis=1), values.argmax(axis=1).astype(np.int64)
+
+
+def class_probabilities(policy: str, outputs: np.ndarray) -> np.ndarray:
+    """float64 [N, classes]: the class distribution ``policy`` scores (the softmax of logits, or
+    the head's own probabilities clipped and renormalised); its row maxima are ``score``'s
+    confidences (for the profiler's entropy)."""
+    if policy == "max_probability":
+        return _renormalised(outputs)
+    flat = _shifted_exp(_float64_rows(outputs))
+    return flat / flat.sum(axis=1, keepdims=True)
 
 
 def max_softmax_one(logits: np.ndarray) -> tuple[float, int]:

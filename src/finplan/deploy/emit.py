@@ -19,6 +19,7 @@ import onnx
 from finplan.contract import Contract, load_branchy_model, model_hash
 from finplan.deploy.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, sha256_bytes, sha256_file
 from finplan.errors import FinplanInputError
+from finplan.exit_policy import policy_of
 from finplan.fileio import atomic_write_json, load_document, parse_text, replace_folder
 from finplan.hardware_profiles import validate_plan_schema
 from finplan.onnx_parts import (BATCH_DIM, CutError, Layout, PartError, compute_layout, extract_part, infer_shapes,
@@ -326,16 +327,6 @@ def _stage_tensors(layout: Layout, contract: Contract, stage: StagePlan, receive
     return outputs, roles, [t for t in received if t in read]
 
 
-def _policy_of(model: onnx.ModelProto, tensor: str) -> str:
-    """``max_probability`` for a head that already ends in Softmax, else ``max_softmax`` (the
-    profiler scores calibration data the same way, so planned and run exit rates agree)."""
-    for node in model.graph.node:
-        if tensor in node.output:
-            return "max_probability" if node.op_type == "Softmax" else "max_softmax"
-    return "max_softmax"
-
-
-
 def _set_part_metadata(part: onnx.ModelProto, contract: Contract, stage: StagePlan, *, node: str, index: int,
                        application: str, parent_name: str, parent_hash: str, inputs: list[str]) -> None:
     blocks = [contract.blocks[b] for b in stage.blocks]
@@ -515,7 +506,7 @@ def emit(plan_path: str | os.PathLike, model_path: str | os.PathLike, out: str |
             exit_specs = []
             for exit_name, threshold in stage.exits:
                 exit_ = next(e for e in contract.exits if e.name == exit_name)
-                exit_specs.append({"name": exit_name, "output": exit_.output, "policy": _policy_of(inferred, exit_.output),
+                exit_specs.append({"name": exit_name, "output": exit_.output, "policy": policy_of(inferred, exit_.output),
                                    "threshold": threshold})
             local_index = len(per_node[node])
             part_name = f"part{local_index:02d}_{contract.blocks[first].name}-{contract.blocks[last].name}.onnx"

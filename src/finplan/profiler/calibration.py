@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from finplan.exit_policy import class_probabilities, score
+
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
 SCORE_DECIMALS = 6  # card size and byte-for-byte determinism across thread counts
 
@@ -31,41 +33,43 @@ class ExitScores:
         return int(self.confidence.shape[1])
 
 
-def softmax_scores(outputs: np.ndarray, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(confidence, normalised entropy, predicted class) per row of ``outputs`` [N, classes].
+def exit_scores(outputs: np.ndarray, policy: str = "max_softmax") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, normalised entropy, predicted class) per row of an exit head's ``outputs``
+    [N, classes] under ``policy`` (``finplan.exit_policy.policy_of``).
 
-    ``outputs`` are logits unless ``probabilities`` (the exit already ends in Softmax).
+    The confidence and class are the runtime's scorer's (``finplan.exit_policy.score``), the one
+    scorer of finplan, so planned and run exit rates agree.
     """
-    values = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
-    if probabilities:
-        probs = np.clip(values, 0.0, None)
-        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-300)
-    else:
-        shifted = values - values.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        probs = exp / exp.sum(axis=1, keepdims=True)
+    outputs = np.asarray(outputs).reshape(len(outputs), -1)
+    confidence, predicted = score(policy, outputs)
+    probs = class_probabilities(policy, outputs)
     classes = probs.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
     entropy = -plogp.sum(axis=1) / np.log(classes) if classes > 1 else np.zeros(len(probs))
-    return probs.max(axis=1), np.clip(entropy, 0.0, 1.0), probs.argmax(axis=1).astype(np.int64)
+    return confidence, np.clip(entropy, 0.0, 1.0), predicted
+
+
+def softmax_scores(outputs: np.ndarray, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``exit_scores`` of logits, or of probabilities (the exit already ends in Softmax)."""
+    return exit_scores(outputs, "max_probability" if probabilities else "max_softmax")
 
 
 def collect_scores(run_batch: Callable, x: np.ndarray | dict[str, np.ndarray], labels: np.ndarray | None,
-                   names: list[str], *, batch_size: int = 64, probabilities: list[bool] | None = None,
+                   names: list[str], *, batch_size: int = 64, policies: list[str] | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> ExitScores:
     """Run ``run_batch`` (input batch -> one output per exit, in ``names`` order) over ``x`` in batches.
 
     ``x`` is one array, or a dict input name -> array (every array with the same number of
     samples): ``run_batch`` then gets a dict of the same rows of each."""
-    probabilities = probabilities or [False] * len(names)
+    policies = policies or ["max_softmax"] * len(names)
     parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in names]
     total = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     for start in range(0, total, batch_size):
         rows = slice(start, start + batch_size)
         outputs = run_batch({k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows])
         for index, output in enumerate(outputs):
-            parts[index].append(softmax_scores(output, probabilities=probabilities[index]))
+            parts[index].append(exit_scores(output, policies[index]))
         if progress is not None:
             progress("calibration", min(start + batch_size, total), total)
     confidence = np.stack([np.concatenate([p[0] for p in rows]) for rows in parts])

@@ -5,7 +5,7 @@ import platform
 import re
 from pathlib import Path
 
-from finplan.profiler.timing import SessionConfig, available_cpus
+from finplan.fileio import available_cpus
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -56,7 +56,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
-def describe_device(config: SessionConfig, *, name: str | None = None, cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+def describe_device(execution_provider: str, *, name: str | None = None, cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """The machine a profile is measured on (``execution_provider``: the one its sessions use).
+
+    Takes the provider, not the session config, so that timing.py (which needs ``physical_cores``
+    for its default thread count) and this module do not import each other."""
     import onnxruntime as ort
 
     cpu = cpu_model(cpuinfo)
@@ -69,7 +73,7 @@ def describe_device(config: SessionConfig, *, name: str | None = None, cpuinfo: 
         "cpu": cpu,
         "cores": max(int(cores), 1),
         "threads": logical,
-        "execution_provider": config.execution_provider,
+        "execution_provider": execution_provider,
         "onnxruntime_version": ort.__version__,
         "gpu": gpu_name(),
         "os": f"{platform.system()} {platform.release()}",

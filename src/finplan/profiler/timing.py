@@ -17,6 +17,7 @@ import onnx
 from finplan.errors import FinplanInputError
 from finplan.fileio import available_cpus  # one definition: the runtimes and the CLI bound threads by it
 from finplan.profiler import stats
+from finplan.profiler.device import physical_cores
 
 OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
@@ -24,8 +25,6 @@ OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTEND
 
 def default_threads() -> int:
     """Physical cores this process may use (onnxruntime's default), at least 1."""
-    from finplan.profiler.device import physical_cores
-
     return max(min(physical_cores() or available_cpus(), available_cpus()), 1)
 
 
