@@ -17,7 +17,8 @@ from finplan.partition.context import contexts
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import evaluate
 from finplan.partition.exhaustive import exhaustive
-from finplan.partition.fin import DEFAULT_EPSILON, GRAPH_GAMMA, fin
+from finplan.partition.fin import DEFAULT_EPSILON, fin
+from finplan.partition.fin_graph import GRAPH_GAMMA
 from finplan.partition.milp import milp
 from finplan.partition.plan import plan_document, validate_plan
 from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from finplan.errors import FinplanInputError
 from finplan.partition import fin as F
+from finplan.partition import fin_graph as G
+from finplan.partition import hops as H
 from finplan.partition.context import contexts
 from finplan.partition.problem import Options, Scenario
 from test_dynamic_and_multi import calibrated_card
@@ -27,17 +29,17 @@ def _graph_arrays(graph):
     n_nodes = graph.topology.n_nodes
     for b, layer in enumerate(graph.layers):
         energy = graph.energy(b)
-        dense = layer if isinstance(layer, F._DenseLayer) else F._to_dense(layer, n_nodes, graph.gamma)
+        dense = layer if isinstance(layer, G._DenseLayer) else G._to_dense(layer, n_nodes, graph.gamma)
         out.append((energy, np.where(np.isfinite(energy), dense.parent, -2)))
-    return out, F._terminals(graph)
+    return out, G.graph_terminals(graph)
 
 
 def _assert_same_graphs(ctx, gamma, lam, usage=None):
     for i in ctx.accurate():
         chain = ctx.chain(i)
-        ref_layers, ref_terms = _graph_arrays(F.build_graph(ctx, chain, gamma, lam, usage, method="dense"))
+        ref_layers, ref_terms = _graph_arrays(G.build_graph(ctx, chain, gamma, lam, usage, method="dense"))
         for method in ("sparse", "auto"):
-            layers, terms = _graph_arrays(F.build_graph(ctx, chain, gamma, lam, usage, method=method))
+            layers, terms = _graph_arrays(G.build_graph(ctx, chain, gamma, lam, usage, method=method))
             assert terms == ref_terms
             for (e1, p1), (e2, p2) in zip(layers, ref_layers):
                 assert np.array_equal(e1, e2) and np.array_equal(p1, p2)
@@ -71,16 +73,16 @@ def test_sparse_and_dense_agree_without_capacity(ctx, gamma):
 def test_frontier_pruning_is_the_dense_rule(row, lam):
     """(1 + lambda) over the replicas in order of units (lambda = 0: dominated replicas only)."""
     dense = np.array([row])
-    F._prune(dense, lam)
-    sparse = F._prune_front({q: (q, e, 0, 0) for q, e in enumerate(row) if math.isfinite(e)}, lam)
+    G._prune(dense, lam)
+    sparse = G._prune_front({q: (q, e, 0, 0) for q, e in enumerate(row) if math.isfinite(e)}, lam)
     assert [(q, e) for q, e, _n, _p in sparse] == [(int(q), float(dense[0, q])) for q in np.flatnonzero(np.isfinite(dense[0]))]
 
 
 def test_lambda_rule_by_hand():
     # units 0..4; lambda 0.5: keep 10 (first), drop 8 (8 x 1.5 >= 10), keep 6, drop 7 (dominated), keep 3
     best = {q: (q, e, 0, 0) for q, e in enumerate([10.0, 8.0, 6.0, 7.0, 3.0])}
-    assert [e for _q, e, _n, _p in F._prune_front(best, 0.5)] == [10.0, 6.0, 3.0]
-    assert [e for _q, e, _n, _p in F._prune_front(best, 0.0)] == [10.0, 8.0, 6.0, 3.0]
+    assert [e for _q, e, _n, _p in G._prune_front(best, 0.5)] == [10.0, 6.0, 3.0]
+    assert [e for _q, e, _n, _p in G._prune_front(best, 0.0)] == [10.0, 8.0, 6.0, 3.0]
 
 
 def test_dynamic_mode_methods_agree(paper_network):
@@ -102,11 +104,11 @@ def test_prefix_sharing_changes_nothing(ctx, gamma):
     shared: dict = {}
     for i in ctx.accurate():
         chain = ctx.chain(i)
-        alone = F.build_graph(ctx, chain, gamma)
-        with_prefix = F.build_graph(ctx, chain, gamma, shared=shared)
+        alone = G.build_graph(ctx, chain, gamma)
+        with_prefix = G.build_graph(ctx, chain, gamma, shared=shared)
         for b in range(chain.n_blocks):
             assert np.array_equal(alone.energy(b), with_prefix.energy(b))
-        assert F._terminals(alone) == F._terminals(with_prefix)
+        assert G.graph_terminals(alone) == G.graph_terminals(with_prefix)
 
 
 def test_unknown_method_is_refused(paper_network, paper_cards):
@@ -134,8 +136,8 @@ def test_small_hops_are_the_numpy_hops_bit_for_bit(ctx, gamma, seed):
                                         * (rng.random(chain.cut_time_s.shape) < 0.5))
         for c in (chain, with_cuts):
             for lo in range(1, c.n_blocks):
-                small = F._chain_hops_small(topo, c, gamma, ctx.app.max_latency_s, lo)
-                big = F._chain_hops_numpy(topo, c, gamma, ctx.app.max_latency_s, lo)
+                small = H._chain_hops_small(topo, c, gamma, ctx.app.max_latency_s, lo)
+                big = H._chain_hops_numpy(topo, c, gamma, ctx.app.max_latency_s, lo)
                 assert small.units_list == big.units_list
                 assert small.energy_list == big.energy_list
                 assert np.array_equal(small.energy, big.energy)

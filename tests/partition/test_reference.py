@@ -5,7 +5,8 @@ import pytest
 
 from finplan.partition.baselines import mcp
 from finplan.partition.exhaustive import exhaustive
-from finplan.partition.fin import GRAPH_GAMMA, fin
+from finplan.partition.fin import fin
+from finplan.partition.fin_graph import GRAPH_GAMMA
 from finplan.partition.milp import milp
 from partition_helpers import paper_ctx
 

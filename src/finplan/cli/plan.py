@@ -184,7 +184,8 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     bytes; paths in it are relative to the plan file's folder (to the current folder when the
     plan is only printed with --json).
     """
-    from finplan.partition.fin import DEFAULT_EPSILON, feasible_inference_graph
+    from finplan.partition.fin import DEFAULT_EPSILON
+    from finplan.partition.graphml import feasible_inference_graph
     from finplan.partition.plan import add_binding, cost_warnings, plan_document, validate_plan
     from finplan.partition.solve import solve
 

@@ -3,7 +3,7 @@
 A hop into block b over the link n -> m (n = m: staying, free and instant) takes the transfer
 of block b-1's output, block b's computation on m (with the exit heads it carries) and, when it
 leaves n, the runtime stage overhead n pays there; it costs the expected transfer energy plus
-block b's expected compute energy on m. FIN's discretised graph (``fin.build_graph``) takes
+block b's expected compute energy on m. FIN's discretised graph (``fin_graph.build_graph``) takes
 these times as whole latency units, ceil(gamma t / max_latency); its exact label DP
 (``pareto.label_layers``) takes them in seconds, as they are.
 """

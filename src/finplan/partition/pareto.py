@@ -1,6 +1,6 @@
 """FIN's exact dynamic program: Pareto frontiers of (latency, energy) labels on exact latencies.
 
-FIN's graph (``fin.build_graph``) rounds every hop's latency up to whole units of
+FIN's graph (``fin_graph.build_graph``) rounds every hop's latency up to whole units of
 max_latency / gamma; a chain of B blocks can then lose up to B units, and the cheapest plan
 that uses the budget tightly is cut off. Here the same layered DP keeps, per (block, node), the
 labels (latency_s, energy_j) of partial placements in seconds, as they are: a label is dropped
