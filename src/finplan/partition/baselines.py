@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from finplan.partition.context import AppContext, AppResult, better
 from finplan.partition.evaluate import CAPACITY_TAGS, Usage
-from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, count_placements, exhaustive
+from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, exhaustive
 from finplan.partition.explain import infeasibility_reason
 from finplan.partition.paths import layered_shortest
+from finplan.partition.search import count_placements, fastest_within_capacity
 
 # Tier order used by MCP to move "up": unknown tiers sit with the edge.
 TIER_RANK = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 1, "cloud": 2}
@@ -134,7 +135,7 @@ def min_latency(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUS
         return exhaustive(ctx, usage, limit, objective="latency")
     best = best_ev = None
     for i in indices:
-        ev = _fastest_within_capacity(ctx, i, usage)
+        ev = fastest_within_capacity(ctx, i, usage)
         if ev is None:
             continue
         key = (ev.latency_s, ev.energy_j, i, [ctx.network.index(n) for n in ev.placement])
@@ -143,37 +144,6 @@ def min_latency(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUS
     if best_ev is None:
         return AppResult(ctx.app, None, infeasibility_reason(ctx, usage)[1])
     return AppResult(ctx.app, best_ev, None if best_ev.feasible else "; ".join(best_ev.violations))
-
-
-def _fastest_within_capacity(ctx: AppContext, i: int, usage: Usage | None):
-    """Heuristic part of ``min_latency``: the fastest path of policy ``i``, repaired until
-    the cumulative node and link loads fit (None when the repairs run out)."""
-    chain = ctx.chain(i)
-    names = ctx.network.names
-    ok = ctx.allowed(chain, usage)
-    pinned = ctx.source if ctx.options.first_block_at_source else None
-    for _attempt in range(ok.size + 1):
-        found = layered_shortest(ctx, chain, "latency", usage, ok)
-        if found is None:
-            return None
-        ev = ctx.evaluate(i, found[2], usage)
-        over = [tag for tag in ev.violated if tag.startswith(CAPACITY_TAGS)]
-        if not over:
-            return ev
-        kind, _, where = over[0].partition(":")
-        if kind == "link":
-            tail, head = where.split("->")
-            before = [names[ctx.source]] + ev.placement[:-1]  # where each block's input comes from
-            blocks = [b for b in range(len(ev.placement)) if ev.placement[b] == head and before[b] == tail]
-            node = head
-        else:
-            node = where
-            blocks = [b for b, placed in enumerate(ev.placement) if placed == node
-                      and not (b == 0 and pinned == names.index(node))]
-        if not blocks:
-            return None
-        ok[blocks[-1], names.index(node)] = False
-    return None
 
 
 def _rank(ctx: AppContext, n: int) -> int:

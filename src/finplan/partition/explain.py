@@ -12,6 +12,7 @@ from finplan.partition.evaluate import (
     CAPACITY_TAGS, Evaluation, Usage, bits_per_s, ms, node_busy_text, node_memory_text, sent_text,
 )
 from finplan.partition.paths import layered_shortest
+from finplan.partition.search import count_placements, enumerate_best, fastest_within_capacity
 
 
 def _policy_label(ctx: AppContext, index: int) -> str:
@@ -151,8 +152,6 @@ def fastest_within_limits(ctx: AppContext, usage: Usage | None = None):
     finds no such path, or up to EXPLAIN_EXACT_LIMIT placements (enumeration); above it the
     min-latency baseline's repair heuristic (``exact`` False: a placement may be missed).
     """
-    from finplan.partition.exhaustive import count_placements, enumerate_best
-
     capped = fastest(ctx, usage)
     if capped is None:
         return None, True
@@ -161,11 +160,9 @@ def fastest_within_limits(ctx: AppContext, usage: Usage | None = None):
         return ev, True
     if count_placements(ctx) <= EXPLAIN_EXACT_LIMIT:
         return enumerate_best(ctx, usage, "latency"), True
-    from finplan.partition.baselines import _fastest_within_capacity
-
     best = None
     for p in ctx.accurate():
-        found = _fastest_within_capacity(ctx, p, usage)
+        found = fastest_within_capacity(ctx, p, usage)
         if found is not None and (best is None or found.latency_s < best.latency_s):
             best = found
     return best, False

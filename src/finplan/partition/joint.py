@@ -46,8 +46,10 @@ import numpy as np
 from finplan.partition.context import AppContext, AppResult
 from finplan.partition.costs import link_lists
 from finplan.partition.evaluate import Evaluation, Usage
-from finplan.partition.explain import crowded_out
+from finplan.partition.explain import crowded_out, policy_of
+from finplan.partition.fin import fin
 from finplan.partition.problem import Network
+from finplan.partition.search import count_placements, enumerate_best
 
 # Placements per exit policy up to which the bound's subproblem is solved by enumeration (exact).
 BOUND_ENUMERATION = 50_000
@@ -303,8 +305,6 @@ def _add_column(cls: AppClass, policy: int, nodes, resources) -> bool:
 
 
 def _fin_column(cls: AppClass, policy: int, prices, weight, gamma, lam):
-    from finplan.partition.fin import fin
-
     pctx = priced_context(cls.rep, policy, prices, cls, weight)
     res = fin(pctx, gamma, lam)
     if not res.feasible:
@@ -317,9 +317,6 @@ def _exact_min(cls: AppClass, policy: int, prices, weight, gamma, info: "JointIn
     """(priced minimum over the class's plans of one policy, or a lower bound on it; the
     minimising nodes when they are a plan of the real problem, else None). Sets
     ``info.bound_exact`` False when only the relaxation's bound could be computed."""
-    from finplan.partition.exhaustive import count_placements, enumerate_best
-    from finplan.partition.fin import fin
-
     pctx = priced_context(cls.rep, policy, prices, cls, weight)
     if count_placements(pctx) <= BOUND_ENUMERATION:
         ev = enumerate_best(pctx)
@@ -698,9 +695,6 @@ def _fill(ctxs, classes, results, gamma, lam):
     """Offer the capacity left to the applications left out, one class at a time (the best
     placement on the residual capacity: enumerated when the class is small, else FIN); a class
     stops at its first member that does not fit (the others face the same residual)."""
-    from finplan.partition.exhaustive import count_placements, enumerate_best
-    from finplan.partition.fin import fin
-
     usage = _served_usage(results)
     for cls in classes:
         if not cls.columns:
@@ -725,8 +719,6 @@ def _fill(ctxs, classes, results, gamma, lam):
 
 
 def _policy(ctx, ev) -> int:
-    from finplan.partition.explain import policy_of
-
     return policy_of(ctx, ev)
 
 
@@ -735,8 +727,6 @@ def _finish(ctxs, classes, results, gamma, lam):
     alone would exceed next to the served ones (``crowded_out``), or, when none fits even alone,
     FIN's own reason. (The sequential planner's proof that nothing fits the residual capacity,
     ``explain`` with the others' loads, costs about a FIN solve per application left out.)"""
-    from finplan.partition.fin import fin
-
     usage = _served_usage(results)
     for cls in classes:
         alone = min(cls.columns, key=lambda col: (col.energy_j, col.policy, col.nodes)) if cls.columns else None

@@ -16,11 +16,15 @@ import jsonschema
 from finplan.errors import FinplanInputError
 from finplan.fileio import check_schema, reject_non_finite, without_notes
 from finplan.hardware_profiles import schema_document
-from finplan.partition.context import AppResult, SolveResult
+from finplan.partition.context import AppResult, SolveResult, contexts
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import CAPACITY_TAGS, Usage, ms
+from finplan.partition.exhaustive import exhaustive
 from finplan.partition.explain import policy_of
+from finplan.partition.fin import fin
+from finplan.partition.joint import restricted_contexts
 from finplan.partition.problem import Scenario, cost_source
+from finplan.partition.search import count_placements
 
 SCHEMA = "finplan.plan/1"
 
@@ -237,9 +241,6 @@ def _others_usage(result: SolveResult, a: int) -> Usage:
 def _best_plan(ctx, usage: Usage | None, gamma: int | None, exact_limit: int):
     """The minimum-energy plan of ``ctx`` (an Evaluation, or None): exact up to ``exact_limit``
     placements, else FIN's."""
-    from finplan.partition.exhaustive import count_placements, exhaustive
-    from finplan.partition.fin import fin
-
     if count_placements(ctx) <= exact_limit:
         return exhaustive(ctx, usage, exact_limit).evaluation
     return fin(ctx, gamma, 0.0, usage).evaluation
@@ -312,9 +313,6 @@ def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit
     Complexity: per feasible application, that of ``binding_constraints`` (optimising solvers),
     O(1) for baselines.
     """
-    from finplan.partition.context import contexts
-    from finplan.partition.joint import restricted_contexts
-
     optimum = result.solver in OPTIMISING_SOLVERS
     ctxs = contexts(scenario) if optimum else [None] * len(result.apps)
     if optimum and len(ctxs) > 1:

@@ -9,6 +9,7 @@ from finplan.partition.baselines import BASELINES
 from finplan.partition.context import SolveResult, contexts
 from finplan.partition.costs import DEFAULT_QUANTILES, is_close
 from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, exhaustive
+from finplan.partition.explain import policy_of
 from finplan.partition.fin import (
     DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LAMBDA, check_epsilon, check_parameters, fin, fin_parameters,
 )
@@ -119,8 +120,6 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
 
 def _start_of(ctxs, results) -> list:
     """A plan as the MILP's starting solution: per application (policy index, node indices) or None."""
-    from finplan.partition.explain import policy_of
-
     out = []
     for ctx, r in zip(ctxs, results):
         if not r.feasible:
