@@ -165,7 +165,7 @@ def test_dynamic_plan_document_reports_thresholds(paper_network):
     app = Application("a", card, "cal.json", "device", 0.004, 0.7)
     scenario = Scenario(paper_network, (app,), Options(mode="dynamic"))
     result = solve(scenario, "fin")
-    doc = validate_plan(plan_document(scenario, result, reproducible=True))
+    doc = validate_plan(plan_document(scenario, result))
     entry = doc["applications"][0]
     ev = result.apps[0].evaluation
     assert entry["thresholds"] == ev.thresholds

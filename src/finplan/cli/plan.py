@@ -13,28 +13,30 @@ SOLVER_CHOICES = ("fin", "fin-sequential", "exhaustive", "milp", "mcp", "device-
                   "min-latency")
 
 
-def _gamma(value):
-    if value is None:
-        return None
+# How plan's messages name solve()'s parameters: by their options.
+FIELDS = {"solver": "--solver", "gamma": "--gamma", "lam": "--lambda", "epsilon": "--epsilon",
+          "time_limit_s": "--time-limit"}
+
+
+def _number(value, convert):
+    """``value`` (an option's text) as ``convert`` reads it, or the text itself when it does not
+    read, so that FIN's one parameter check refuses it by the option's name."""
     try:
-        number = int(str(value))
+        return convert(str(value))
     except ValueError:
-        raise FinplanInputError(f"is {value!r}; expected an integer > 0 (latency units)", field="--gamma") from None
-    if number <= 0:
-        raise FinplanInputError(f"is {value!r}; expected an integer > 0 (latency units)", field="--gamma")
-    return number
+        return value
 
 
-def _lambda(value):
-    import math
+def _parameters(gamma, lam, epsilon):
+    """--gamma, --lambda and --epsilon as numbers, checked by FIN's own parameter check."""
+    from finplan.partition.fin import DEFAULT_EPSILON, check_epsilon, check_parameters
 
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise FinplanInputError(f"is {value!r}; expected a number >= 0", field="--lambda")
-    return number
+    gamma = None if gamma is None else _number(gamma, int)
+    lam = _number(lam, float)
+    epsilon = DEFAULT_EPSILON if epsilon is None else _number(epsilon, float)
+    check_parameters(gamma, lam, gamma_field=FIELDS["gamma"], lambda_field=FIELDS["lam"])
+    check_epsilon(epsilon, FIELDS["epsilon"])
+    return gamma, lam, epsilon
 
 
 def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
@@ -64,18 +66,6 @@ def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mod
                               parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options)
 
 
-def _epsilon(value):
-    import math
-
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise FinplanInputError(f"is {value!r}; expected a number >= 0 (0: always exact)", field="--epsilon")
-    return number
-
-
 def _time_limit(value):
     if value is None:
         return None
@@ -95,7 +85,7 @@ def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
     times = {}
     for name in SOLVERS:
         try:
-            results[name] = solve(scenario, name, gamma=gamma, lam=lam, time_limit_s=time_limit_s,
+            results[name] = solve(scenario, name, gamma=gamma, lam=lam, time_limit_s=time_limit_s, fields=FIELDS,
                                   **({} if epsilon is None else {"epsilon": epsilon}))
             times[name] = results[name].solve_time_s
         except FinplanInputError as exc:  # exhaustive refuses large instances: say so in the table
@@ -154,8 +144,6 @@ def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
 @click.option("--timings", is_flag=True,
               help="Write the measured solve times into the plan (and --json); without it they are null, so equal "
                    "inputs give equal bytes.")
-@click.option("--reproducible", is_flag=True,
-              help="No effect: plans are reproducible by default (kept so that old scripts run).")
 @click.option("--model", help="Shortcut: model card (finplan.model/1).")
 @click.option("--network", help="Shortcut: network (finplan.network/1).")
 @click.option("--source", help="Shortcut: node where the input arrives.")
@@ -166,7 +154,7 @@ def _compare(scenario, gamma, lam, time_limit_s=None, epsilon=None):
 @click.option("--raw-offload", is_flag=True, help="Shortcut: allow sending the raw input before block 1.")
 @click.option("--non-strict", is_flag=True, help="Shortcut: latency <= max and accuracy >= min (default strict <, >).")
 def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, as_json, quiet, export_graph, fail_infeasible,
-            timings, reproducible, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
+            timings, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
     """Place each application's blocks on the network, minimising energy.
 
     \b
@@ -184,18 +172,12 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     bytes; paths in it are relative to the plan file's folder (to the current folder when the
     plan is only printed with --json).
     """
-    from finplan.partition.fin import DEFAULT_EPSILON
     from finplan.partition.graphml import feasible_inference_graph
     from finplan.partition.plan import add_binding, cost_warnings, plan_document, validate_plan
     from finplan.partition.solve import solve
 
-    gamma = _gamma(gamma)
-    epsilon = DEFAULT_EPSILON if epsilon is None else _epsilon(epsilon)
-    lam = _lambda(lam)
+    gamma, lam, epsilon = _parameters(gamma, lam, epsilon)
     time_limit_s = _time_limit(time_limit)
-    if timings and reproducible:
-        raise FinplanInputError("asks for solve times in the plan, which --reproducible leaves out; give one of them",
-                                field="--timings")
     for path in (output, export_graph):
         if path:
             require_writable(path)
@@ -209,7 +191,7 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     if time_limit_s is not None and solver != "milp" and not compare:
         click.echo(f"finplan: warning: --time-limit only bounds MILP runs (--solver milp, --compare); --solver "
                    f"{solver} does not use it", err=True)
-    result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s, epsilon=epsilon)
+    result = solve(scen, solver, gamma=gamma, lam=lam, time_limit_s=time_limit_s, epsilon=epsilon, fields=FIELDS)
     add_binding(scen, result, gamma)
     base_dir = Path(output).parent if output else None
     doc = plan_document(scen, result, timings=timings, base_dir=base_dir)
@@ -230,7 +212,7 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
 
         ctxs = contexts(scen)
         for ctx in ctxs:
-            graph = feasible_inference_graph(ctx, gamma, lam)
+            graph = feasible_inference_graph(ctx, gamma, lam, field="--export-graph", gamma_field="--gamma")
             target = Path(export_graph)
             if len(ctxs) > 1:
                 target = target.with_name(f"{target.stem}-{ctx.app.name}{target.suffix}")

@@ -23,7 +23,6 @@ at nodes or links, and idle power.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -363,12 +362,3 @@ def within(value: float, limit: float, strict: bool) -> bool:
 
 def accuracy_ok(accuracy: float, minimum: float, strict: bool) -> bool:
     return accuracy > minimum if strict else accuracy >= minimum
-
-
-def ceil_units(time_s: np.ndarray | float, gamma: int, max_latency_s: float):
-    """Latency units of FIN: ceil(gamma * t / max_latency); rounding up keeps FIN's paths feasible."""
-    return np.ceil(np.asarray(time_s) * gamma / max_latency_s)
-
-
-def finite_or_none(value: float):
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -12,7 +12,7 @@ EXHAUSTIVE_LIMIT = 2_000_000
 
 
 def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUSTIVE_LIMIT,
-               objective: str = "energy") -> AppResult:
+               objective: str = "energy", *, field: str = "solver") -> AppResult:
     """Minimum-energy deployment of one application by enumerating every placement.
 
     Problem: as ``fin``, solved exactly: every node sequence of every accuracy-meeting exit
@@ -34,7 +34,7 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
     if total > limit:
         raise FinplanInputError(
             f"instance too large for the exhaustive solver: {total:,} placements to enumerate, over the limit of "
-            f"{limit:,}; use --solver milp (exact) or fin", field="--solver")
+            f"{limit:,}; use {field} milp (exact) or fin", field=field)
     best_eval = enumerate_best(ctx, usage, objective)
     if best_eval is None:
         _kind, reason = infeasibility_reason(ctx, usage)

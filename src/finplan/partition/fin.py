@@ -266,14 +266,52 @@ def fin_parameters(gamma: int | None, lam: float, epsilon: float) -> dict:
     return {"gamma": int(gamma), "lambda": float(lam)}
 
 
-def check_parameters(gamma, lam) -> None:
+def check_parameters(gamma, lam, *, gamma_field: str = "gamma", lambda_field: str = "lambda") -> None:
+    """Refuse a gamma or lambda FIN cannot run with.
+
+    Parameters
+    ----------
+    gamma : int or None
+        None (the exact label DP) or an integer > 0 (latency units of the discretised graph).
+    lam : float
+        Proximity pruning, a finite number >= 0.
+    gamma_field, lambda_field : str
+        The names the caller's user knows them by (the CLI passes ``"--gamma"``, ``"--lambda"``).
+
+    Raises
+    ------
+    FinplanInputError
+        Naming the field and what was expected.
+
+    Notes
+    -----
+    The one check of FIN's parameters: ``solve``, ``fin``, the GraphML export and the CLI all
+    call it. O(1).
+    """
     if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, np.integer)) or gamma <= 0):
-        raise FinplanInputError(f"is {gamma!r}; expected an integer > 0 (latency units)", field="--gamma")
+        raise FinplanInputError(f"is {gamma!r}; expected an integer > 0 (latency units)", field=gamma_field)
     if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise FinplanInputError(f"is {lam!r}; expected a number >= 0", field="--lambda")
+        raise FinplanInputError(f"is {lam!r}; expected a number >= 0", field=lambda_field)
 
 
 def check_epsilon(epsilon, field: str = "epsilon") -> None:
-    """Refuse an epsilon that is not a number >= 0; ``field`` names it as the caller's user knows it."""
+    """Refuse an epsilon that is not a finite number >= 0.
+
+    Parameters
+    ----------
+    epsilon : float
+        The label DP's bound where a frontier is trimmed (0: never trim).
+    field : str
+        The name the caller's user knows it by (the CLI passes ``"--epsilon"``).
+
+    Raises
+    ------
+    FinplanInputError
+        Naming ``field`` and what was expected.
+
+    Notes
+    -----
+    O(1).
+    """
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon < 0:
         raise FinplanInputError(f"is {epsilon!r}; expected a number >= 0 (0: always exact)", field=field)

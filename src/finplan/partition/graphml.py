@@ -11,17 +11,47 @@ from finplan.partition.fin_graph import GRAPH_GAMMA, build_graph
 
 
 def feasible_inference_graph(ctx: AppContext, gamma: int = GRAPH_GAMMA, lam: float = DEFAULT_LAMBDA,
-                             usage: Usage | None = None, max_vertices: int = 200_000):
-    """The pruned feasible inference graph of every accuracy-meeting policy, as a networkx
-    DiGraph (vertices "exit:block@node#q" with attributes; hops carry energy_j and units),
-    with a "source" and a "sink" vertex. For inspection of small instances.
-    Raises FinplanInputError above ``max_vertices``.
+                             usage: Usage | None = None, max_vertices: int = 200_000, *, field: str = "graph",
+                             gamma_field: str = "gamma"):
+    """The pruned feasible inference graph of every accuracy-meeting policy, for inspection.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    gamma : int or None
+        Latency units of the graph (None: ``GRAPH_GAMMA``, since the exact label DP has no units).
+    lam : float
+        Proximity pruning (>= 0).
+    usage : Usage or None
+        Capacity the other applications take.
+    max_vertices : int
+        Refuse graphs with more vertices than this (GraphML of millions of vertices helps nobody).
+    field, gamma_field : str
+        The names the caller's user knows the export and gamma by (the CLI passes
+        ``"--export-graph"`` and ``"--gamma"``).
+
+    Returns
+    -------
+    networkx.DiGraph
+        Vertices "exit:block@node#q" with attributes (policy, block, node, q, energy_j); hops
+        carry energy_j and units; plus a "source" and a "sink" vertex.
+
+    Raises
+    ------
+    FinplanInputError
+        Above ``max_vertices``, or for a gamma or lambda ``fin.check_parameters`` refuses.
+
+    Notes
+    -----
+    Builds the graph of each accuracy-meeting policy with ``fin_graph.build_graph`` (dense view):
+    O(P B N gamma) vertices and O(P B |links| gamma) hops for P policies and B blocks.
     """
     import networkx as nx
 
     if gamma is None:
         gamma = GRAPH_GAMMA  # the exact label DP has no graph of units to export
-    check_parameters(gamma, lam)
+    check_parameters(gamma, lam, gamma_field=gamma_field)
     out = nx.DiGraph()
     out.add_node("source", kind="source")
     out.add_node("sink", kind="sink")
@@ -38,8 +68,8 @@ def feasible_inference_graph(ctx: AppContext, gamma: int = GRAPH_GAMMA, lam: flo
         for layer in energies:
             count += int(np.isfinite(layer).sum())
             if count > max_vertices:
-                raise FinplanInputError(f"the graph has more than {max_vertices} vertices; use a smaller --gamma "
-                                        "to export it", field="--export-graph")
+                raise FinplanInputError(f"the graph has more than {max_vertices} vertices; use a smaller "
+                                        f"{gamma_field} to export it", field=field)
 
         def vid(b, m, q):
             return f"{label}:{card.blocks[b].name}@{names[m]}#{q}"

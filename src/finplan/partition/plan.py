@@ -18,7 +18,7 @@ from finplan.fileio import check_schema, reject_non_finite, without_notes
 from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult, contexts
 from finplan.partition.costs import is_close
-from finplan.partition.evaluate import CAPACITY_TAGS, Usage, ms
+from finplan.partition.evaluate import CAPACITY_TAGS, Usage
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.explain import policy_of
 from finplan.partition.fin import fin
@@ -144,13 +144,12 @@ def app_entry(result: AppResult, options, scenario: Scenario | None = None, base
 
 
 def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = False,
-                  base_dir: str | os.PathLike | None = None, reproducible: bool | None = None) -> dict:
+                  base_dir: str | os.PathLike | None = None) -> dict:
     """The ``finplan.plan/1`` document of a solve (self-contained: the network is inline).
 
     Parameters: ``timings``: write the measured solver.solve_time_s (the one field that varies
     between runs); without it the field is null and equal inputs give equal bytes. ``base_dir``: the folder paths are
     recorded relative to (the plan file's; default the current folder, see ``recorded_path``).
-    ``reproducible``: accepted for old callers, no effect (reproducible is the default).
     Returns the document (a dict).
     """
     base = base_dir
@@ -335,20 +334,3 @@ def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit
             ev.binding = binding_constraints(ctx, ev, usage, gamma, exact_limit)
         else:
             ev.binding = list(ev.at_limit)
-
-
-def summary_rows(doc: dict) -> list[dict]:
-    """Per application, the facts a person reads first (used by the CLI tables)."""
-    rows = []
-    for app in doc["applications"]:
-        p = app["predicted"]
-        rows.append({
-            "name": app["name"], "model": app["model"]["name"], "feasible": app["feasible"],
-            "placement": ", ".join(f"{x['block']}@{x['node']}" for x in app["placement"]),
-            "final_exit": app["final_exit"], "thresholds": app["thresholds"],
-            "energy_j": p and p["energy_j"], "compute_energy_j": p and p["compute_energy_j"],
-            "transfer_energy_j": p and p["transfer_energy_j"], "latency": p and ms(p["latency_s"]),
-            "accuracy": p and p["accuracy"], "binding": ", ".join(app["binding"]) or "none",
-            "reason": app.get("reason"),
-        })
-    return rows

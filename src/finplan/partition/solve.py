@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Mapping
 
 from finplan.errors import FinplanInputError
 from finplan.partition.baselines import BASELINES
@@ -20,6 +21,9 @@ from finplan.partition.problem import Scenario
 
 SOLVERS = ("fin", "fin-sequential", "exhaustive", "milp", "mcp", "device-only", "cloud-only", "single-cut",
            "min-latency")
+# How messages name solve()'s parameters unless the caller says otherwise (``fields``).
+PARAMETER_FIELDS = {"solver": "solver", "gamma": "gamma", "lam": "lambda", "epsilon": "epsilon",
+                    "time_limit_s": "time_limit_s"}
 # The joint MILP is run to report FIN's gap only below this many applications x policies x blocks x links.
 JOINT_GAP_SIZE = 200_000
 
@@ -27,7 +31,7 @@ JOINT_GAP_SIZE = 200_000
 def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA, lam: float = DEFAULT_LAMBDA,
           quantiles=DEFAULT_QUANTILES, exhaustive_limit: int = EXHAUSTIVE_LIMIT, joint_gap: bool = False,
           time_limit_s: float | None = None, epsilon: float = DEFAULT_EPSILON, warm_start: bool = True,
-          bound: bool = True) -> SolveResult:
+          bound: bool = True, fields: Mapping[str, str] | None = None) -> SolveResult:
     """Plan every application of ``scenario`` with ``solver`` (one of SOLVERS).
 
     With one application every solver solves it alone. With several: fin plans them jointly
@@ -47,16 +51,21 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
     or no plan with the reason "MILP time limit reached before any feasible plan was found".
     FIN: ``gamma`` None (default) runs its exact label DP, with ``epsilon`` its bound where a
     frontier is trimmed; an integer gamma the discretised graph (``fin.fin``).
+    ``fields`` maps the parameter names (solver, gamma, lam, epsilon, time_limit_s) to the names
+    the caller's user knows them by in messages (the CLI: ``CLI_FIELDS``); default: the
+    parameter names themselves.
     Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, epsilon < 0, a time
     limit that is not a positive number, or an instance too large for exhaustive.
     """
+    name = {**PARAMETER_FIELDS, **(fields or {})}
     if solver not in SOLVERS:
-        raise FinplanInputError(f"is {solver!r}; expected one of {', '.join(SOLVERS)}", field="--solver")
-    check_parameters(gamma, lam)
-    check_epsilon(epsilon)
+        raise FinplanInputError(f"is {solver!r}; expected one of {', '.join(SOLVERS)}", field=name["solver"])
+    check_parameters(gamma, lam, gamma_field=name["gamma"], lambda_field=name["lam"])
+    check_epsilon(epsilon, name["epsilon"])
     if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
                                      or not math.isfinite(time_limit_s) or time_limit_s <= 0):
-        raise FinplanInputError(f"is {time_limit_s!r}; expected a duration > 0 such as 30s", field="--time-limit")
+        raise FinplanInputError(f"is {time_limit_s!r}; expected a duration > 0 such as 30s",
+                                field=name["time_limit_s"])
     ctxs = contexts(scenario, quantiles)
     parameters: dict = {}
     if scenario.options.mode == "dynamic":
@@ -87,7 +96,7 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
             one = lambda ctx, usage: fin(ctx, gamma, lam, usage, epsilon=epsilon)  # noqa: E731
         elif solver == "exhaustive":
             parameters["limit"] = exhaustive_limit
-            one = lambda ctx, usage: exhaustive(ctx, usage, exhaustive_limit)  # noqa: E731
+            one = lambda ctx, usage: exhaustive(ctx, usage, exhaustive_limit, field=name["solver"])  # noqa: E731
         else:
             one = BASELINES[solver]
         results, info = plan_sequentially(ctxs, one, fallback=solver in ("fin", "fin-sequential", "exhaustive"))
