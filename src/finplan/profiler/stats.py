@@ -7,8 +7,9 @@ skewed and heavy-tailed, so a normal-theory interval on the mean would mislead).
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
 
@@ -82,16 +83,8 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
 
 
 def _z_two_sided(confidence: float) -> float:
-    # Inverse normal CDF by bisection on erf: no scipy needed, and only called with a handful of values.
-    target = 1.0 - (1.0 - confidence) / 2.0
-    lo, hi = 0.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    """The standard normal quantile with ``confidence`` between -z and z."""
+    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
 
 
 def median_ci(samples, confidence: float = 0.95) -> tuple[float, float] | None:
