@@ -26,13 +26,13 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results"
 # ---------------------------------------------------------------- problem building
 
 def paper_network():
-    from finplan.partition.problem import load_network
+    from finplan.partition.documents import load_network
 
     return load_network(PAPER / "network.yaml")
 
 
 def paper_card(model: str):
-    from finplan.partition.problem import load_card_file
+    from finplan.partition.documents import load_card_file
 
     return load_card_file(PAPER / f"{model}.json")
 

@@ -53,7 +53,8 @@ def tiered_scenario(n_apps: int, n_edges: int, seed: int):
     """A random tiered network (see the module docstring) with ``n_apps`` applications."""
     import numpy as np
 
-    from finplan.partition.problem import Application, Options, Scenario, network_from_dict
+    from finplan.partition.documents import network_from_dict
+    from finplan.partition.problem import Application, Options, Scenario
 
     rng = np.random.default_rng(seed)
     ref = paper_network()

@@ -334,7 +334,8 @@ def gamma_figure(rows, scan_rows, out: Path):
 
 def multi_scenario(users: int):
     """``users`` applications per model, each on its own device, sharing one edge and one cloud."""
-    from finplan.partition.problem import Application, Options, Scenario, network_from_dict
+    from finplan.partition.documents import network_from_dict
+    from finplan.partition.problem import Application, Options, Scenario
 
     ref = paper_network()
     device, edge, cloud = (ref.node(n) for n in ("device", "edge", "cloud"))
@@ -456,7 +457,7 @@ def stand_in_card(model: str, scores: dict):
     """The paper's card of ``model`` (costs) with the embedded digits model's exit behaviour:
     per-sample confidences, predictions and labels of its exits, and its per-exit accuracies.
     B-LeNet has two exits: they take the digits model's first and last exit."""
-    from finplan.partition.problem import card_from_dict
+    from finplan.partition.documents import card_from_dict
 
     doc = json.loads((common.PAPER / f"{model}.json").read_text())
     digits = scores["exits"]

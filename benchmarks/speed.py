@@ -55,7 +55,8 @@ def random_instance(n_nodes: int, n_blocks: int, seed: int, *, degree: int | Non
     ``latency_share`` x the all-on-source latency of the full model (so offloading is needed),
     raised when even the fastest placement could not meet it.
     """
-    from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+    from finplan.partition.documents import card_from_dict, network_from_dict
+    from finplan.partition.problem import Application, Options, Scenario
 
     rng = np.random.default_rng(seed)
     counts = [max(1, int(round(n_nodes * share))) for _t, share, _o, _p in TIERS]

@@ -108,7 +108,7 @@ def test_yaml_strings_stay_strings(tmp_path, text):
 
 
 def test_a_network_with_1e9_loads(tmp_path):
-    from finplan.partition.problem import load_network
+    from finplan.partition.documents import load_network
 
     path = tmp_path / "net.yaml"
     path.write_text("schema: finplan.network/1\n"

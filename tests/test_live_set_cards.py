@@ -9,7 +9,8 @@ import pytest
 
 from finplan.errors import FinplanInputError
 from finplan.partition.plan import plan_document, validate_plan
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.documents import card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import solve
 
 NETWORK = {"schema": "finplan.network/1",
@@ -72,7 +73,7 @@ def test_paper_cards_keep_one_number_per_block():
     for path in cards:
         text = path.read_text()
         if '"finplan.model/1"' in text:
-            from finplan.partition.problem import load_card_file
+            from finplan.partition.documents import load_card_file
             card = load_card_file(path)
             assert all(b.live_set == () for b in card.blocks)
             loaded += 1

@@ -11,7 +11,7 @@ import pytest
 # The helpers module sits next to this file; test modules import it by name too.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from finplan.partition.problem import load_card_file, load_network
+from finplan.partition.documents import load_card_file, load_network
 from partition_helpers import DATA, MODELS, PAPER
 
 

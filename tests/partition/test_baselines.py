@@ -14,7 +14,8 @@ from finplan.partition.baselines import cloud_only, device_only, min_latency, si
 from finplan.partition.context import contexts
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import CAPACITY_TAGS
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.documents import card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 
 NETWORK = {"schema": "finplan.network/1",
            "nodes": [{"name": "device", "tier": "mobile", "compute": {"ops_per_s": 1e9, "power_w": 2}},

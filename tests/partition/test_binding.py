@@ -13,9 +13,8 @@ from finplan.partition.evaluate import CAPACITY_TAGS
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.plan import add_binding, binding_constraints
 from finplan.partition.context import contexts
-from finplan.partition.problem import (
-    Application, Options, Scenario, card_from_dict, load_scenario, network_from_dict, scenario_from_dict,
-)
+from finplan.partition.documents import card_from_dict, load_scenario, network_from_dict, scenario_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import solve
 from partition_helpers import MULTI, PAPER
 

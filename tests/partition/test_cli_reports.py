@@ -10,7 +10,8 @@ import pytest
 from finplan.partition.context import contexts
 from finplan.partition.evaluate import Usage
 from finplan.partition.explain import infeasibility_reason
-from finplan.partition.problem import Application, Options, Scenario, network_from_dict
+from finplan.partition.documents import network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from partition_helpers import MULTI, lenet_profile
 from partition_helpers import bad, run, shortcut, write_network
 

@@ -10,9 +10,10 @@ import pytest
 from partition_helpers import PAPER
 from finplan.errors import FinplanInputError
 from finplan.partition.evaluate import evaluate
-from finplan.partition.problem import (
-    Application, Options, card_from_dict, load_card_file, network_from_dict, parse_duration_s, parse_fraction,
+from finplan.partition.documents import (
+    card_from_dict, load_card_file, network_from_dict, parse_duration_s, parse_fraction,
 )
+from finplan.partition.problem import Application, Options
 
 # PAPER.md section 2: (placement, exit, energy J, latency ms)
 SPOTS = [
@@ -119,7 +120,7 @@ def test_costs_from_a_hardware_profile(tmp_path):
 
 
 def test_profile_hash_mismatch_names_both_files(tmp_path):
-    from finplan.partition.problem import check_application
+    from finplan.partition.documents import check_application
     (tmp_path / "p.json").write_text(json.dumps(_profile("OTHER", ["b1", "b2"], [], 0.001)))
     net = network_from_dict({"schema": "finplan.network/1", "nodes": [{"name": "n", "profile": "p.json"}]},
                             tmp_path / "net.yaml")

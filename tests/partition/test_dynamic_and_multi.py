@@ -12,7 +12,8 @@ from finplan.partition.evaluate import Usage, evaluate
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.fin import fin
 from finplan.partition.milp import milp
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, load_scenario
+from finplan.partition.documents import card_from_dict, load_scenario
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import SOLVERS, solve
 from partition_helpers import MULTI
 
@@ -93,7 +94,7 @@ def test_dynamic_solvers_agree_and_report_thresholds(paper_network, latency, acc
 
 def test_dynamic_mode_without_calibration_is_bad_input(paper_network, paper_cards):
     from finplan.errors import FinplanInputError
-    from finplan.partition.problem import check_application
+    from finplan.partition.documents import check_application
     app = Application("a", paper_cards["b-alexnet"], "b-alexnet.json", "device", 0.005, 0.5)
     with pytest.raises(FinplanInputError, match="calibration"):
         check_application(app, paper_network, Options(mode="dynamic"))
@@ -144,7 +145,7 @@ def test_shared_capacity_forces_a_choice(paper_network, paper_cards):
     net_doc = dict(paper_network.doc)
     net_doc["nodes"] = [dict(n) for n in net_doc["nodes"]]
     net_doc["nodes"][0]["max_utilization"] = 0.7
-    from finplan.partition.problem import network_from_dict
+    from finplan.partition.documents import network_from_dict
     net = network_from_dict(net_doc)
     t_device = 255400 / 11e9
     rate = 0.4 / t_device  # 40% of the device each
@@ -179,7 +180,7 @@ def test_dynamic_plan_document_reports_thresholds(paper_network):
 def test_capacity_is_max_utilization_by_its_design_name(paper_network):
     """DESIGN.md names the node and link share limit ``capacity``; the issue ``max_utilization``:
     both spell the same limit, and free-form ``description`` / ``x-...`` fields are allowed."""
-    from finplan.partition.problem import network_from_dict
+    from finplan.partition.documents import network_from_dict
 
     doc = json.loads(json.dumps(paper_network.doc))
     doc["nodes"][1]["capacity"] = 0.25

@@ -10,7 +10,7 @@ import pytest
 from finplan.partition.context import contexts
 from finplan.partition.evaluate import Usage
 from finplan.partition.fin import fin
-from finplan.partition.problem import load_scenario
+from finplan.partition.documents import load_scenario
 from finplan.partition.solve import solve
 from partition_helpers import MULTI, PAPER
 from partition_helpers import run, shortcut
@@ -157,7 +157,8 @@ def test_baselines_and_solvers_state_an_overload_in_one_wording(capsys):
 
 def test_memory_overload_in_the_same_wording(paper_network, paper_cards):
     from finplan.partition.evaluate import evaluate
-    from finplan.partition.problem import Application, Options, network_from_dict
+    from finplan.partition.documents import network_from_dict
+    from finplan.partition.problem import Application, Options
 
     doc = json.loads(json.dumps(paper_network.doc))
     doc["nodes"][0]["memory_bytes"] = 1000

@@ -21,7 +21,8 @@ from finplan.partition.fin import DEFAULT_EPSILON, fin
 from finplan.partition.fin_graph import GRAPH_GAMMA
 from finplan.partition.milp import milp
 from finplan.partition.plan import plan_document, validate_plan
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.documents import card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import solve
 from partition_helpers import DATA, PAPER, bad, paper_ctx, run, shortcut
 from test_dynamic_and_multi import calibrated_card

@@ -21,7 +21,8 @@ from finplan.partition.evaluate import Usage
 from finplan.partition.joint import JointInfo, build_classes, joint_fin, restrict
 from finplan.partition.milp import milp
 from finplan.partition.plan import plan_document
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.documents import card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

@@ -9,7 +9,8 @@ from finplan.cli.main import main
 from finplan.errors import FinplanInputError
 from finplan.partition.context import contexts
 from finplan.partition.milp import NO_INCUMBENT, milp
-from finplan.partition.problem import Application, Options, Scenario, network_from_dict
+from finplan.partition.documents import network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from finplan.partition.solve import solve
 from partition_helpers import MULTI
 

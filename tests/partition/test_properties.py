@@ -11,7 +11,8 @@ from finplan.partition.costs import is_close
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.fin import fin
 from finplan.partition.milp import milp
-from finplan.partition.problem import Application, Options, Scenario, card_from_dict, network_from_dict
+from finplan.partition.documents import card_from_dict, network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 
 FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 MILP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

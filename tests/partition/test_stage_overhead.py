@@ -18,7 +18,8 @@ from finplan.partition.exhaustive import exhaustive
 from finplan.partition.fin import fin
 from finplan.partition.milp import milp
 from finplan.partition.paths import layered_shortest
-from finplan.partition.problem import Application, Options, Scenario, network_from_dict
+from finplan.partition.documents import network_from_dict
+from finplan.partition.problem import Application, Options, Scenario
 from test_dynamic_and_multi import calibrated_card
 
 O_DEVICE, O_EDGE, O_CLOUD = 3e-4, 5e-5, 7e-6  # distinct, so a wrong node's overhead shows
@@ -120,7 +121,7 @@ def test_a_node_given_stage_overhead_changes_the_plan(card):
 def test_stage_overhead_from_the_profile_and_by_hand(tmp_path, card):
     profile = {"schema": "finplan.profile/1", "model": {"name": card.name, "hash": "sha256:x"},
                "stage_overhead_s": {"value": 2.5e-5, "method": "runtime-stage-probe", "measured": True}}
-    from finplan.partition.problem import node_stage_overhead_s
+    from finplan.partition.profile_costs import node_stage_overhead_s
 
     net = _network(overheads=(None, None, None))
     node = net.node("device")
@@ -138,7 +139,7 @@ def test_profiled_parts_lose_the_per_call_cost_a_fused_stage_pays_once(card):
     """With a measured stage overhead that names onnxruntime's per-call cost, a part's time is
     its p50 less that cost (floored at 0); a hand-given stage overhead or an older profile keeps
     the p50s as they are."""
-    from finplan.partition.problem import node_block_costs
+    from finplan.partition.profile_costs import node_block_costs
 
     p50 = {b.name: 1e-5 * (i + 1) for i, b in enumerate(card.blocks)}
     p50.update({e.name: 2e-6 for e in card.exits})

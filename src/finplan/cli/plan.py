@@ -40,7 +40,8 @@ def _parameters(gamma, lam, epsilon):
 
 
 def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mode, raw_offload, non_strict):
-    from finplan.partition.problem import Options, load_scenario, parse_duration_s, parse_fraction, single_application
+    from finplan.partition.documents import load_scenario, parse_duration_s, parse_fraction, single_application
+    from finplan.partition.problem import Options
 
     shortcut = [model, network, source, max_latency, min_accuracy]
     if scenario is not None:
@@ -63,13 +64,14 @@ def _load(scenario, model, network, source, max_latency, min_accuracy, rate, mod
         except ValueError:
             raise FinplanInputError(f"is {rate!r}; expected a number > 0", field="--rate") from None
     return single_application(model, network, source, parse_duration_s(max_latency, field="--max-latency"),
-                              parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options)
+                              parse_fraction(min_accuracy, field="--min-accuracy"), rate_hz=rate_hz, options=options,
+                              source_field="--source")
 
 
 def _time_limit(value):
     if value is None:
         return None
-    from finplan.partition.problem import parse_duration_s
+    from finplan.partition.documents import parse_duration_s
 
     return parse_duration_s(value, field="--time-limit")
 

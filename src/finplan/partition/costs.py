@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from finplan.partition.problem import ModelCard, Network, node_block_costs, node_stage_overhead_s
+from finplan.partition.problem import ModelCard, Network
+from finplan.partition.profile_costs import node_block_costs, node_stage_overhead_s
 
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
 

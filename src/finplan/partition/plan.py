@@ -23,7 +23,8 @@ from finplan.partition.exhaustive import exhaustive
 from finplan.partition.explain import policy_of
 from finplan.partition.fin import fin
 from finplan.partition.joint import restricted_contexts
-from finplan.partition.problem import Scenario, cost_source
+from finplan.partition.problem import Scenario
+from finplan.partition.profile_costs import cost_source
 from finplan.partition.search import count_placements
 
 SCHEMA = "finplan.plan/1"

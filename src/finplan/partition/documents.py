@@ -1,0 +1,381 @@
+"""The planner's input documents read and checked: model cards, networks, scenarios.
+
+Everything a person writes is validated here, once, at the boundary; every error is a
+FinplanInputError naming the file and the field. Library functions take the names to print
+from their caller (``single_application(source_field=...)``: the CLI passes ``--source``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from finplan.errors import FinplanInputError
+from finplan.fileio import check_schema, finite_number, load_document
+from finplan.hardware_profiles import load_profile, validate_card
+from finplan.links import Link
+from finplan.partition.problem import (
+    MODES, Application, Block, Calibration, Exit, ModelCard, Network, Node, Options, Scenario,
+)
+from finplan.partition.profile_costs import node_block_costs
+
+# ---------------------------------------------------------------- model cards
+
+def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard:
+    """Validate a ``finplan.model/1`` document and turn it into a ModelCard."""
+    validate_card(doc, path)
+    path = None if path is None else str(path)
+    blocks = []
+    for i, b in enumerate(doc["blocks"]):
+        flops = finite_number(b["flops"], file=path, field=f"blocks[{i}].flops", positive=True)
+        output_bytes = finite_number(b["output_bytes"], file=path, field=f"blocks[{i}].output_bytes", nonnegative=True)
+        blocks.append(Block(b["name"], flops, output_bytes,
+                            finite_number(b.get("params_bytes", 0), file=path, field=f"blocks[{i}].params_bytes", nonnegative=True),
+                            _live_set(b, output_bytes, path, i)))
+    order = {b.name: i for i, b in enumerate(blocks)}
+    exits = []
+    for i, e in enumerate(doc["exits"]):
+        exits.append(Exit(e["name"], order[e["after"]],
+                          finite_number(e.get("flops", 0), file=path, field=f"exits[{i}].flops", nonnegative=True),
+                          finite_number(e.get("params_bytes", 0), file=path, field=f"exits[{i}].params_bytes", nonnegative=True),
+                          finite_number(e["accuracy"], file=path, field=f"exits[{i}].accuracy", nonnegative=True)))
+    calibration = None
+    cal = doc.get("calibration")
+    if cal:
+        labels = np.asarray(cal["labels"], dtype=np.int64) if cal.get("labels") is not None else None
+        confidence, predicted = {}, {}
+        for i, scores in enumerate(cal.get("exits", [])):
+            if labels is None:
+                raise FinplanInputError("per-sample exit scores need 'labels'", file=path, field="calibration.labels")
+            confidence[scores["name"]] = np.asarray(scores["confidence"], dtype=float)
+            predicted[scores["name"]] = np.asarray(scores["predicted"], dtype=np.int64)
+        exit_names = {e.name for e in exits}
+        for i, row in enumerate(cal.get("table", [])):
+            for key in list(row["thresholds"]) + list(row["exit_rates"]):
+                if key not in exit_names:
+                    raise FinplanInputError(f"names exit {key!r}, which the card does not have",
+                                            file=path, field=f"calibration.table[{i}]")
+            for key, value in row["exit_rates"].items():
+                finite_number(value, file=path, field=f"calibration.table[{i}].exit_rates.{key}", nonnegative=True)
+        calibration = Calibration(labels, confidence, predicted, tuple(cal.get("table", [])))
+    return ModelCard(doc["name"], doc.get("hash"), finite_number(doc["input_bytes"], file=path, field="input_bytes", positive=True),
+                     tuple(blocks), tuple(exits), calibration, path)
+
+
+def _live_set(block: dict, output_bytes: float, path, index: int) -> tuple[tuple[str, float], ...]:
+    """A block's optional per-tensor ``live_set``; its bytes must add up to ``output_bytes`` (what is charged)."""
+    entries = block.get("live_set")
+    if entries is None:
+        return ()
+    field = f"blocks[{index}].live_set"
+    result = []
+    for j, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("tensor"), str):
+            raise FinplanInputError("expected {\"tensor\": NAME, \"bytes\": BYTES}", file=path, field=f"{field}[{j}]")
+        result.append((entry["tensor"], finite_number(entry.get("bytes"), file=path, field=f"{field}[{j}].bytes",
+                                                      nonnegative=True)))
+    total = sum(size for _, size in result)
+    if abs(total - output_bytes) > 1e-9 * max(1.0, output_bytes):
+        raise FinplanInputError(f"adds up to {total:g} bytes, but output_bytes is {output_bytes:g}; output_bytes is the "
+                                "live set's sum (what a transfer after the block carries)", file=path, field=field)
+    return tuple(result)
+
+
+def load_card_file(path: str | os.PathLike) -> ModelCard:
+    return card_from_dict(load_document(path, "model"), path)
+
+
+# ---------------------------------------------------------------- network
+
+def _require(doc: Mapping, key: str, kind, *, file, field: str):
+    if key not in doc:
+        raise FinplanInputError(f"missing; expected {kind}", file=file, field=field)
+    return doc[key]
+
+
+def _string(value, *, file, field) -> str:
+    if not isinstance(value, str) or not value:
+        raise FinplanInputError(f"is {value!r}; expected a non-empty string", file=file, field=field)
+    return value
+
+
+# The fields a network node, a link and a scenario's application may have. A misspelt field
+# would otherwise be ignored in silence (a capacity limit or a rate that never binds);
+# "description" and "x-..." are free for users.
+NODE_FIELDS = ("name", "tier", "profile", "compute", "memory_bytes", "max_utilization", "capacity", "stage_overhead_s")
+LINK_FIELDS = ("from", "to", "bandwidth_bps", "latency_s", "energy_j_per_bit", "max_utilization", "capacity")
+APPLICATION_FIELDS = ("name", "model", "source", "max_latency_s", "min_accuracy", "rate_hz")
+
+
+def _check_fields(doc: dict, known: tuple[str, ...], *, file, where: str) -> None:
+    for key in doc:
+        if key not in known and key != "description" and not str(key).startswith("x-"):
+            raise FinplanInputError(f"unknown field {key!r}; expected one of {', '.join(known)} (or description, "
+                                    "x-... for your own notes)", file=file, field=f"{where}.{key}")
+
+
+def _max_utilization(doc: dict, *, file, where: str) -> float:
+    """``max_utilization``, or ``capacity`` (the design notes' name for the same share of time); default 1."""
+    if "capacity" in doc and "max_utilization" in doc and doc["capacity"] != doc["max_utilization"]:
+        raise FinplanInputError(f"is {doc['capacity']!r} but max_utilization is {doc['max_utilization']!r}; they "
+                                "are the same limit (capacity is its other name): give one", file=file,
+                                field=f"{where}.capacity")
+    key = "capacity" if "capacity" in doc else "max_utilization"
+    # a share of the node's (or link's) time: above 1 would plan it more than 100% busy
+    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True, at_most=1.0)
+
+
+def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
+    """Validate a ``finplan.network/1`` document. Profile paths are relative to ``base_dir``
+    (the network file's folder)."""
+    check_schema(doc, "network", (1,), path)
+    file = None if path is None else str(path)
+    base = Path(base_dir) if base_dir is not None else (Path(path).parent if path is not None else Path("."))
+    nodes_doc = _require(doc, "nodes", "a list of nodes", file=file, field="nodes")
+    if not isinstance(nodes_doc, list) or not nodes_doc:
+        raise FinplanInputError("expected a non-empty list of nodes", file=file, field="nodes")
+    nodes, seen = [], set()
+    resolved_nodes = []
+    for i, nd in enumerate(nodes_doc):
+        where = f"nodes[{i}]"
+        if not isinstance(nd, dict):
+            raise FinplanInputError("expected a mapping {name, tier, profile | compute}", file=file, field=where)
+        name = _string(_require(nd, "name", "a node name", file=file, field=f"{where}.name"), file=file, field=f"{where}.name")
+        if name in seen:
+            raise FinplanInputError(f"duplicate node name {name!r}; names must be unique", file=file, field=f"{where}.name")
+        seen.add(name)
+        tier = _string(nd.get("tier", "unknown"), file=file, field=f"{where}.tier")
+        ops = power = None
+        if nd.get("compute") is not None:
+            compute = nd["compute"]
+            if not isinstance(compute, dict):
+                raise FinplanInputError("expected a mapping {ops_per_s, power_w}", file=file, field=f"{where}.compute")
+            ops = finite_number(_require(compute, "ops_per_s", "a number > 0", file=file, field=f"{where}.compute.ops_per_s"),
+                                file=file, field=f"{where}.compute.ops_per_s", positive=True)
+            power = finite_number(_require(compute, "power_w", "a number > 0", file=file, field=f"{where}.compute.power_w"),
+                                  file=file, field=f"{where}.compute.power_w", positive=True)
+        profiles = []
+        raw_profiles = nd.get("profile")
+        if raw_profiles is not None:
+            listed = raw_profiles if isinstance(raw_profiles, list) else [raw_profiles]
+            for j, ref in enumerate(listed):
+                pfield = f"{where}.profile" + (f"[{j}]" if isinstance(raw_profiles, list) else "")
+                ref = _string(ref, file=file, field=pfield)
+                ppath = Path(ref) if Path(ref).is_absolute() else base / ref
+                if not ppath.is_file():
+                    what = "is a folder; expected a profile file" if ppath.is_dir() else "not found"
+                    raise FinplanInputError(f"profile file {str(ppath)!r} {what}", file=file, field=pfield)
+                profiles.append((str(ppath), load_profile(ppath)))
+        if ops is None and not profiles:
+            raise FinplanInputError("a node needs 'profile' (path) or 'compute' {ops_per_s, power_w}", file=file, field=where)
+        memory = nd.get("memory_bytes")
+        if memory is not None:
+            memory = finite_number(memory, file=file, field=f"{where}.memory_bytes", positive=True)
+        _check_fields(nd, NODE_FIELDS, file=file, where=where)
+        util = _max_utilization(nd, file=file, where=where)
+        stage_overhead = nd.get("stage_overhead_s")
+        if stage_overhead is not None:
+            stage_overhead = finite_number(stage_overhead, file=file, field=f"{where}.stage_overhead_s", nonnegative=True)
+        resolved = dict(nd)
+        if profiles:
+            resolved["profile"] = [p for p, _ in profiles] if isinstance(raw_profiles, list) else profiles[0][0]
+        resolved_nodes.append(resolved)
+        nodes.append(Node(name, tier, ops, power, tuple(profiles), memory, util, resolved, stage_overhead))
+    links_doc = doc.get("links", [])
+    if not isinstance(links_doc, list):
+        raise FinplanInputError("expected a list of links", file=file, field="links")
+    links, pairs = [], set()
+    for i, ld in enumerate(links_doc):
+        where = f"links[{i}]"
+        if not isinstance(ld, dict):
+            raise FinplanInputError("expected a mapping {from, to, bandwidth_bps, latency_s, energy_j_per_bit}", file=file, field=where)
+        _check_fields(ld, LINK_FIELDS, file=file, where=where)
+        src = _string(_require(ld, "from", "a node name", file=file, field=f"{where}.from"), file=file, field=f"{where}.from")
+        dst = _string(_require(ld, "to", "a node name", file=file, field=f"{where}.to"), file=file, field=f"{where}.to")
+        for key, value in (("from", src), ("to", dst)):
+            if value not in seen:
+                raise FinplanInputError(f"unknown node {value!r} (nodes: {', '.join(n.name for n in nodes)})",
+                                        file=file, field=f"{where}.{key}")
+        if src == dst:
+            raise FinplanInputError(f"links node {src!r} to itself; a link joins two different nodes", file=file, field=f"{where}.to")
+        if (src, dst) in pairs:
+            raise FinplanInputError(f"duplicate link {src} -> {dst}", file=file, field=where)
+        pairs.add((src, dst))
+        bw = finite_number(_require(ld, "bandwidth_bps", "a number > 0", file=file, field=f"{where}.bandwidth_bps"),
+                           file=file, field=f"{where}.bandwidth_bps", positive=True)
+        lat = finite_number(ld.get("latency_s", 0.0), file=file, field=f"{where}.latency_s", nonnegative=True)
+        epb = finite_number(_require(ld, "energy_j_per_bit", "a number >= 0", file=file, field=f"{where}.energy_j_per_bit"),
+                            file=file, field=f"{where}.energy_j_per_bit", nonnegative=True)
+        util = _max_utilization(ld, file=file, where=where)
+        links.append(Link(src, dst, bw, lat, epb, util))
+    resolved_doc = dict(doc)
+    resolved_doc["nodes"] = resolved_nodes
+    return Network(tuple(nodes), tuple(links), file, resolved_doc)
+
+
+def load_network(path: str | os.PathLike) -> Network:
+    return network_from_dict(load_document(path, "network"), path)
+
+
+# ---------------------------------------------------------------- scenario
+
+def _bool(value, *, file, field) -> bool:
+    if not isinstance(value, bool):
+        raise FinplanInputError(f"is {value!r}; expected true or false", file=file, field=field)
+    return value
+
+
+def options_from_dict(doc: Any, *, file=None) -> Options:
+    if doc is None:
+        return Options()
+    if not isinstance(doc, dict):
+        raise FinplanInputError("expected a mapping {mode, first_block_at_source, strict}", file=file, field="options")
+    unknown = set(doc) - {"mode", "first_block_at_source", "strict"}
+    if unknown:
+        raise FinplanInputError(f"unknown option(s) {', '.join(sorted(unknown))}; expected mode, first_block_at_source, strict",
+                                file=file, field="options")
+    mode = doc.get("mode", "static")
+    if mode not in MODES:
+        raise FinplanInputError(f"is {mode!r}; expected one of {', '.join(MODES)}", file=file, field="options.mode")
+    return Options(mode, _bool(doc.get("first_block_at_source", True), file=file, field="options.first_block_at_source"),
+                   _bool(doc.get("strict", True), file=file, field="options.strict"))
+
+
+def check_application(app: Application, network: Network, options: Options, *, file=None, field="applications[0]",
+                      source_field: str | None = None) -> None:
+    """Cross-checks between an application, its card and the network (raises FinplanInputError).
+
+    ``field`` prefixes the field names in messages; ``source_field`` names the source where it
+    is not ``field.source`` (the CLI's shortcut passes ``--source``).
+    """
+    card = app.card
+    source_field = f"{field}.source" if source_field is None else source_field
+    if app.source not in network.names:
+        raise FinplanInputError(f"source {app.source!r} is not a node of the network (nodes: {', '.join(network.names)})",
+                                file=file, field=source_field)
+    for node in network.nodes:
+        node_block_costs(node, card, network.path)  # raises on a mismatched profile
+    first = card.blocks[0]
+    src = network.node(app.source)
+    fits_source = src.memory_bytes is None or first.params_bytes <= src.memory_bytes
+    if options.first_block_at_source and not fits_source:
+        raise FinplanInputError(
+            f"source {app.source!r} cannot hold {first.name} ({first.params_bytes:.0f} bytes > memory_bytes "
+            f"{src.memory_bytes:.0f}) and options.first_block_at_source is true", file=file, field=source_field)
+    if not fits_source and not network.successors(app.source):
+        raise FinplanInputError(f"source {app.source!r} cannot run {first.name} and has no link to any other node",
+                                file=file, field=source_field)
+    if options.mode == "dynamic" and card.calibration is None:
+        raise FinplanInputError("options.mode is dynamic but the card has no 'calibration' (exit scores or table)",
+                                file=card.path, field="calibration")
+
+
+def parse_duration_s(value: Any, *, file=None, field: str = "max_latency") -> float:
+    """Seconds from 0.005, '5ms', '500us', '5 ms', '2s', '1e-3'. Must be > 0 and finite."""
+    if isinstance(value, bool):
+        raise FinplanInputError(f"is {value!r}; expected a duration such as 5ms or 0.005", file=file, field=field)
+    if isinstance(value, (int, float)):
+        return finite_number(value, file=file, field=field, positive=True)
+    text = str(value).strip().lower().replace(" ", "")
+    scale = 1.0
+    for suffix, factor in (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0)):
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], factor
+            break
+    try:
+        number = float(text)
+    except ValueError:
+        raise FinplanInputError(f"is {value!r}; expected a duration such as 5ms, 500us or 0.005 (seconds)",
+                                file=file, field=field) from None
+    if not math.isfinite(number) or number <= 0:
+        raise FinplanInputError(f"is {value!r}; expected a duration > 0", file=file, field=field)
+    return number * scale
+
+
+def parse_fraction(value: Any, *, file=None, field: str = "min_accuracy") -> float:
+    """0.8 or '80%' -> 0.8; must lie in [0, 1]."""
+    text = str(value).strip()
+    scale = 1.0
+    if text.endswith("%"):
+        text, scale = text[:-1], 0.01
+    try:
+        number = float(text) * scale if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not 0 <= number <= 1:
+        raise FinplanInputError(f"is {value!r}; expected a fraction in [0, 1] such as 0.8 or 80%", file=file, field=field)
+    return number
+
+
+def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scenario:
+    check_schema(doc, "scenario", (1,), path)
+    file = None if path is None else str(path)
+    base = Path(path).parent if path is not None else Path(".")
+    net_ref = _require(doc, "network", "a network file path or an inline network", file=file, field="network")
+    if isinstance(net_ref, str):
+        npath = Path(net_ref) if Path(net_ref).is_absolute() else base / net_ref
+        if not npath.is_file():
+            raise FinplanInputError(f"network file {str(npath)!r} not found", file=file, field="network")
+        network = load_network(npath)
+    elif isinstance(net_ref, dict):
+        inline = dict(net_ref)
+        inline.setdefault("schema", "finplan.network/1")
+        network = network_from_dict(inline, file, base)
+    else:
+        raise FinplanInputError(f"is {type(net_ref).__name__}; expected a path or a mapping", file=file, field="network")
+    options = options_from_dict(doc.get("options"), file=file)
+    apps_doc = _require(doc, "applications", "a list of applications", file=file, field="applications")
+    if not isinstance(apps_doc, list) or not apps_doc:
+        raise FinplanInputError("expected a non-empty list of applications", file=file, field="applications")
+    cards: dict[str, ModelCard] = {}
+    apps, names = [], set()
+    for i, ad in enumerate(apps_doc):
+        where = f"applications[{i}]"
+        if not isinstance(ad, dict):
+            raise FinplanInputError("expected a mapping {name, model, source, max_latency_s, min_accuracy}", file=file, field=where)
+        _check_fields(ad, APPLICATION_FIELDS, file=file, where=where)
+        name = _string(ad.get("name", f"app{i + 1}"), file=file, field=f"{where}.name")
+        if name in names:
+            raise FinplanInputError(f"duplicate application name {name!r}", file=file, field=f"{where}.name")
+        names.add(name)
+        model_ref = _string(_require(ad, "model", "a model card path", file=file, field=f"{where}.model"), file=file, field=f"{where}.model")
+        mpath = Path(model_ref) if Path(model_ref).is_absolute() else base / model_ref
+        if not mpath.is_file():
+            raise FinplanInputError(f"model card {str(mpath)!r} not found", file=file, field=f"{where}.model")
+        key = str(mpath.resolve())
+        if key not in cards:
+            cards[key] = load_card_file(mpath)
+        source = _string(_require(ad, "source", "a node name", file=file, field=f"{where}.source"), file=file, field=f"{where}.source")
+        max_latency = parse_duration_s(_require(ad, "max_latency_s", "seconds > 0", file=file, field=f"{where}.max_latency_s"),
+                                       file=file, field=f"{where}.max_latency_s")
+        min_acc = parse_fraction(_require(ad, "min_accuracy", "a fraction in [0, 1]", file=file, field=f"{where}.min_accuracy"),
+                                 file=file, field=f"{where}.min_accuracy")
+        rate = ad.get("rate_hz")
+        if rate is not None:
+            rate = finite_number(rate, file=file, field=f"{where}.rate_hz", positive=True)
+        app = Application(name, cards[key], model_ref, source, max_latency, min_acc, rate)
+        check_application(app, network, options, file=file, field=where)
+        apps.append(app)
+    return Scenario(network, tuple(apps), options, file)
+
+
+def load_scenario(path: str | os.PathLike) -> Scenario:
+    """Read and validate a ``finplan.scenario/1`` file (JSON or YAML)."""
+    return scenario_from_dict(load_document(path, "scenario"), path)
+
+
+def single_application(card_path: str | os.PathLike, network_path: str | os.PathLike, source: str,
+                       max_latency_s: float, min_accuracy: float, *, rate_hz: float | None = None,
+                       options: Options | None = None, name: str | None = None,
+                       source_field: str = "source") -> Scenario:
+    """The scenario of one application given by its parts (``finplan plan --model CARD --network NET
+    --source NODE ...``); ``source_field`` names the source in messages."""
+    options = options or Options()
+    network = load_network(network_path)
+    card = load_card_file(card_path)
+    app = Application(name or card.name, card, str(card_path), source, max_latency_s, min_accuracy, rate_hz)
+    check_application(app, network, options, file=None, source_field=source_field)
+    return Scenario(network, (app,), options, None)
