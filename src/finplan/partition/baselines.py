@@ -151,7 +151,7 @@ def _rank(ctx: AppContext, n: int) -> int:
 
 
 def mcp(ctx: AppContext, usage: Usage | None = None) -> AppResult:
-    """MCP, the paper's "state-of-the-art cost minimisation" baseline (section 5 of the FIN paper (Singhal et al., INFOCOM 2024)).
+    """MCP, the paper's "state-of-the-art cost minimisation" baseline (section 5 of the FIN paper, cited in ``fin.fin``).
 
     A greedy that ignores energy: block 1 on the source; for each next block, the latency of
     running it one tier up (compute time x 10, plus the incoming transfer) is compared with

@@ -12,11 +12,7 @@ cheapest answers with the exact model, and repairs cumulative capacity overloads
   optimum, but the rounding can cut the optimum off and its loss in energy has no bound
   (docs/planner.md).
 
-References
-----------
-.. [1] A. Singhal, Y. Wu, F. Malandrino, M. Levorato, C. F. Chiasserini, "Resource-aware
-   Deployment of Dynamic DNNs over Multi-tiered Interconnected Systems", IEEE INFOCOM 2024
-   (arXiv 2404.08060).
+The paper is cited once, in ``fin``'s docstring (References).
 """
 from __future__ import annotations
 
@@ -103,44 +99,91 @@ def fin(ctx: AppContext, gamma: int | None = DEFAULT_GAMMA, lam: float = DEFAULT
         method: str = "auto", epsilon: float = DEFAULT_EPSILON) -> AppResult:
     """Minimum-energy placement and exit (and thresholds, dynamic mode) of one application.
 
-    Problem: choose a final exit (dynamic mode: an exit policy from the threshold grid) meeting
-    the accuracy target and a node for every deployed block, moving only along links,
-    minimising expected energy subject to latency < max_latency_s (<= when not strict) and
-    the residual node/link capacity in ``usage``.
+    Choose a final exit (dynamic mode: an exit policy from the threshold grid) meeting the
+    accuracy target and a node for every deployed block, moving only along links, minimising
+    expected energy subject to latency < max_latency_s (<= when not strict) and the residual
+    node and link capacity in ``usage``. This is FIN [1]_.
 
     Parameters
     ----------
-    ctx : the application (``context.AppContext``).
-    gamma : None (default): the exact label DP (``pareto.label_layers``); an int > 0: the
-        paper's discretised graph with that many latency units (``build_graph``).
-    lam : proximity pruning (>= 0; 0 prunes nothing): frontiers trimmed by (1 + lam).
-    usage : capacity the other applications take.
-    method : the graph representation (``build_graph``; the answer does not depend on it).
-    epsilon : bound of the label DP where a frontier outgrows ``pareto.FRONT_CAP`` labels
-        (>= 0; 0: never trim, always exact).
+    ctx : AppContext
+        The application with its cost tables (``context.contexts``).
+    gamma : int or None, optional
+        None (default): the exact label DP (``pareto.label_layers``); an int > 0: the paper's
+        discretised graph with that many latency units (``fin_graph.build_graph``).
+    lam : float, optional
+        Proximity pruning (>= 0; 0 prunes nothing): frontiers trimmed by a factor (1 + lam).
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    method : {"auto", "sparse", "dense"}, optional
+        The graph representation with an integer gamma (the answer does not depend on it).
+    epsilon : float, optional
+        Bound of the label DP where a frontier outgrows ``pareto.FRONT_CAP`` labels (>= 0; 0:
+        never trim, always exact).
 
     Returns
     -------
-    AppResult whose evaluation, when present, is feasible under the exact model, and whose
-    ``guarantee`` says how far from the exact model's optimum it can be (``guarantee``).
-    When FIN finds nothing although a placement keeping every constraint exists (checked with
-    the exact evaluation, on the capacity ``usage`` leaves), the reason says so and suggests a
-    gamma (or, after capacity repairs, the exact MILP); when no plan exists, the reason says why.
+    AppResult
+        Its evaluation, when present, is feasible under the exact model, and its ``guarantee``
+        says how far from the exact model's optimum it can be (``guarantee``). When FIN finds
+        nothing although a placement keeping every constraint exists (checked with the exact
+        evaluation, on the capacity ``usage`` leaves), the reason says so and suggests a gamma
+        (or, after capacity repairs, the exact MILP); when no plan exists, the reason says why.
 
     Raises
     ------
-    FinplanInputError for gamma <= 0, lambda < 0, epsilon < 0 or an unknown method.
+    FinplanInputError
+        For gamma <= 0, lambda < 0, epsilon < 0 or an unknown method.
+
+    See Also
+    --------
+    finplan.partition.milp.milp : the exact optimum (several applications jointly).
+    finplan.partition.joint.joint_fin : FIN for several applications sharing capacity.
 
     Notes
     -----
     Cumulative capacity (several blocks on one node) is checked exactly; a violating answer
     triggers a ban of the heaviest (block, node) or link hop on the violated resource and a
     re-solve (heuristic, so the plan then carries no bound; the MILP is exact).
-    Complexity: O(P B |links| F) for P exit policies and frontier size F (labels, or replicas of
-    at most gamma + 1 units, per (block, node)); on small instances policies sharing a chain
-    prefix share its layers.
-    Reference: Singhal et al., IEEE INFOCOM 2024, "Resource-aware Deployment of Dynamic DNNs
-    over Multi-tiered Interconnected Systems".
+
+    Complexity: O(P B |links| F) time for P exit policies, B blocks and frontier size F
+    (labels, or replicas of at most gamma + 1 units, per (block, node)); on small instances
+    policies sharing a chain prefix share its layers.
+
+    References
+    ----------
+    .. [1] Singhal, Wu, Malandrino, Levorato, Chiasserini, "Resource-aware Deployment of
+       Dynamic DNNs over Multi-tiered Interconnected Systems", IEEE INFOCOM 2024
+       (arXiv 2404.08060).
+
+    Examples
+    --------
+    A phone that is too slow for the last exit within 50 ms (block 2 alone takes 800 ms there)
+    offloads block 2 to the edge: 4 mJ for b1 on the phone, 0.32 mJ to send its output, 400 mJ
+    for b2 on the edge; 2 ms + 1.32 ms + 8 ms:
+
+    >>> from finplan.partition.context import contexts
+    >>> from finplan.partition.documents import card_from_dict, network_from_dict
+    >>> from finplan.partition.problem import Application, Options, Scenario
+    >>> card = card_from_dict({"schema": "finplan.model/1", "name": "tiny", "input_bytes": 3000,
+    ...     "blocks": [{"name": "b1", "flops": 2e6, "output_bytes": 4000},
+    ...                {"name": "b2", "flops": 8e8, "output_bytes": 40}],
+    ...     "exits": [{"name": "e1", "after": "b1", "accuracy": 0.6},
+    ...               {"name": "e2", "after": "b2", "accuracy": 0.9}]})
+    >>> network = network_from_dict({"schema": "finplan.network/1",
+    ...     "nodes": [{"name": "phone", "tier": "device", "compute": {"ops_per_s": 1e9, "power_w": 2.0}},
+    ...               {"name": "edge", "tier": "edge", "compute": {"ops_per_s": 1e11, "power_w": 50.0}}],
+    ...     "links": [{"from": "phone", "to": "edge", "bandwidth_bps": 1e8, "latency_s": 0.001,
+    ...                "energy_j_per_bit": 1e-8}]})
+    >>> app = Application("cam", card, "tiny.json", "phone", max_latency_s=0.05, min_accuracy=0.85)
+    >>> ctx, = contexts(Scenario(network, (app,), Options()))
+    >>> result = fin(ctx)
+    >>> result.evaluation.placement, result.evaluation.final_exit
+    (['phone', 'edge'], 'e2')
+    >>> print(f"{result.evaluation.energy_j:.5f} J, {result.evaluation.latency_s * 1e3:.2f} ms")
+    0.40432 J, 11.32 ms
+    >>> result.guarantee["exact"]
+    True
     """
     check_parameters(gamma, lam)
     check_epsilon(epsilon)

@@ -321,7 +321,7 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
     Complexity: dense O(B |links| gamma) time, O(B N gamma) memory; sparse O(B |links| F)
     time and O(B N F) memory for frontier size F <= gamma + 1 (after pruning, F is the number
     of Pareto-optimal (units, energy) replicas of a (block, node), usually a handful).
-    Reference: section 3 of the FIN paper (Singhal et al., INFOCOM 2024) (stage 3); Singhal et al., IEEE INFOCOM 2024.
+    Reference: section 3 of the FIN paper (stage 3; cited in ``fin.fin``).
     """
     if method not in METHODS:
         raise FinplanInputError(f"is {method!r}; expected one of {', '.join(METHODS)}", field="method")
