@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from finplan.partition.context import contexts
 from finplan.partition.evaluate import Usage
-from finplan.partition.joint import JointInfo, build_classes, joint_fin, restrict
+from finplan.partition.joint import JointInfo, joint_fin
+from finplan.partition.joint_columns import build_classes, restrict
 from finplan.partition.milp import milp
 from finplan.partition.plan import plan_document
 from finplan.partition.documents import card_from_dict, network_from_dict

@@ -68,14 +68,14 @@ def test_no_limit_and_a_generous_limit_agree(paper_network, paper_cards):
 def test_an_incumbent_found_before_the_stop_is_returned_and_marked(monkeypatch, paper_network, paper_cards):
     """Stopping deterministically at HiGHS's first incumbent (solution limit) exercises the
     same path as a time limit reached after an incumbent."""
-    original = milp_module._new_highs
+    original = milp_module.new_highs
 
     def first_incumbent():
         highs = original()
         highs.setOptionValue("mip_max_improving_sols", 1)
         return highs
 
-    monkeypatch.setattr(milp_module, "_new_highs", first_incumbent)
+    monkeypatch.setattr(milp_module, "new_highs", first_incumbent)
     ctxs = contexts(crowded(paper_network, paper_cards, 10))
     info: dict = {}
     results = milp(ctxs, info=info)
@@ -93,14 +93,14 @@ def test_an_incumbent_found_before_the_stop_is_returned_and_marked(monkeypatch, 
 
 
 def test_a_stop_before_any_incumbent_gives_a_reason(monkeypatch, paper_network, paper_cards):
-    original = milp_module._new_highs
+    original = milp_module.new_highs
 
     def no_nodes():
         highs = original()
         highs.setOptionValue("mip_max_nodes", 0)
         return highs
 
-    monkeypatch.setattr(milp_module, "_new_highs", no_nodes)
+    monkeypatch.setattr(milp_module, "new_highs", no_nodes)
     results = milp(contexts(crowded(paper_network, paper_cards, 3)))
     assert all(r.evaluation is None and "before any feasible plan was found" in r.reason for r in results)
 

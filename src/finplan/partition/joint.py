@@ -37,26 +37,24 @@ HiGHS (one thread, fixed seed) run in a fixed order.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from finplan.partition.context import AppContext, AppResult
-from finplan.partition.costs import link_lists
-from finplan.partition.evaluate import Evaluation, Usage
+from finplan.partition.evaluate import Usage
 from finplan.partition.explain import crowded_out, policy_of
 from finplan.partition.fin import fin
-from finplan.partition.problem import Network
+from finplan.partition.joint_columns import (
+    AppClass, add_column, build_classes, priced_context, priced_cost, restrict,
+)
+from finplan.partition.joint_master import Master, solve_master
 from finplan.partition.search import count_placements, enumerate_best
 
 # Placements per exit policy up to which the bound's subproblem is solved by enumeration (exact).
 BOUND_ENUMERATION = 50_000
 MAX_ROUNDS = 60
-# Integer master: relative MIP gap and branch-and-bound node budget (both deterministic).
-MASTER_MIP_GAP = 1e-6
-MASTER_MIP_NODES = 300
 # Integer plan + fill passes (a pass repeats only when the fill served more than the columns).
 MAX_FILL_PASSES = 4
 # Relative tolerance of a reduced cost (columns are added only when clearly improving).
@@ -66,243 +64,7 @@ RC_TOL = 1e-9
 TIGHTEN_STEPS = (1e-9, 1e-7, 1e-5)
 
 
-# ---------------------------------------------------------------- restricted contexts and classes
-
-def reachable(network: Network, source: str, succ: dict | None = None) -> list[int]:
-    """Indices of the nodes reachable from ``source`` along links (source included), in
-    network order. ``succ``: the successor lists of the network (``successors``), when known."""
-    succ = successors(network) if succ is None else succ
-    seen = {source}
-    stack = [source]
-    while stack:
-        for nxt in succ.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return sorted(network.index(n) for n in seen)
-
-
-def successors(network: Network) -> dict[str, list[str]]:
-    succ: dict[str, list[str]] = {}
-    for link in network.links:
-        succ.setdefault(link.src, []).append(link.dst)
-    return succ
-
-
-def _slices(table, keep: list[int]) -> dict:
-    ix = np.asarray(keep, dtype=np.int64)
-    sub = np.ix_(ix, ix)
-    return dict(
-        nodes=tuple(table.nodes[i] for i in keep), block_time_s=table.block_time_s[:, ix],
-        block_energy_j=table.block_energy_j[:, ix], exit_time_s=table.exit_time_s[:, ix],
-        exit_energy_j=table.exit_energy_j[:, ix], has_link=table.has_link[sub], link_s_per_bit=table.link_s_per_bit[sub],
-        link_latency_s=table.link_latency_s[sub], link_j_per_bit=table.link_j_per_bit[sub],
-        bandwidth_bps=table.bandwidth_bps[sub], memory_bytes=table.memory_bytes[ix],
-        max_utilization=table.max_utilization[ix], link_max_utilization=table.link_max_utilization[sub],
-        stage_overhead_s=table.stage_overhead_s[ix])
-
-
-def restrict(ctx: AppContext, keep: list[int] | None = None) -> AppContext:
-    """``ctx`` on the sub-network of the nodes in ``keep`` (default: those reachable from the
-    source) and the links among them. Cost arrays are slices of ``ctx.table`` (same bits), node
-    order is kept, so every evaluation of a placement inside it is the one on the whole network.
-    Complexity: O(B |keep| + |keep|^2 + |links|)."""
-    keep = reachable(ctx.network, ctx.app.source) if keep is None else keep
-    parts = _slices(ctx.table, keep)
-    inside = set(keep)
-    table = replace(ctx.table, **parts, links=link_lists(parts["has_link"], parts["link_s_per_bit"],
-                                                           parts["link_latency_s"], parts["link_j_per_bit"]))
-    net = ctx.network
-    links = [net.link(net.names[a], net.names[b]) for a in keep for b in keep
-             if a != b and b in inside and net.link(net.names[a], net.names[b]) is not None]
-    network = Network(tuple(net.nodes[i] for i in keep), tuple(links), net.path, net.doc)
-    return AppContext(ctx.app, network, ctx.options, ctx.table if keep == list(range(len(ctx.table.nodes)))
-                      else table, ctx.policies, ctx.quantiles)
-
-
-def restricted_contexts(ctxs: list[AppContext]) -> list[AppContext]:
-    """Every context restricted to the nodes its application can reach (``restrict``)."""
-    return [restrict(ctx) for ctx in ctxs]
-
-
-@dataclass(frozen=True)
-class Resource:
-    kind: str  # "utilization", "memory" or "link"
-    where: str | tuple[str, str]
-    capacity: float
-
-    @property
-    def tag(self) -> str:
-        return f"link:{self.where[0]}->{self.where[1]}" if self.kind == "link" else f"{self.kind}:{self.where}"
-
-
-@dataclass(frozen=True, eq=False)
-class Column:
-    """One single-application plan of a class: policy index and restricted node indices, its
-    exact energy and its use of every shared resource (the master's coefficients)."""
-    policy: int
-    nodes: tuple[int, ...]
-    energy_j: float
-    use: np.ndarray
-
-
-@dataclass(eq=False)
-class AppClass:
-    members: list[int]  # application indices, in scenario order
-    keep: list[list[int]]  # per member: its reachable node indices (full network)
-    rep: AppContext  # the first member's restricted context
-    columns: list[Column] = field(default_factory=list)
-    seen: dict = field(default_factory=dict)
-    # per (restricted) node / link: index into the resource vector, or -1 (private / unpriced)
-    util_index: np.ndarray | None = None
-    mem_index: np.ndarray | None = None
-    link_index: np.ndarray | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.members)
-
-
-def _class_key(ctx: AppContext, keep: list[int], shared_nodes: set[int]) -> tuple:
-    """Equal keys: the same model, constraints, rate, options, exit policies and costs on the
-    reachable nodes (link parameters included: they are in the sliced link arrays), the same
-    shared nodes at the same positions, the source at the same position."""
-    parts = _slices(ctx.table, keep)
-    digest = hashlib.sha256()
-    for name in sorted(parts):
-        if name != "nodes":
-            digest.update(np.ascontiguousarray(parts[name]).tobytes())
-    src = ctx.network.index(ctx.app.source)
-    app = ctx.app
-    return (id(ctx.table), ctx.options, ctx.quantiles, app.max_latency_s, app.min_accuracy, app.rate_hz, keep.index(src),
-            tuple(ctx.table.nodes[j] if j in shared_nodes else None for j in keep), digest.hexdigest())
-
-
-def build_classes(ctxs: list[AppContext]) -> tuple[list[AppClass], list[Resource]]:
-    """Group applications into classes and list the shared resources (see the module docstring).
-    Complexity: O(A (R + B K + K^2)) for A applications reaching K nodes each, R links."""
-    network = ctxs[0].network
-    succ = successors(network)
-    keeps = [reachable(network, ctx.app.source, succ) for ctx in ctxs]
-    reach_count: dict[int, int] = {}
-    for keep in keeps:
-        for j in keep:
-            reach_count[j] = reach_count.get(j, 0) + 1
-    shared_nodes = {j for j, c in reach_count.items() if c > 1}
-    any_rate = any(ctx.app.rate_hz is not None for ctx in ctxs)
-    resources: list[Resource] = []
-    names = network.names
-    for j in sorted(shared_nodes):
-        node = network.nodes[j]
-        if any_rate:
-            resources.append(Resource("utilization", names[j], node.max_utilization))
-        if node.memory_bytes is not None:
-            resources.append(Resource("memory", names[j], float(node.memory_bytes)))
-    if any_rate:
-        users: dict[tuple[int, int], int] = {}  # link -> how many applications can use it
-        for keep in keeps:
-            inside = set(keep)
-            for j in keep:
-                for nxt in succ.get(names[j], ()):
-                    m = network.index(nxt)
-                    if m in inside:
-                        users[(j, m)] = users.get((j, m), 0) + 1
-        for link in network.links:
-            if users.get((network.index(link.src), network.index(link.dst)), 0) > 1:
-                resources.append(Resource("link", (link.src, link.dst), link.max_utilization))
-    index = {(r.kind, r.where): i for i, r in enumerate(resources)}
-    classes: dict[tuple, AppClass] = {}
-    for a, (ctx, keep) in enumerate(zip(ctxs, keeps)):
-        key = _class_key(ctx, keep, shared_nodes)
-        cls = classes.get(key)
-        if cls is None:
-            rep = restrict(ctx, keep)
-            sub = rep.network.names
-            util = np.array([index.get(("utilization", n), -1) for n in sub])
-            mem = np.array([index.get(("memory", n), -1) for n in sub])
-            link = np.array([[index.get(("link", (n, m)), -1) for m in sub] for n in sub])
-            classes[key] = cls = AppClass([], [], rep, util_index=util, mem_index=mem, link_index=link)
-        cls.members.append(a)
-        cls.keep.append(keep)
-    return list(classes.values()), resources
-
-
 # ---------------------------------------------------------------- pricing
-
-def priced_context(ctx: AppContext, policy: int, prices: np.ndarray, cls: AppClass, energy_weight: float = 1.0):
-    """A copy of (restricted) ``ctx`` with one exit policy whose costs are
-    ``energy_weight`` x energy + prices x shared use: the price of a node's utilisation times
-    rate x expected busy time is added to each (block, node) energy, the price of its memory
-    times the block's parameter bytes, and the price of a link's utilisation times rate x
-    seconds per bit to the link's joules per bit (the DP charges trans_prob x 8 x bytes x J/bit).
-    Exact evaluations of the copy still report the real energy (they read the network's links
-    and the table's block energies, which stay as they are); the DP and the enumeration read
-    the priced chain and link arrays. The stage overhead a node change adds to the tail node's
-    busy time is not priced (it is not a (block, node) cost), so a priced minimum is at most
-    the true one: the bound stays valid. Complexity: O(B K + K^2)."""
-    table = ctx.table
-    chain = ctx.chain(policy)
-    rate = ctx.app.rate_hz or 0.0
-    lam_util = np.where(cls.util_index >= 0, prices[np.maximum(cls.util_index, 0)], 0.0) if prices.size else \
-        np.zeros(len(table.nodes))
-    lam_mem = np.where(cls.mem_index >= 0, prices[np.maximum(cls.mem_index, 0)], 0.0) if prices.size else \
-        np.zeros(len(table.nodes))
-    lam_link = np.where(cls.link_index >= 0, prices[np.maximum(cls.link_index, 0)], 0.0) if prices.size else \
-        np.zeros(table.has_link.shape)
-    comp = energy_weight * chain.comp_energy_j + rate * chain.busy_s * lam_util[None, :] \
-        + chain.mem_bytes[:, None] * lam_mem[None, :]
-    off = table.has_link & ~np.eye(len(table.nodes), dtype=bool)
-    jpb = np.where(off, energy_weight * table.link_j_per_bit
-                   + rate * lam_link * np.where(off, table.link_s_per_bit, 0.0), 0.0)
-    ptable = replace(table, link_j_per_bit=jpb,
-                     links=link_lists(table.has_link, table.link_s_per_bit, table.link_latency_s, jpb))
-    pchain = replace(chain, comp_energy_j=comp)
-    return AppContext(ctx.app, ctx.network, ctx.options, ptable, [ctx.policies[policy]], ctx.quantiles, {0: pchain})
-
-
-def priced_cost(pctx: AppContext, nodes) -> float:
-    """What the priced copy's DP charges for ``nodes`` (the same sum as the enumeration's)."""
-    chain = pctx.chain(0)
-    jpb = pctx.table.link_j_per_bit
-    src = pctx.source
-    cost = 0.0 if nodes[0] == src else 8.0 * chain.input_bytes * jpb[src, nodes[0]]
-    for b, n in enumerate(nodes):
-        cost += chain.comp_energy_j[b, n]
-        if b + 1 < len(nodes) and nodes[b + 1] != n:
-            cost += chain.trans_prob[b] * 8.0 * chain.out_bytes[b] * jpb[n, nodes[b + 1]]
-    return float(cost)
-
-
-def _use(ev: Evaluation, resources: list[Resource], cls: AppClass) -> np.ndarray:
-    out = np.zeros(len(resources))
-    sub = cls.rep.network.names
-    for j, name in enumerate(sub):
-        load = ev.per_node.get(name)
-        if load is None:
-            continue
-        if cls.util_index[j] >= 0:
-            out[cls.util_index[j]] = load["utilization"] or 0.0
-        if cls.mem_index[j] >= 0:
-            out[cls.mem_index[j]] = load["params_bytes"]
-    for (a, b), value in ev.link_utilization.items():
-        r = cls.link_index[sub.index(a), sub.index(b)]
-        if r >= 0:
-            out[r] = value
-    return out
-
-
-def _add_column(cls: AppClass, policy: int, nodes, resources) -> bool:
-    key = (policy, tuple(int(n) for n in nodes))
-    if key in cls.seen:
-        return False
-    ev = cls.rep.evaluate(policy, list(key[1]))
-    if not ev.feasible:
-        cls.seen[key] = None
-        return False
-    cls.seen[key] = len(cls.columns)
-    cls.columns.append(Column(policy, key[1], ev.energy_j, _use(ev, resources, cls)))
-    return True
-
 
 def _fin_column(cls: AppClass, policy: int, prices, weight, gamma, lam):
     pctx = priced_context(cls.rep, policy, prices, cls, weight)
@@ -365,79 +127,6 @@ def _bound_factor(res) -> float | None:
     return None if g["epsilon"] is None else 1.0 + g["epsilon"]
 
 
-# ---------------------------------------------------------------- master problem
-
-@dataclass
-class _Master:
-    x: list[np.ndarray]  # per class: value per column
-    objective: float
-    prices: np.ndarray  # per resource, >= 0
-    class_duals: np.ndarray  # per class, <= 0 (convexity rows sum <= n_c)
-    served_dual: float  # >= 0 (phase 2 row sum >= S)
-
-
-def _solve_master(classes, resources, phase: str, served: int = 0, integer: bool = False,
-                  slack: float = 0.0) -> _Master | None:
-    """The master over the current columns: phase "served" maximises the applications served,
-    phase "energy" minimises energy serving at least ``served``. LP (duals) or integer."""
-    import highspy
-
-    from finplan.partition.milp import _new_highs
-
-    highs = _new_highs()
-    costs, owner = [], []
-    for c, cls in enumerate(classes):
-        for col in cls.columns:
-            costs.append(-1.0 if phase == "served" else col.energy_j)
-            owner.append(c)
-    n = len(costs)
-    if n == 0:
-        return None
-    # no column upper bounds: the class rows (sum <= n_c) must carry the duals the bound uses
-    highs.addVars(n, np.zeros(n), np.full(n, highspy.kHighsInf))
-    idx = np.arange(n, dtype=np.int32)
-    highs.changeColsCost(n, idx, np.array(costs))
-    if integer:
-        highs.changeColsIntegrality(n, idx, np.array([highspy.HighsVarType.kInteger] * n))
-    start = 0
-    for cls in classes:
-        m = len(cls.columns)
-        cols = np.arange(start, start + m, dtype=np.int32)
-        highs.addRow(-highspy.kHighsInf, float(cls.size), m, cols, np.ones(m))
-        start += m
-    use = np.array([col.use for cls in classes for col in cls.columns]).reshape(n, len(resources))
-    for r, res in enumerate(resources):
-        nz = np.flatnonzero(use[:, r])
-        cap = res.capacity * (1.0 - slack) if slack else res.capacity
-        highs.addRow(-highspy.kHighsInf, cap, len(nz), nz.astype(np.int32), use[nz, r])
-    if phase == "energy":
-        highs.addRow(float(served), highspy.kHighsInf, n, idx, np.ones(n))
-    if integer:
-        # the integer master only picks among the columns: stop at a tiny relative gap or a
-        # node budget (deterministic, unlike a time limit); the bound is reported separately
-        highs.setOptionValue("mip_rel_gap", MASTER_MIP_GAP)
-        highs.setOptionValue("mip_max_nodes", MASTER_MIP_NODES)
-    highs.run()
-    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        feasible = int(highspy.SolutionStatus.kSolutionStatusFeasible)
-        if not integer or int(highs.getInfo().primal_solution_status) != feasible:
-            return None
-    sol = highs.getSolution()
-    x = np.array(sol.col_value)
-    if integer:
-        x = np.round(x)
-    out, start = [], 0
-    for cls in classes:
-        out.append(x[start:start + len(cls.columns)])
-        start += len(cls.columns)
-    duals = np.array(sol.row_dual) if not integer else np.zeros(len(classes) + len(resources) + 1)
-    k = len(classes)
-    prices = np.maximum(0.0, -duals[k:k + len(resources)])
-    class_duals = np.minimum(0.0, duals[:k])
-    served_dual = max(0.0, float(duals[k + len(resources)])) if phase == "energy" else 0.0
-    return _Master(out, float(highs.getInfo().objective_function_value), prices, class_duals, served_dual)
-
-
 # ---------------------------------------------------------------- the method
 
 @dataclass
@@ -461,7 +150,7 @@ class JointInfo:
                 "subproblems": "exact" if self.bound_exact else "relaxed"}
 
 
-def _price_round(classes, resources, master: _Master, phase: str, gamma, lam, exact: bool, info):
+def _price_round(classes, resources, master: Master, phase: str, gamma, lam, exact: bool, info):
     """Add every improving column FIN (and, with ``exact``, the exact subproblem) finds at
     the master's prices. Returns (added, per class the exact priced minimum or None)."""
     weight = 0.0 if phase == "served" else 1.0
@@ -485,7 +174,7 @@ def _price_round(classes, resources, master: _Master, phase: str, gamma, lam, ex
             for nodes in candidates:
                 pctx = priced_context(cls.rep, p, master.prices, cls, weight)
                 if priced_cost(pctx, nodes) < threshold - tol:
-                    added |= _add_column(cls, p, nodes, resources)
+                    added |= add_column(cls, p, nodes, resources)
         minima.append(best if exact else None)
     return added, minima
 
@@ -517,7 +206,7 @@ def _generate(classes, resources, phase, served, gamma, lam, info: JointInfo, ta
     master = None
     for _round in range(MAX_ROUNDS):
         info.rounds += 1
-        master = _solve_master(classes, resources, phase, served)
+        master = solve_master(classes, resources, phase, served)
         if master is None:
             return None, best_bound
         added, _ = _price_round(classes, resources, master, phase, gamma, lam, False, info)
@@ -555,7 +244,7 @@ def joint_fin(ctxs: list[AppContext], gamma: int, lam: float, info: JointInfo | 
     results: list = [None] * len(ctxs)
     if live:
         _served_phase(live, resources, gamma, lam, info)
-        best = _solve_master(live, resources, "served", integer=True)
+        best = solve_master(live, resources, "served", integer=True)
         target = int(round(-best.objective)) if best is not None else 0
         for _attempt in range(MAX_FILL_PASSES):
             _m, bound = _generate(live, resources, "energy", target, gamma, lam, info)
@@ -572,7 +261,7 @@ def joint_fin(ctxs: list[AppContext], gamma: int, lam: float, info: JointInfo | 
                     if results[member] is not None:
                         ev = results[member].evaluation
                         ctx = ctxs[member]
-                        _add_column(cls, _policy(ctx, ev), [keep.index(ctx.network.index(n)) for n in ev.placement],
+                        add_column(cls, _policy(ctx, ev), [keep.index(ctx.network.index(n)) for n in ev.placement],
                                     resources)
             target = served
     else:
@@ -588,7 +277,7 @@ def _start_columns(classes, resources, gamma, lam) -> None:
         for p in cls.rep.accurate():
             nodes = _fin_column(cls, p, zero, 1.0, gamma, lam)
             if nodes is not None:
-                _add_column(cls, p, nodes, resources)
+                add_column(cls, p, nodes, resources)
 
 
 def _served_phase(live, resources, gamma, lam, info) -> None:
@@ -611,7 +300,7 @@ def lower_bound(ctxs: list[AppContext], results: list[AppResult], gamma: int, la
             r = results[member]
             if r.feasible:
                 ctx = ctxs[member]
-                _add_column(cls, _policy(ctx, r.evaluation),
+                add_column(cls, _policy(ctx, r.evaluation),
                             [keep.index(ctx.network.index(n)) for n in r.evaluation.placement], resources)
     live = [cls for cls in classes if cls.columns]
     served = sum(r.feasible for r in results)
@@ -629,7 +318,7 @@ def _integer_plan(ctxs, classes, resources, served: int) -> list:
     """The integer master over the columns, assigned and checked exactly (see ``_check``);
     with a little capacity slack when HiGHS's tolerance let a hair-thin excess through."""
     for slack in (0.0,) + TIGHTEN_STEPS:
-        final = _solve_master(classes, resources, "energy", served, integer=True, slack=slack)
+        final = solve_master(classes, resources, "energy", served, integer=True, slack=slack)
         if final is None:
             continue
         results, ok = _check(ctxs, _assign(classes, final.x))

@@ -39,7 +39,7 @@ class _Outcome:
         return f"not proven optimal ({self.stopped}), MIP gap {gap}{more}"
 
 
-def _new_highs():
+def new_highs():
     import highspy
 
     # HiGHS prints a banner on stdout (C level) the first time; keep stdout clean for --json.
@@ -311,7 +311,7 @@ def _solve(ctxs: list[AppContext], usage: Usage, tighten: dict, time_limit_s: fl
     for (n, m), terms in link_util.items():
         model.row(-np.inf, ref.link_max_utilization[n, m] - usage.link_utilization.get((names[n], names[m]), 0.0), terms)
 
-    highs = _new_highs()
+    highs = new_highs()
     n_vars = len(model.cost)
     chosen: list = [None] * len(ctxs)
     if n_vars == len(ctxs):

@@ -22,7 +22,7 @@ from finplan.partition.evaluate import CAPACITY_TAGS, Usage
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.explain import policy_of
 from finplan.partition.fin import fin
-from finplan.partition.joint import restricted_contexts
+from finplan.partition.joint_columns import restricted_contexts
 from finplan.partition.problem import Scenario
 from finplan.partition.profile_costs import cost_source
 from finplan.partition.search import count_placements
