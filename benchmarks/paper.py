@@ -373,7 +373,7 @@ def _bounded_milp():
     """Give HiGHS a time limit (the planner's MILP has none); a run that hits it reports no plan."""
     import finplan.partition.milp as milp_module
 
-    original = milp_module._new_highs
+    original = milp_module.new_highs
     if getattr(original, "_bounded", False):
         return
 
@@ -383,7 +383,7 @@ def _bounded_milp():
         return highs
 
     bounded._bounded = True
-    milp_module._new_highs = bounded
+    milp_module.new_highs = bounded
 
 
 def multi_app(user_counts, repeats, log) -> list[dict]:

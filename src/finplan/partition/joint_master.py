@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from finplan.partition.milp import new_highs
+from finplan.partition import milp  # milp.new_highs looked up per call: one HiGHS set-up for both
 
 # Integer master: relative MIP gap and branch-and-bound node budget (both deterministic).
 MASTER_MIP_GAP = 1e-6
@@ -30,7 +30,7 @@ def solve_master(classes, resources, phase: str, served: int = 0, integer: bool 
     phase "energy" minimises energy serving at least ``served``. LP (duals) or integer."""
     import highspy
 
-    highs = new_highs()
+    highs = milp.new_highs()
     costs, owner = [], []
     for c, cls in enumerate(classes):
         for col in cls.columns:
