@@ -42,7 +42,6 @@ source is a calibration split already: ``calibration`` and ``all`` both return i
 """
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -51,15 +50,14 @@ from pathlib import Path
 import numpy as np
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import atomic_write_bytes, load_npz
+from finplan.fileio import atomic_write_bytes
+from finplan.sample_files import IMAGE_SUFFIXES, PIXEL_MEAN, PIXEL_STD  # noqa: F401 (finplan.data's constants)
+from finplan.sample_files import as_labels, digits, fashion_mnist, pixels_to_input, read_image_tree, read_npz, shape_text
 
 BUILTIN_SOURCES = ("digits", "fashion-mnist", "embedded")
 SPLITS = ("train", "calibration", "all")
 CALIBRATION_FRACTION = 0.2
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.5
 FASHION_MNIST_DIR = Path(os.environ.get("FINPLAN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp")
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_MODEL_NAME = "b-alexnet-digits"
@@ -107,13 +105,13 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
     if split not in SPLITS:
         raise FinplanInputError(f"split is {split!r}; expected one of {', '.join(SPLITS)}", file=source)
     if not input_shape or any(d <= 0 for d in input_shape):
-        raise FinplanInputError(f"input shape {_fmt(input_shape)} is not valid; expected positive sizes such as 1x32x32",
+        raise FinplanInputError(f"input shape {shape_text(input_shape)} is not valid; expected positive sizes such as 1x32x32",
                                 file=source)
     if limit is not None and limit <= 0:
         raise FinplanInputError(f"limit is {limit}; expected a positive number of samples", file=source)
 
     if source == "embedded":
-        x, y = _read_npz(embedded_calibration_path(), input_shape, target, label="embedded")
+        x, y = read_npz(embedded_calibration_path(), input_shape, target, label="embedded")
         if split == "train":
             raise FinplanInputError("the embedded data holds only the calibration split of the embedded model; "
                                     "train on 'digits' instead", file=source)
@@ -121,10 +119,10 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         name = "embedded"
     elif source in ("digits", "fashion-mnist"):
         if source == "digits":
-            images, labels = _digits()
+            images, labels = digits()
         else:
-            images, labels = _fashion_mnist(split)
-        x = _pixels_to_input(images, input_shape, source)
+            images, labels = fashion_mnist(split, FASHION_MNIST_DIR)
+        x = pixels_to_input(images, input_shape, source)
         y = labels
         if source == "fashion-mnist":  # the official files are the split; the seed only orders them
             order = np.random.default_rng(seed).permutation(len(x)) if split != "all" else np.arange(len(x))
@@ -137,15 +135,15 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
             raise FinplanInputError("is a folder; expected a .npz file (or a folder of class subfolders not named "
                                     "*.npz)", file=source)
         if path.is_dir():
-            x, y = _read_image_tree(path, input_shape)
+            x, y = read_image_tree(path, input_shape)
         elif path.is_file():
             if path.suffix.lower() != ".npz":
                 raise FinplanInputError("is not a .npz file or a folder of class subfolders; expected a dataset "
                                         f"name ({', '.join(BUILTIN_SOURCES)}), a .npz with x (and y), or an image folder",
                                         file=source)
-            x, y = _read_npz(path, input_shape, target, label=source)
+            x, y = read_npz(path, input_shape, target, label=source)
         elif path.suffix.lower() == ".npz" and path.exists():
-            x, y = _read_npz(path, input_shape, target, label=source)  # a device, a fifo...: load_npz says which
+            x, y = read_npz(path, input_shape, target, label=source)  # a device, a fifo...: load_npz says which
         elif path.suffix.lower() == ".npz" or os.sep in source or "/" in source:
             raise FinplanInputError("file not found", file=source)
         else:
@@ -155,8 +153,8 @@ def load_data(source: str, input_shape: tuple[int, ...], *, split: str = "calibr
         name = path.name or source
 
     if x.dtype.kind == "f" and target.kind != "f":  # pixel sources, image folders, embedded
-        raise FinplanInputError(f"gives normalised float data (dtype {x.dtype}, shape {_fmt(x.shape)}); the model input "
-                                f"needs dtype {target} shape [N]x{_fmt(input_shape)}: give a .npz with x of dtype "
+        raise FinplanInputError(f"gives normalised float data (dtype {x.dtype}, shape {shape_text(x.shape)}); the model input "
+                                f"needs dtype {target} shape [N]x{shape_text(input_shape)}: give a .npz with x of dtype "
                                 f"{target} instead", file=source, field="x")
     # Checked on the whole source, so whether data is refused does not depend on the seed.
     if len(x) == 0:
@@ -214,175 +212,6 @@ def _split_order(count: int, split: str, seed: int) -> np.ndarray:
     if split == "calibration":
         return permutation[boundary:]
     return np.arange(count)  # "all": the source's own order
-
-
-# --------------------------------------------------------------------------- pixel sources
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise FinplanInputError("needs scikit-learn (pip install scikit-learn)", file="digits") from None
-    bunch = load_digits()
-    images = bunch.images.astype(np.float32) / 16.0  # digits pixels are 0..16
-    return images, bunch.target.astype(np.int64)
-
-
-def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-    prefixes = {"train": ["train"], "calibration": ["t10k"], "all": ["train", "t10k"]}[split]
-    images, labels = [], []
-    for prefix in prefixes:
-        image_file = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
-        label_file = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
-        for needed in (image_file, label_file):
-            if not needed.is_file():
-                raise FinplanInputError(f"{needed} not found; install it with: apt-get install dataset-fashion-mnist "
-                                        f"(or set FINPLAN_FASHION_MNIST_DIR)", file="fashion-mnist")
-        images.append(_read_idx(image_file).astype(np.float32) / 255.0)
-        labels.append(_read_idx(label_file).astype(np.int64))
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format): magic 0x0000 08 ndim, big-endian sizes, uint8 data."""
-    try:
-        with gzip.open(path, "rb") as handle:
-            raw = handle.read()
-        if raw[:3] != b"\x00\x00\x08":
-            raise ValueError("not an unsigned-byte IDX file")
-        ndim = raw[3]
-        sizes = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(sizes)
-    except (OSError, ValueError, EOFError) as exc:
-        raise FinplanInputError(f"cannot read as an IDX file ({exc})", file=path) from None
-
-
-def _pixels_to_input(images: np.ndarray, input_shape: tuple[int, ...], source: str) -> np.ndarray:
-    """Grey images ``[N, h, w]`` in [0, 1] -> normalised ``[N, C, H, W]`` for ``input_shape``."""
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise FinplanInputError(f"holds grey images; the model input {_fmt(input_shape)} does not fit: expected "
-                                "CxHxW with 1 or 3 channels (e.g. 1x32x32)", file=source)
-    channels, height, width = input_shape
-    side = min(height, width)
-    resized = _resize_bilinear(images, side, side)
-    canvas = np.zeros((len(images), height, width), dtype=np.float32)
-    top, left = (height - side) // 2, (width - side) // 2
-    canvas[:, top:top + side, left:left + side] = resized
-    x = (canvas - PIXEL_MEAN) / PIXEL_STD
-    return np.repeat(x[:, None], channels, axis=1)
-
-
-def _resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of ``[N, h, w]`` (align-corners=False, like PIL/torch), numpy only."""
-    def weights(size_in: int, size_out: int):
-        centre = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
-        centre = np.clip(centre, 0, size_in - 1)
-        low = np.floor(centre).astype(int)
-        high = np.minimum(low + 1, size_in - 1)
-        return low, high, (centre - low).astype(np.float32)
-
-    if images.shape[1:] == (height, width):
-        return images.astype(np.float32)
-    r0, r1, rw = weights(images.shape[1], height)
-    c0, c1, cw = weights(images.shape[2], width)
-    rows = images[:, r0, :] * (1 - rw)[None, :, None] + images[:, r1, :] * rw[None, :, None]
-    return (rows[:, :, c0] * (1 - cw) + rows[:, :, c1] * cw).astype(np.float32)
-
-
-def _read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise FinplanInputError(f"holds images; the model input {_fmt(input_shape)} does not fit: expected CxHxW with "
-                                "1 or 3 channels", file=root)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise FinplanInputError("reading an image folder needs Pillow (pip install pillow)", file=root) from None
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise FinplanInputError("has no class subfolders; expected one subfolder per class holding images", file=root)
-    channels, height, width = input_shape
-    mode = "L" if channels == 1 else "RGB"
-    images, labels = [], []
-    for index, name in enumerate(classes):
-        for file in sorted((root / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as image:
-                    pixels = np.asarray(image.convert(mode).resize((width, height), Image.BILINEAR), dtype=np.float32)
-            except Exception as exc:  # noqa: BLE001 (PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...)
-                raise FinplanInputError(f"cannot read as an image ({exc.__class__.__name__})", file=file) from None
-            pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-            images.append((pixels / 255.0 - PIXEL_MEAN) / PIXEL_STD)
-            labels.append(index)
-    if not images:
-        raise FinplanInputError(f"has no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders", file=root)
-    return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- npz
-
-def _read_npz(path: Path, input_shape: tuple[int, ...], target: np.dtype, *,
-              label: str) -> tuple[np.ndarray, np.ndarray | None]:
-    arrays = load_npz(path, label=label)  # one line for a folder, a corrupt zip, pickles, a zip bomb
-    keys = set(arrays)
-    if "x" not in keys:
-        raise FinplanInputError(f"has no array 'x' (found: {', '.join(sorted(keys)) or 'none'}); expected x "
-                                "[N, *input_shape] and optionally y [N]", file=label, field="x")
-    x_raw = arrays["x"]
-    y_raw = arrays.get("y")
-    x = x_raw
-    if x.ndim >= 1 and x.shape[1:] != input_shape and len(input_shape) >= 2 and input_shape[0] == 1 \
-            and x.shape[1:] == input_shape[1:]:
-        x = x[:, None]  # [N, H, W] for a one-channel model
-    _check_x(x, input_shape, target, label)
-    y = None
-    if y_raw is not None:
-        y = _as_labels(y_raw, label)
-        if y.shape != (len(x),):
-            raise FinplanInputError(f"y has shape {_fmt(y.shape)}; expected one label per sample ({len(x)})",
-                                    file=label, field="y")
-    return x, y
-
-
-def _check_x(x: np.ndarray, input_shape: tuple[int, ...], target: np.dtype, label: str) -> None:
-    """Refuse ``x`` unless its shape is ``[N, *input_shape]`` and its dtype can feed a ``target``
-    input without changing what the values mean. One message names the received and the expected
-    shape and dtype, whichever of them is wrong, plus why for a dtype."""
-    kind, why = x.dtype.kind, None
-    if kind not in "biuf":
-        why = "expected numbers"
-    elif target.kind == "f" and kind in "biu":
-        low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
-        why = (f"integer data, values {low}..{high}, given to a float input is usually unnormalised pixels: "
-               "normalise it as the model was trained (finplan's pixel sources use (pixel / 255 - 0.5) / 0.5) "
-               "and save x as float")
-    elif target.kind in "iu":
-        if kind not in "biu":
-            why = f"float data given to an integer input; save x as {target}"
-        elif x.size and not (np.iinfo(target).min <= int(x.min()) and int(x.max()) <= np.iinfo(target).max):
-            why = f"values {int(x.min())}..{int(x.max())} do not fit {target}"
-    elif target.kind == "b" and kind != "b":
-        why = "expected booleans"
-    elif target.kind not in "biuf":
-        why = f"finplan feeds numeric inputs only, not {target}"
-    if why is not None or x.ndim == 0 or x.shape[1:] != input_shape:
-        raise FinplanInputError(f"has shape {_fmt(x.shape)} dtype {x.dtype}; the model input needs shape "
-                                f"[N]x{_fmt(input_shape)} dtype {target}" + (f" ({why})" if why else ""),
-                                file=label, field="x")
-
-
-def _as_labels(array: np.ndarray, label: str) -> np.ndarray:
-    if array.dtype.kind in "iub":
-        return array.astype(np.int64)
-    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        return array.astype(np.int64)
-    raise FinplanInputError(f"y has dtype {array.dtype} with non-integer values; expected integer class labels",
-                            file=label, field="y")
-
-
-def _fmt(shape) -> str:
-    return "x".join(str(d) for d in shape) if len(shape) else "()"
 
 
 # --------------------------------------------------------------------------- models with several inputs
@@ -459,7 +288,7 @@ def check_specs(specs, *, file=None, field: str = "graph.input") -> list[InputSp
             raise FinplanInputError(f"input {spec.name!r} has dtype {dtype}; finplan feeds numeric or boolean inputs",
                                     file=file, field=field)
         if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in spec.shape):
-            raise FinplanInputError(f"input {spec.name!r} has per-sample shape {_fmt(spec.shape)} (batch axis excluded); "
+            raise FinplanInputError(f"input {spec.name!r} has per-sample shape {shape_text(spec.shape)} (batch axis excluded); "
                                     "finplan needs static positive sizes (no symbolic dimension) beyond the batch axis (re-export with a fixed "
                                     "sequence length / image size)", file=file, field=field)
         checked.append(InputSpec(spec.name, dtype, tuple(int(d) for d in spec.shape)))
@@ -571,8 +400,8 @@ def _read_model_npz(path: Path, specs: list[InputSpec], label: str) -> tuple[dic
             if array.dtype != spec.dtype:
                 why = (f" (dtype {array.dtype} given for a {spec.dtype} input; finplan never casts: save "
                        f"{spec.name} as {spec.dtype})")
-            raise FinplanInputError(f"has shape {_fmt(array.shape)} dtype {array.dtype}; the graph input needs shape "
-                                    f"[N]x{_fmt(spec.shape)} dtype {spec.dtype}{why}", file=label, field=spec.name)
+            raise FinplanInputError(f"has shape {shape_text(array.shape)} dtype {array.dtype}; the graph input needs shape "
+                                    f"[N]x{shape_text(spec.shape)} dtype {spec.dtype}{why}", file=label, field=spec.name)
     if len(set(counts.values())) != 1:
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         raise FinplanInputError(f"arrays hold different numbers of samples ({listed}); expected the same N for every "
@@ -588,8 +417,8 @@ def _read_model_npz(path: Path, specs: list[InputSpec], label: str) -> tuple[dic
                                     field=spec.name)
     y = None
     if y_raw is not None:
-        y = _as_labels(y_raw, label)
+        y = as_labels(y_raw, label)
         if y.shape != (count,):
-            raise FinplanInputError(f"y has shape {_fmt(y.shape)}; expected one label per sample ({count})",
+            raise FinplanInputError(f"y has shape {shape_text(y.shape)}; expected one label per sample ({count})",
                                     file=label, field="y")
     return arrays, y
