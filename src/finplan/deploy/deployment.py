@@ -161,7 +161,7 @@ def check_recorded_hashes(folder: Path, index: dict) -> None:
 
     An edited manifest is first checked for what is wrong in it (schema, fields, its parts'
     tensors), so that the message names the field when it can."""
-    from finplan.deploy.node_runtime import check_parts_statically
+    from finplan.deploy.part_checks import check_parts_statically
 
     index_path = folder / DEPLOYMENT_FILE
     recorded = index.get("sha256")
