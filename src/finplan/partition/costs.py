@@ -249,7 +249,7 @@ def dynamic_policies(card: ModelCard, quantiles=DEFAULT_QUANTILES) -> list[ExitP
     if cal is None:
         return static_policies(card)
     if cal.table and not cal.confidence:
-        return _table_policies(card)
+        return table_policies(card)
     policies = []
     for e in range(len(card.exits)):
         options = []
@@ -263,7 +263,23 @@ def dynamic_policies(card: ModelCard, quantiles=DEFAULT_QUANTILES) -> list[ExitP
     return policies
 
 
-def _table_policies(card: ModelCard) -> list[ExitPolicy]:
+def table_policies(card: ModelCard) -> list[ExitPolicy]:
+    """The exit policies of a card whose calibration is a table (threshold -> exit rates).
+
+    Parameters
+    ----------
+    card : ModelCard
+        A card with ``calibration.table`` rows.
+
+    Returns
+    -------
+    list of ExitPolicy
+        One per table row, in row order.
+
+    Notes
+    -----
+    Complexity: O(rows x exits).
+    """
     index = {e.name: i for i, e in enumerate(card.exits)}
     policies = []
     for row in card.calibration.table:

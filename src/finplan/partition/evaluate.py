@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from finplan.errors import FinplanInputError
 from finplan.partition.costs import (
-    CostTable, ExitPolicy, _table_policies, accuracy_ok, cost_table, policy_from_thresholds, within,
+    CostTable, ExitPolicy, accuracy_ok, cost_table, policy_from_thresholds, table_policies, within,
 )
 from finplan.partition.problem import Application, Network, Options
 
@@ -159,7 +159,7 @@ def resolve_policy(app: Application, mode: str, final_exit: str, thresholds: Map
         return ExitPolicy(e, (), tuple(rates), card.exits[e].accuracy)
     cal = card.calibration
     if cal is not None and cal.table and not cal.confidence:
-        for policy in _table_policies(card):
+        for policy in table_policies(card):
             if policy.final_exit == e and dict(policy.active) == {k: v for k, v in index.items() if k < e}:
                 return policy
         raise FinplanInputError("no row of the card's calibration table has these thresholds", field="thresholds")
@@ -171,11 +171,43 @@ def evaluate(app: Application, network: Network, options: Options, placement: Se
              policy: ExitPolicy | None = None, table: CostTable | None = None) -> Evaluation:
     """Energy, latency, accuracy, loads and feasibility of one deployment, exactly.
 
-    Parameters: ``placement`` names the node of each deployed block (blocks 1 .. the final
-    exit's block); ``thresholds`` (dynamic mode) maps early exit names to confidence
-    thresholds; ``usage`` is capacity already taken by other applications.
-    Returns an Evaluation; ``feasible`` is False with ``violations`` in user terms when any
-    constraint fails. Raises FinplanInputError for unknown nodes or exits or a wrong length.
+    Parameters
+    ----------
+    app : Application
+        The application (card, source, bounds, rate).
+    network : Network
+        The nodes and links.
+    options : Options
+        Mode, first_block_at_source, strictness.
+    placement : sequence of str
+        The node of each deployed block (blocks 1 .. the final exit's block).
+    final_exit : str
+        The exit every input reaches at the latest.
+    thresholds : mapping of str to float, optional
+        Dynamic mode: early exit name -> confidence threshold.
+    usage : Usage or None, optional
+        Capacity already taken by other applications.
+    policy : ExitPolicy or None, optional
+        The resolved exit policy, when the caller has it (skips resolving ``thresholds``).
+    table : CostTable or None, optional
+        The cost table, when the caller has it (else built from ``network``).
+
+    Returns
+    -------
+    Evaluation
+        ``feasible`` is False with ``violations`` in user terms and ``violated`` tags (latency,
+        accuracy, route, first_block_at_source, utilization:NODE, memory:NODE, link:A->B) when
+        any constraint fails.
+
+    Raises
+    ------
+    FinplanInputError
+        For unknown nodes or exits or a placement of the wrong length.
+
+    Notes
+    -----
+    The one exact model every solver's answer is re-checked with. Complexity: O(B + H + L) for
+    B blocks, H exit heads and L links used.
     """
     card = app.card
     table = table or cost_table(card, network)

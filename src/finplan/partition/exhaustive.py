@@ -15,18 +15,42 @@ def exhaustive(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUST
                objective: str = "energy", *, field: str = "solver") -> AppResult:
     """Minimum-energy deployment of one application by enumerating every placement.
 
-    Problem: as ``fin``, solved exactly: every node sequence of every accuracy-meeting exit
-    policy is scored (vectorised), invalid hops and capacity violations discarded, and the
-    best is re-evaluated with the exact model. Ties: lower latency, earlier policy,
-    lexicographically smaller node indices.
+    As ``fin``, solved exactly: every node sequence of every accuracy-meeting exit policy is
+    scored (vectorised), invalid hops and capacity violations discarded, and the best is
+    re-evaluated with the exact model. Ties: lower latency, earlier policy, lexicographically
+    smaller node indices.
 
-    Parameters: ``objective`` "energy" (the planning problem) or "latency": the fastest
-    placement meeting the accuracy target and every node and link limit, ties by lower
-    energy, *without* the latency bound (the min-latency baseline; its answer is then
-    evaluated, and marked infeasible when even it is over the bound).
-    Returns an AppResult. Raises FinplanInputError when the instance has more than ``limit``
-    placements (N^B summed over exit policies), or for an unknown objective.
-    Complexity: O(P N^B B).
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    limit : int, optional
+        The most placements (N^B summed over exit policies) to enumerate.
+    objective : {"energy", "latency"}, optional
+        "energy" (the planning problem) or "latency": the fastest placement meeting the accuracy
+        target and every node and link limit, ties by lower energy, *without* the latency bound
+        (the min-latency baseline; its answer is then evaluated, and marked infeasible when even
+        it is over the bound).
+    field : str, optional
+        The name of the solver choice as the caller's user knows it (the CLI: ``--solver``), in
+        the message that suggests another solver.
+
+    Returns
+    -------
+    AppResult
+        The optimum, or no evaluation and the reason (``explain``) when no placement keeps every
+        constraint.
+
+    Raises
+    ------
+    FinplanInputError
+        When the instance has more than ``limit`` placements, or for an unknown objective.
+
+    Notes
+    -----
+    Complexity: O(P N^B B) for P exit policies, N nodes and B blocks.
     """
     if objective not in ("energy", "latency"):
         raise FinplanInputError(f"is {objective!r}; expected energy or latency", field="objective")

@@ -67,10 +67,26 @@ def infeasibility_reason(ctx: AppContext, usage: Usage | None = None) -> tuple[s
 def explain(ctx: AppContext, usage: Usage | None = None) -> Explanation:
     """Why no placement of ``ctx`` meets its constraints with ``usage`` taken by the others.
 
-    The first thing that rules every plan out: no exit reaches the accuracy target; no route
-    from the source; the fastest placement (limits ignored) over the latency bound; or the node
-    and link limits (``_capacity``). Complexity: O(P B N^2), plus for capacity an enumeration
-    of up to EXPLAIN_EXACT_LIMIT placements (above it, a heuristic search).
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    Explanation
+        The first thing that rules every plan out: no exit reaches the accuracy target; no route
+        from the source; the fastest placement (limits ignored) over the latency bound; or the
+        node and link limits (``_capacity``), with ``proven`` False and a ``witness`` when a
+        placement within every limit exists after all.
+
+    Notes
+    -----
+    The one place every solver's no-plan reason comes from (``infeasibility_reason`` for the
+    sentence alone). Complexity: O(P B N^2), plus for capacity an enumeration of up to
+    EXPLAIN_EXACT_LIMIT placements (above it, the heuristic ``search.fastest_within_capacity``).
     """
     usage = usage or Usage()
     app = ctx.app

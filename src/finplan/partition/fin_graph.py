@@ -306,21 +306,50 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
                 shared: dict | None = None) -> LayeredGraph:
     """Build the feasible inference graph of one chain and run the DP over it.
 
-    Problem: vertices (b, n, q) = block b ran on node n with q of gamma latency units used;
-    hop (b, n, q) -> (b+1, m, q + ceil(gamma (t_tx + t_comp) / max_latency)) costs
-    E_tx + E_comp; vertices with q > gamma are never created. One pass over the layered
-    DAG keeps, per vertex, the minimum-energy path (ties: lowest predecessor index), then
-    prunes the replicas of each (block, node) (``_prune``).
-    Parameters: ``node_ok`` (blocks x nodes) the (block, node) pairs allowed (default: those
-    fitting ``usage``); ``link_bans`` (block, n, m) hops into a block that are forbidden;
-    ``method`` "sparse" (Pareto frontiers), "dense" (arrays over all units) or "auto" (per
-    layer, the cheaper by the cost model of ``_prefer_sparse``): all three give the same
-    graph bit for bit; ``shared``: a dict reused across calls of one solve, where chains with
-    a common prefix (same blocks, costs and allowed nodes) share the prefix's layers.
-    Returns a LayeredGraph. Raises FinplanInputError for an unknown method.
-    Complexity: dense O(B |links| gamma) time, O(B N gamma) memory; sparse O(B |links| F)
-    time and O(B N F) memory for frontier size F <= gamma + 1 (after pruning, F is the number
-    of Pareto-optimal (units, energy) replicas of a (block, node), usually a handful).
+    Vertices (b, n, q) = block b ran on node n with q of gamma latency units used; hop
+    (b, n, q) -> (b+1, m, q + ceil(gamma (t_tx + t_comp) / max_latency)) costs E_tx + E_comp;
+    vertices with q > gamma are never created. One pass over the layered DAG keeps, per vertex,
+    the minimum-energy path (ties: lowest predecessor index), then prunes the replicas of each
+    (block, node) (``_prune``).
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    chain : Chain
+        The costs of one exit policy's blocks (``ctx.chain(i)``).
+    gamma : int
+        Latency units (> 0).
+    lam : float, optional
+        Proximity pruning (>= 0).
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    node_ok : ndarray of bool, shape (blocks, nodes), optional
+        The (block, node) pairs allowed (default: those fitting ``usage``).
+    link_bans : frozenset of (block, n, m), optional
+        Hops into a block that are forbidden.
+    method : {"auto", "sparse", "dense"}, optional
+        "sparse" (Pareto frontiers), "dense" (arrays over all units) or "auto" (per layer, the
+        cheaper by the cost model of ``_prefer_sparse``): all three give the same graph bit for bit.
+    shared : dict or None, optional
+        Reused across calls of one solve, where chains with a common prefix (same blocks, costs
+        and allowed nodes) share the prefix's layers.
+
+    Returns
+    -------
+    LayeredGraph
+        Its paths are read off with ``graph_terminals`` and ``graph_path``.
+
+    Raises
+    ------
+    FinplanInputError
+        For an unknown method.
+
+    Notes
+    -----
+    Complexity: dense O(B |links| gamma) time, O(B N gamma) memory; sparse O(B |links| F) time
+    and O(B N F) memory for frontier size F <= gamma + 1 (after pruning, F is the number of
+    Pareto-optimal (units, energy) replicas of a (block, node), usually a handful).
     Reference: section 3 of the FIN paper (stage 3; cited in ``fin.fin``).
     """
     if method not in METHODS:

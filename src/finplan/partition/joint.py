@@ -226,14 +226,29 @@ def _generate(classes, resources, phase, served, gamma, lam, info: JointInfo, ta
 
 
 def joint_fin(ctxs: list[AppContext], gamma: int, lam: float, info: JointInfo | None = None) -> list[AppResult]:
-    """Plan several applications together (see the module docstring).
+    """Plan several applications together (column generation; see the module docstring).
 
-    Parameters: ``ctxs`` one context per application (the whole network); ``gamma``, ``lam``
-    FIN's parameters for the pricing subproblems; ``info`` receives the bounds and counts.
-    Returns one AppResult per application, in scenario order; every served plan is feasible
-    under the exact evaluator with all the other served plans; unserved ones carry a reason.
-    Complexity: per round, one FIN per class and exit policy plus one LP over the columns
-    (a few per class); the exact bound enumerates each class's reachable placements once per
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One context per application (the whole network).
+    gamma : int or None
+        FIN's latency units for the pricing subproblems (None: its exact label DP).
+    lam : float
+        FIN's proximity pruning for the pricing subproblems.
+    info : JointInfo or None, optional
+        Receives the bounds and counts.
+
+    Returns
+    -------
+    list of AppResult
+        One per application, in scenario order; every served plan is feasible under the exact
+        evaluator with all the other served plans; unserved ones carry a reason.
+
+    Notes
+    -----
+    Complexity: per round, one FIN per class and exit policy plus one LP over the columns (a
+    few per class); the exact bound enumerates each class's reachable placements once per
     phase; the final check evaluates every application once: O(A B) beyond the classes.
     """
     info = info if info is not None else JointInfo()
@@ -287,10 +302,30 @@ def _served_phase(live, resources, gamma, lam, info) -> None:
 
 
 def lower_bound(ctxs: list[AppContext], results: list[AppResult], gamma: int, lam: float) -> JointInfo:
-    """The bounds of ``joint_fin`` for a plan found by any solver (``results``): a lower bound
-    on the energy of any plan serving as many applications, and an upper bound on the
-    applications that can be served. The plan's own placements join the columns (so the
-    master can serve as many). Complexity: that of ``joint_fin`` without the integer plan."""
+    """The bounds of ``joint_fin`` for a plan found by any solver.
+
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One context per application.
+    results : list of AppResult
+        The plan whose gap is wanted; its placements join the columns (so the master can serve
+        as many).
+    gamma : int or None
+        FIN's latency units for the pricing subproblems.
+    lam : float
+        FIN's proximity pruning for the pricing subproblems.
+
+    Returns
+    -------
+    JointInfo
+        A lower bound on the energy of any plan serving as many applications, and an upper
+        bound on the applications that can be served.
+
+    Notes
+    -----
+    Complexity: that of ``joint_fin`` without the integer plan.
+    """
     info = JointInfo()
     classes, resources = build_classes(ctxs)
     info.classes = len(classes)

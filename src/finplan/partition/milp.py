@@ -85,27 +85,48 @@ def milp(ctxs: list[AppContext], usage: Usage | None = None, time_limit_s: float
          info: dict | None = None, start: list | None = None) -> list[AppResult]:
     """Minimum total energy of several applications jointly, exactly (HiGHS branch and bound).
 
-    Problem: for every application, one exit policy and one node per deployed block (a path
-    through the block layers along links), minimising the summed expected energy, subject to
-    each application's latency bound and, shared by all, node utilisation
-    (sum rate x expected busy time <= max_utilization), link utilisation and memory_bytes.
-    Applications that cannot all be served: the model serves as many as possible, then
-    minimises energy (unserved ones get a reason).
-    Parameters: ``time_limit_s`` (> 0, or None: no limit) bounds HiGHS's wall time (model
-    building excluded), summed over the re-tightening runs. When it stops the search with a feasible incumbent, that plan
-    is returned, each result noting "not proven optimal (time limit), MIP gap X%" (X: the
-    incumbent's objective minus HiGHS's dual bound, over the incumbent's energy; when the
-    bound allows serving more applications, the gap counts that too, is huge, and the note
-    says so); with no
-    incumbent, every application is unserved with the reason ``NO_INCUMBENT``. ``info``, when
-    given, receives proven_optimal (bool), stopped (None or why) and mip_gap (fraction or None).
-    ``start``: an optional starting plan handed to HiGHS (``setSolution``), per application
-    (policy index, node indices) or None (unserved), e.g. joint FIN's plan; HiGHS checks it
-    and starts its search from it (a feasible start is an incumbent from the first node on).
-    Returns one AppResult per application (evaluations re-checked with the exact model;
-    latency rows are re-tightened when HiGHS's tolerance lets a hair-thin violation through).
-    Raises ValueError for a time limit that is not a positive number.
-    Complexity: NP-hard in general; size O(sum over apps of P B |links|) binaries.
+    For every application, one exit policy and one node per deployed block (a path through the
+    block layers along links), minimising the summed expected energy, subject to each
+    application's latency bound and, shared by all, node utilisation (sum rate x expected busy
+    time <= max_utilization), link utilisation and memory_bytes. Applications that cannot all be
+    served: the model serves as many as possible, then minimises energy (unserved ones get a
+    reason).
+
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One context per application.
+    usage : Usage or None, optional
+        Capacity taken by applications outside ``ctxs``.
+    time_limit_s : float or None, optional
+        (> 0, or None: no limit) bounds HiGHS's wall time (model building excluded), summed over
+        the re-tightening runs. When it stops the search with a feasible incumbent, that plan is
+        returned, each result noting "not proven optimal (time limit), MIP gap X%" (X: the
+        incumbent's objective minus HiGHS's dual bound, over the incumbent's energy; when the
+        bound allows serving more applications, the gap counts that too, is huge, and the note
+        says so); with no incumbent, every application is unserved with the reason
+        ``NO_INCUMBENT``.
+    info : dict or None, optional
+        Receives proven_optimal (bool), stopped (None or why) and mip_gap (fraction or None).
+    start : list or None, optional
+        A starting plan handed to HiGHS (``setSolution``), per application (policy index, node
+        indices) or None (unserved), e.g. joint FIN's plan; HiGHS checks it and starts its
+        search from it (a feasible start is an incumbent from the first node on).
+
+    Returns
+    -------
+    list of AppResult
+        One per application (evaluations re-checked with the exact model; latency rows are
+        re-tightened when HiGHS's tolerance lets a hair-thin violation through).
+
+    Raises
+    ------
+    ValueError
+        For a time limit that is not a positive number (a caller's bug: ``solve`` checks it).
+
+    Notes
+    -----
+    Complexity: NP-hard in general; the model has O(sum over apps of P B |links|) binaries.
     """
     if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
                                      or not math.isfinite(time_limit_s) or time_limit_s <= 0):

@@ -17,6 +17,23 @@ _CHUNK = 100_000
 
 
 def count_placements(ctx: AppContext) -> int:
+    """The number of placements ``exhaustive`` would enumerate.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+
+    Returns
+    -------
+    int
+        N^B summed over the accuracy-meeting exit policies (N^(B-1) when block 1 is pinned to
+        the source).
+
+    Notes
+    -----
+    Complexity: O(P).
+    """
     n_nodes = len(ctx.table.nodes)
     total = 0
     for i in ctx.accurate():
@@ -26,10 +43,27 @@ def count_placements(ctx: AppContext) -> int:
 
 
 def enumerate_best(ctx: AppContext, usage: Usage | None = None, objective: str = "energy"):
-    """The enumeration of ``exhaustive`` without the size check: the best Evaluation, or None.
+    """The enumeration of ``exhaustive`` without the size check.
 
-    With objective "latency" the answer keeps every node and link limit and may be over the
-    latency bound (then ``violated`` is ["latency"]). Complexity: O(P N^B B).
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    objective : {"energy", "latency"}, optional
+        What to minimise (ties by the other). With "latency" the answer keeps every node and
+        link limit and may be over the latency bound (then ``violated`` is ["latency"]).
+
+    Returns
+    -------
+    Evaluation or None
+        The best placement under the exact model, or None when none qualifies.
+
+    Notes
+    -----
+    Vectorised over chunks of placements in lexicographic order (the last block varies
+    fastest). Complexity: O(P N^B B) time, O(chunk x B) memory.
     """
     by_latency = objective == "latency"
     usage = usage or Usage()

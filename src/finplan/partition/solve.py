@@ -38,24 +38,61 @@ def solve(scenario: Scenario, solver: str = "fin", *, gamma: int = DEFAULT_GAMMA
     (``joint.joint_fin``: FIN priced by the shared capacities, an integer master, an exact
     check), fin-sequential, exhaustive and the baselines one by one on residual capacity (see
     multi.py), milp jointly and exactly, warm-started from joint FIN's plan unless
-    ``warm_start`` is False (its solve time then includes FIN's). Every multi-application plan
-    gets ``extra["lower_bound"]`` (unless ``bound`` is False): the Lagrangian lower bound on
-    the energy of any plan serving as many applications, the gap to it, and an upper bound on
-    the applications that can be served (``joint.lower_bound``; computed after the solver's
-    clock stops for the solvers other than fin, for which it is part of the method).
-    ``joint_gap``: with fin and several applications, also run the joint MILP (warm-started)
-    when the instance is small enough, for ``extra["joint_optimum"]``.
-    ``time_limit_s`` (> 0, default None: no limit) bounds every MILP run (the milp solver and
-    fin's joint-gap reference); a run stopped by it returns its best plan, noted "not proven
-    optimal (time limit), MIP gap X%" (``extra["proven_optimal"]`` False, ``extra["mip_gap"]``),
-    or no plan with the reason "MILP time limit reached before any feasible plan was found".
-    FIN: ``gamma`` None (default) runs its exact label DP, with ``epsilon`` its bound where a
-    frontier is trimmed; an integer gamma the discretised graph (``fin.fin``).
-    ``fields`` maps the parameter names (solver, gamma, lam, epsilon, time_limit_s) to the names
-    the caller's user knows them by in messages (the CLI: ``CLI_FIELDS``); default: the
-    parameter names themselves.
-    Raises FinplanInputError for an unknown solver, gamma <= 0, lambda < 0, epsilon < 0, a time
-    limit that is not a positive number, or an instance too large for exhaustive.
+    ``warm_start`` is False (its solve time then includes FIN's).
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The network, the applications and the options (``documents.load_scenario``).
+    solver : str, optional
+        One of SOLVERS (default "fin").
+    gamma : int or None, optional
+        FIN: None (default) runs its exact label DP; an integer the discretised graph (``fin.fin``).
+    lam : float, optional
+        FIN's proximity pruning (>= 0).
+    quantiles : sequence of float, optional
+        Dynamic mode: the quantiles of the calibration scores the thresholds are drawn from.
+    exhaustive_limit : int, optional
+        The most placements the exhaustive solver enumerates.
+    joint_gap : bool, optional
+        With fin and several applications, also run the joint MILP (warm-started) when the
+        instance is small enough, for ``extra["joint_optimum"]``.
+    time_limit_s : float or None, optional
+        (> 0, default None: no limit) bounds every MILP run (the milp solver and fin's joint-gap
+        reference); a run stopped by it returns its best plan, noted "not proven optimal (time
+        limit), MIP gap X%" (``extra["proven_optimal"]`` False, ``extra["mip_gap"]``), or no plan
+        with the reason "MILP time limit reached before any feasible plan was found".
+    epsilon : float, optional
+        The label DP's bound where a frontier is trimmed (>= 0).
+    warm_start : bool, optional
+        milp with several applications: start HiGHS from joint FIN's plan.
+    bound : bool, optional
+        Every multi-application plan gets ``extra["lower_bound"]`` unless this is False: the
+        Lagrangian lower bound on the energy of any plan serving as many applications, the gap
+        to it, and an upper bound on the applications that can be served (``joint.lower_bound``;
+        computed after the solver's clock stops for the solvers other than fin, for which it is
+        part of the method).
+    fields : mapping of str to str, optional
+        The parameter names (solver, gamma, lam, epsilon, time_limit_s) as the caller's user
+        knows them, for messages (the CLI passes its options); default: the parameter names.
+
+    Returns
+    -------
+    SolveResult
+        One AppResult per application in scenario order, the parameters, the solve time and
+        ``extra`` (bounds, gaps, the sequential planner's order).
+
+    Raises
+    ------
+    FinplanInputError
+        For an unknown solver, gamma <= 0, lambda < 0, epsilon < 0, a time limit that is not a
+        positive number, or an instance too large for exhaustive.
+
+    Notes
+    -----
+    Complexity: that of the solver chosen (``fin.fin``, ``exhaustive.exhaustive``,
+    ``milp.milp``, ``joint.joint_fin``, ``baselines``), plus with several applications one
+    ``joint.lower_bound``.
     """
     name = {**PARAMETER_FIELDS, **(fields or {})}
     if solver not in SOLVERS:
