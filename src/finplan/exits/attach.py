@@ -16,22 +16,18 @@ model's own final output (a tensor ``(N, K)`` or a Hugging Face ``ModelOutput``'
 from __future__ import annotations
 
 import difflib
-import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from finplan.errors import FinplanInputError
 from finplan.data import InputSpec
 from finplan.exits.branchy import BranchyNet, make_contract, make_exit_head
+from finplan.exits.model_io import (AttachError, class_scores, describe, dry_run, is_scores, model_inputs,
+                                    pick_tensor, shape_text)
 
 TOKEN_POOLING = ("first", "mean")
 NEAREST_NAMES = 5  # how many submodule names a misspelt ``after`` name suggests
-
-
-class AttachError(FinplanInputError, ValueError):
-    """attach_exits cannot place an exit as asked (one line naming the submodule and what was expected)."""
 
 
 class TokenHead(nn.Module):
@@ -184,7 +180,7 @@ def attach_exits(model: nn.Module, after: Sequence[int | str | tuple[str, int | 
     if all(_is_index(item) for item in after):
         return _attach_children(model, [int(item) for item in after], example_input=example_input, num_classes=num_classes, pool_to=pool_to)
     points = [_parse_point(model, item) for item in after]
-    inputs, call, arguments = _inputs(model, example_input, input_names)
+    inputs, call, arguments = model_inputs(model, example_input, input_names)
 
     model.eval()
     caught: dict[str, object] = {}
@@ -201,7 +197,7 @@ def attach_exits(model: nn.Module, after: Sequence[int | str | tuple[str, int | 
             order.append(name)
         handles.append(modules[name].register_forward_hook(hook))
     try:
-        final = _dry_run(model, arguments, call)
+        final = dry_run(model, arguments, call)
     finally:
         for handle in handles:
             handle.remove()
@@ -214,7 +210,7 @@ def attach_exits(model: nn.Module, after: Sequence[int | str | tuple[str, int | 
         raise AttachError(f"after lists {', '.join(named_order)}, but they run in the order {', '.join(order)}; "
                           "expected them in execution order", field="after")
 
-    scores, output = _class_scores(final, output)
+    scores, output = class_scores(final, output)
     if scores is not None:
         found = int(scores.shape[-1])
         if num_classes is not None and num_classes != found:
@@ -222,16 +218,16 @@ def attach_exits(model: nn.Module, after: Sequence[int | str | tuple[str, int | 
                               field="num_classes")
         num_classes = found
     elif num_classes is None:
-        raise AttachError(f"the model's output is {_describe(final)}, not class scores (N, K); pass num_classes to "
+        raise AttachError(f"the model's output is {describe(final)}, not class scores (N, K); pass num_classes to "
                           "put a head on it", field="num_classes")
 
     heads = []
     for name, select in points:
-        tensor = _pick(caught[name], name, select)
+        tensor = pick_tensor(caught[name], name, select)
         heads.append(exit_head(tensor, num_classes, pool_to=pool_to, token_pooling=token_pooling, where=name))
     final_head = None
     if scores is None:
-        final_tensor = _pick(final, "the model's output", output)
+        final_tensor = pick_tensor(final, "the model's output", output)
         final_head = exit_head(final_tensor, num_classes, pool_to=pool_to, token_pooling=token_pooling,
                                where="the model's output")
     return AttachedExits(model, points, heads, inputs=inputs, call=call, output=output, num_classes=num_classes,
@@ -255,7 +251,7 @@ def exit_head(tensor: torch.Tensor, num_classes: int, *, pool_to: int = 2, token
         return TokenHead(int(tensor.shape[-1]), num_classes, token_pooling)
     if tensor.dim() == 2:
         return nn.Linear(int(tensor.shape[-1]), num_classes)
-    raise AttachError(f"{where} gives a tensor of shape {_shape(tensor)}; expected (N, C, H, W), (N, T, D) or (N, D) "
+    raise AttachError(f"{where} gives a tensor of shape {shape_text(tensor)}; expected (N, C, H, W), (N, T, D) or (N, D) "
                       "to put an exit head on", field="after")
 
 
@@ -282,131 +278,6 @@ def _parse_point(model: nn.Module, item) -> tuple[str, int | str | None]:
     return name, select
 
 
-def _inputs(model: nn.Module, example, names: Sequence[str] | None):
-    """(input specs, how to call the model, the example as call arguments)."""
-    if isinstance(example, Mapping):
-        items = list(example.items())
-        call, arguments = "keyword", dict(example)
-    else:
-        values = tuple(example) if isinstance(example, (tuple, list)) else (example,)
-        if names is None:
-            names = _parameter_names(model, len(values))
-        if len(names) != len(values):
-            raise AttachError(f"{len(names)} input names for {len(values)} example inputs", field="input_names")
-        items = list(zip(names, values))
-        call, arguments = "positional", values
-    specs = []
-    for name, value in items:
-        if not isinstance(value, torch.Tensor) or value.dim() < 1 or len(value) < 1:
-            raise AttachError(f"input {name!r} is {_describe(value)}; expected a tensor with a batch axis first",
-                              field="example_input")
-        specs.append(InputSpec(str(name), torch.empty(0, dtype=value.dtype).numpy().dtype,
-                               tuple(int(d) for d in value.shape[1:])))
-    return tuple(specs), call, arguments
-
-
-def _parameter_names(model: nn.Module, count: int) -> list[str]:
-    """Names of ``forward``'s first ``count`` parameters (the ONNX input names), or x / x0, x1, ..."""
-    try:
-        parameters = [p for p in inspect.signature(model.forward).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        parameters = []
-    if len(parameters) >= count:
-        return [p.name for p in parameters[:count]]
-    return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
-
-
-def _dry_run(model: nn.Module, arguments, call: str):
-    """Run the model once; a failure names the innermost submodule that was running and its input shapes."""
-    stack: list[tuple[str, str]] = []
-    failed: list[tuple[str, str]] = []
-
-    def enter(name):
-        def hook(module, args, kwargs):
-            stack.append((name, ", ".join(_describe(a) for a in (*args, *kwargs.values())
-                                          if isinstance(a, torch.Tensor)) or "no tensor"))
-        return hook
-
-    def leave(module, args, out):
-        if stack:
-            stack.pop()
-
-    handles = []
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name or type(model).__name__), with_kwargs=True))
-        handles.append(module.register_forward_hook(leave))
-    try:
-        with torch.no_grad():
-            try:
-                return model(**arguments) if call == "keyword" else model(*arguments)
-            except AttachError:
-                raise
-            except Exception as exc:  # any error of the user's model: named once, in one line
-                failed.extend(stack)
-                where, shapes = failed[-1] if failed else (type(model).__name__, "")
-                message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise AttachError(f"dry run failed in submodule {where!r} on input {shapes}: {message}",
-                                  field="example_input") from None
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _class_scores(final, output):
-    """(the class-score tensor of the model's output or None, the element used)."""
-    if output is not None:
-        try:
-            value = final[output]
-        except (KeyError, IndexError, TypeError):
-            raise AttachError(f"output={output!r}: the model's output is {_describe(final)}", field="output") from None
-        return (value if _is_scores(value) else None), output
-    if isinstance(final, torch.Tensor):
-        return (final if _is_scores(final) else None), None
-    if isinstance(final, Mapping) and "logits" in final:  # Hugging Face ModelOutput and plain dicts
-        value = final["logits"]
-        if not _is_scores(value):
-            raise AttachError(f"the model's logits are {_describe(value)}; expected class scores (N, K)", field="output")
-        return value, None
-    raise AttachError(f"the model's output is {_describe(final)}; say which element holds the class scores "
-                      "(output=INDEX or output='KEY')", field="output")
-
-
-def _is_scores(value) -> bool:
-    return isinstance(value, torch.Tensor) and value.dim() == 2 and value.dtype.is_floating_point \
-        and value.shape[-1] >= 2
-
-
-def _pick(value, name: str, select):
-    if select is not None:
-        try:
-            value = value[select]
-        except (KeyError, IndexError, TypeError):
-            raise AttachError(f"submodule {name!r} gives {_describe(value)}; it has no element {select!r}",
-                              field="after") from None
-    if isinstance(value, torch.Tensor):
-        return value
-    hint = "0" if isinstance(value, (tuple, list)) else repr(next(iter(value), "KEY")) \
-        if isinstance(value, Mapping) else "0"
-    raise AttachError(f"submodule {name!r} gives {_describe(value)}, not one tensor; say which element: "
-                      f"after=[({name!r}, {hint})]", field="after")
-
-
-def _shape(tensor: torch.Tensor) -> str:
-    return "x".join(map(str, tensor.shape)) or "scalar"
-
-
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{_shape(value)} {str(value.dtype).replace('torch.', '')}"
-    if isinstance(value, Mapping):
-        return "a dict (" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + ")"
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)} (" + ", ".join(
-            f"{i}: {_describe(v)}" for i, v in enumerate(value)) + ")"
-    return type(value).__name__
-
-
 # --------------------------------------------------------------------------- child indices (older form)
 
 def _attach_children(model: nn.Module, after: Sequence[int], *, example_input, num_classes, pool_to) -> BranchyNet:
@@ -425,7 +296,7 @@ def _attach_children(model: nn.Module, after: Sequence[int], *, example_input, n
                           field="example_input")
     model = model.eval()
     with torch.no_grad():
-        reference = _dry_run(model, (example_input,), "positional")
+        reference = dry_run(model, (example_input,), "positional")
         hidden = example_input
         outputs = []
         for _, child in children:
@@ -437,8 +308,8 @@ def _attach_children(model: nn.Module, after: Sequence[int], *, example_input, n
                           "more than call them in turn (name the submodules instead: after=['layer1', ...])",
                           field="after")
     if num_classes is None:
-        if not _is_scores(hidden):
-            raise AttachError(f"the model's output is {_describe(hidden)}, not class scores (N, K); pass num_classes",
+        if not is_scores(hidden):
+            raise AttachError(f"the model's output is {describe(hidden)}, not class scores (N, K); pass num_classes",
                               field="num_classes")
         num_classes = int(hidden.shape[-1])
 
