@@ -94,10 +94,24 @@ class AppContext:
 
 
 def no_latency_bound_s(ctx: AppContext) -> float:
-    """A latency bound no placement of ``ctx`` can reach: four times the sum, over the input
-    and every block, of the slowest computation, stage cost and transfer, plus one second.
-    Finite, so FIN's latency units stay well defined (each placement then uses under a
-    quarter of them, plus one per hop for the rounding)."""
+    """A latency bound no placement of ``ctx`` can reach.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+
+    Returns
+    -------
+    float
+        Four times the sum, over the input and every block, of the slowest computation, stage
+        cost and transfer, plus one second. Finite, so FIN's latency units stay well defined
+        (each placement then uses under a quarter of them, plus one per hop for the rounding).
+
+    Notes
+    -----
+    Complexity: O(B N^2).
+    """
     t = ctx.table
     finite = np.isfinite(t.link_s_per_bit) & t.has_link
     s_per_bit = float(t.link_s_per_bit[finite].max()) if finite.any() else 0.0
@@ -110,6 +124,25 @@ def no_latency_bound_s(ctx: AppContext) -> float:
 
 
 def contexts(scenario: Scenario, quantiles=DEFAULT_QUANTILES) -> list[AppContext]:
+    """One solver context per application of ``scenario``: its cost table and exit policies.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The network, the applications and the options.
+    quantiles : sequence of float, optional
+        Dynamic mode: the quantiles of the calibration scores the threshold grid is drawn from.
+
+    Returns
+    -------
+    list of AppContext
+        In scenario order; applications sharing a card share one cost table.
+
+    Notes
+    -----
+    Complexity: O(C N (B + H)) for C distinct cards, plus the exit policies of each
+    application (``costs.policies_for``).
+    """
     tables: dict[int, CostTable] = {}
     out = []
     for app in scenario.applications:
@@ -153,9 +186,25 @@ class SolveResult:
 
 
 def better(a: tuple, b: tuple | None) -> bool:
-    """Explicit tie-breaking between candidates (energy_j, latency_s, policy_index, nodes):
-    lower energy; equal energy (up to rounding) -> lower latency -> earlier policy ->
-    lexicographically smaller node indices."""
+    """Whether candidate ``a`` beats the best so far ``b``, with explicit tie-breaking.
+
+    Parameters
+    ----------
+    a : tuple
+        (energy_j, latency_s, policy_index, nodes) of the candidate.
+    b : tuple or None
+        The same of the best so far (None: nothing yet).
+
+    Returns
+    -------
+    bool
+        Lower energy wins; equal energy (up to rounding) -> lower latency -> earlier policy ->
+        lexicographically smaller node indices.
+
+    Notes
+    -----
+    Complexity: O(B).
+    """
     if b is None:
         return True
     if not is_close(a[0], b[0]):

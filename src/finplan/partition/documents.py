@@ -25,7 +25,29 @@ from finplan.partition.profile_costs import node_block_costs
 # ---------------------------------------------------------------- model cards
 
 def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard:
-    """Validate a ``finplan.model/1`` document and turn it into a ModelCard."""
+    """Validate a ``finplan.model/1`` document and turn it into a ModelCard.
+
+    Parameters
+    ----------
+    doc : object
+        The parsed document.
+    path : path-like or None, optional
+        The file it came from, named in messages and recorded on the card.
+
+    Returns
+    -------
+    ModelCard
+
+    Raises
+    ------
+    FinplanInputError
+        Naming the file, the field and what was expected (schema, non-finite or negative
+        numbers, a live set that does not add up, calibration rows naming unknown exits).
+
+    Notes
+    -----
+    Complexity: linear in the document's size.
+    """
     validate_card(doc, path)
     path = None if path is None else str(path)
     blocks = []
@@ -85,6 +107,26 @@ def _live_set(block: dict, output_bytes: float, path, index: int) -> tuple[tuple
 
 
 def load_card_file(path: str | os.PathLike) -> ModelCard:
+    """Read and validate a model card file (JSON or YAML).
+
+    Parameters
+    ----------
+    path : path-like
+        The card file.
+
+    Returns
+    -------
+    ModelCard
+
+    Raises
+    ------
+    FinplanInputError
+        For a file that cannot be read or parsed, or a card ``card_from_dict`` refuses.
+
+    Notes
+    -----
+    Complexity: linear in the file's size.
+    """
     return card_from_dict(load_document(path, "model"), path)
 
 
@@ -129,8 +171,33 @@ def _max_utilization(doc: dict, *, file, where: str) -> float:
 
 
 def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
-    """Validate a ``finplan.network/1`` document. Profile paths are relative to ``base_dir``
-    (the network file's folder)."""
+    """Validate a ``finplan.network/1`` document and turn it into a Network.
+
+    Parameters
+    ----------
+    doc : object
+        The parsed document.
+    path : path-like or None, optional
+        The file it came from, named in messages.
+    base_dir : path-like or None, optional
+        The folder profile paths are relative to (default: the network file's folder, else the
+        current folder).
+
+    Returns
+    -------
+    Network
+        Nodes (with their profiles read) and directed links.
+
+    Raises
+    ------
+    FinplanInputError
+        Naming the file, the field and what was expected: unknown fields, duplicate names,
+        links between unknown nodes, missing or mismatched profiles, non-finite numbers.
+
+    Notes
+    -----
+    Complexity: linear in the document's size plus the profiles read.
+    """
     check_schema(doc, "network", (1,), path)
     file = None if path is None else str(path)
     base = Path(base_dir) if base_dir is not None else (Path(path).parent if path is not None else Path("."))
@@ -217,6 +284,26 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
 
 
 def load_network(path: str | os.PathLike) -> Network:
+    """Read and validate a network file (JSON or YAML).
+
+    Parameters
+    ----------
+    path : path-like
+        The network file; profile paths in it are relative to its folder.
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    FinplanInputError
+        For a file that cannot be read or parsed, or a network ``network_from_dict`` refuses.
+
+    Notes
+    -----
+    Complexity: linear in the file's size plus the profiles read.
+    """
     return network_from_dict(load_document(path, "network"), path)
 
 
@@ -229,6 +316,28 @@ def _bool(value, *, file, field) -> bool:
 
 
 def options_from_dict(doc: Any, *, file=None) -> Options:
+    """A scenario's ``options`` mapping as Options.
+
+    Parameters
+    ----------
+    doc : mapping or None
+        {mode, first_block_at_source, strict}; None gives the defaults.
+    file : str or None, optional
+        The scenario file, named in messages.
+
+    Returns
+    -------
+    Options
+
+    Raises
+    ------
+    FinplanInputError
+        For unknown options, an unknown mode or a flag that is not true or false.
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     if doc is None:
         return Options()
     if not isinstance(doc, dict):
@@ -246,10 +355,34 @@ def options_from_dict(doc: Any, *, file=None) -> Options:
 
 def check_application(app: Application, network: Network, options: Options, *, file=None, field="applications[0]",
                       source_field: str | None = None) -> None:
-    """Cross-checks between an application, its card and the network (raises FinplanInputError).
+    """Cross-checks between an application, its card and the network.
 
-    ``field`` prefixes the field names in messages; ``source_field`` names the source where it
-    is not ``field.source`` (the CLI's shortcut passes ``--source``).
+    Parameters
+    ----------
+    app : Application
+        The application.
+    network : Network
+        The network it runs on.
+    options : Options
+        The scenario's options.
+    file : str or None, optional
+        The file named in messages.
+    field : str, optional
+        Prefix of the field names in messages (e.g. ``applications[2]``).
+    source_field : str or None, optional
+        The name of the source where it is not ``field.source`` (the CLI's shortcut passes
+        ``--source``).
+
+    Raises
+    ------
+    FinplanInputError
+        For a source that is not a node, a profile of another model on a node without compute,
+        a profile missing a block, a source that cannot run block 1 (with
+        first_block_at_source, or without links), or dynamic mode without a calibration.
+
+    Notes
+    -----
+    Complexity: O(N (B + H)) (every node's costs of the card are read once).
     """
     card = app.card
     source_field = f"{field}.source" if source_field is None else source_field
@@ -274,7 +407,31 @@ def check_application(app: Application, network: Network, options: Options, *, f
 
 
 def parse_duration_s(value: Any, *, file=None, field: str = "max_latency") -> float:
-    """Seconds from 0.005, '5ms', '500us', '5 ms', '2s', '1e-3'. Must be > 0 and finite."""
+    """Seconds from a number or a duration text.
+
+    Parameters
+    ----------
+    value : float or str
+        0.005, '5ms', '500us', '5 ms', '2s', '1e-3'.
+    file : str or None, optional
+        The file named in messages.
+    field : str, optional
+        The field (or option) named in messages.
+
+    Returns
+    -------
+    float
+        Seconds, finite and > 0.
+
+    Raises
+    ------
+    FinplanInputError
+        For text that is no duration, or a duration that is not finite and > 0.
+
+    Notes
+    -----
+    Complexity: O(len(value)).
+    """
     if isinstance(value, bool):
         raise FinplanInputError(f"is {value!r}; expected a duration such as 5ms or 0.005", file=file, field=field)
     if isinstance(value, (int, float)):
@@ -296,7 +453,31 @@ def parse_duration_s(value: Any, *, file=None, field: str = "max_latency") -> fl
 
 
 def parse_fraction(value: Any, *, file=None, field: str = "min_accuracy") -> float:
-    """0.8 or '80%' -> 0.8; must lie in [0, 1]."""
+    """A fraction from 0.8 or '80%'.
+
+    Parameters
+    ----------
+    value : float or str
+        The fraction, or a percentage text.
+    file : str or None, optional
+        The file named in messages.
+    field : str, optional
+        The field (or option) named in messages.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
+    Raises
+    ------
+    FinplanInputError
+        For anything else.
+
+    Notes
+    -----
+    Complexity: O(len(value)).
+    """
     text = str(value).strip()
     scale = 1.0
     if text.endswith("%"):
@@ -311,6 +492,30 @@ def parse_fraction(value: Any, *, file=None, field: str = "min_accuracy") -> flo
 
 
 def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scenario:
+    """Validate a ``finplan.scenario/1`` document and turn it into a Scenario.
+
+    Parameters
+    ----------
+    doc : object
+        The parsed document.
+    path : path-like or None, optional
+        The file it came from; network and card paths in it are relative to its folder.
+
+    Returns
+    -------
+    Scenario
+        The network (a path or inline), the applications (each card read once) and the options.
+
+    Raises
+    ------
+    FinplanInputError
+        Naming the file, the field and what was expected: missing files, duplicate application
+        names, unknown fields, bad durations or fractions, and ``check_application``'s checks.
+
+    Notes
+    -----
+    Complexity: linear in the documents read.
+    """
     check_schema(doc, "scenario", (1,), path)
     file = None if path is None else str(path)
     base = Path(path).parent if path is not None else Path(".")
@@ -363,7 +568,26 @@ def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scena
 
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
-    """Read and validate a ``finplan.scenario/1`` file (JSON or YAML)."""
+    """Read and validate a ``finplan.scenario/1`` file (JSON or YAML).
+
+    Parameters
+    ----------
+    path : path-like
+        The scenario file.
+
+    Returns
+    -------
+    Scenario
+
+    Raises
+    ------
+    FinplanInputError
+        For a file that cannot be read or parsed, or a scenario ``scenario_from_dict`` refuses.
+
+    Notes
+    -----
+    Complexity: linear in the documents read.
+    """
     return scenario_from_dict(load_document(path, "scenario"), path)
 
 
@@ -371,8 +595,42 @@ def single_application(card_path: str | os.PathLike, network_path: str | os.Path
                        max_latency_s: float, min_accuracy: float, *, rate_hz: float | None = None,
                        options: Options | None = None, name: str | None = None,
                        source_field: str = "source") -> Scenario:
-    """The scenario of one application given by its parts (``finplan plan --model CARD --network NET
-    --source NODE ...``); ``source_field`` names the source in messages."""
+    """The scenario of one application given by its parts.
+
+    What ``finplan plan --model CARD --network NET --source NODE ...`` plans.
+
+    Parameters
+    ----------
+    card_path, network_path : path-like
+        The model card and the network files.
+    source : str
+        The node where the input arrives.
+    max_latency_s : float
+        The latency bound.
+    min_accuracy : float
+        The accuracy target.
+    rate_hz : float or None, optional
+        Requests per second (enables utilisation limits).
+    options : Options or None, optional
+        Default: ``Options()``.
+    name : str or None, optional
+        The application's name (default: the card's).
+    source_field : str, optional
+        The name of the source in messages (the CLI passes ``--source``).
+
+    Returns
+    -------
+    Scenario
+
+    Raises
+    ------
+    FinplanInputError
+        For files ``load_card_file``/``load_network`` refuse or ``check_application``'s checks.
+
+    Notes
+    -----
+    Complexity: linear in the documents read.
+    """
     options = options or Options()
     network = load_network(network_path)
     card = load_card_file(card_path)

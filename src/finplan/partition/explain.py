@@ -25,10 +25,26 @@ def _policy_label(ctx: AppContext, index: int) -> str:
 
 
 def fastest(ctx: AppContext, usage: Usage | None = None, capacity: bool = True):
-    """Exact minimum latency over the accuracy-meeting policies: (latency_s, policy, nodes) or None.
+    """Exact minimum latency over the accuracy-meeting policies.
 
-    With ``capacity`` each block (and each transfer) must fit alone in what ``usage`` leaves
-    of its node's (link's) limits; the sums are not checked. Without it, limits are ignored.
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    capacity : bool, optional
+        With it each block (and each transfer) must fit alone in what ``usage`` leaves of its
+        node's (link's) limits; the sums are not checked. Without it, limits are ignored.
+
+    Returns
+    -------
+    tuple of (float, int, list of int) or None
+        (latency_s, policy index, nodes), or None when no placement exists.
+
+    Notes
+    -----
+    Complexity: O(P B N^2) (``paths.layered_shortest`` per policy).
     """
     best = None
     search = ctx if capacity else ctx.relaxed(capacity=True)
@@ -59,7 +75,24 @@ class Explanation:
 
 
 def infeasibility_reason(ctx: AppContext, usage: Usage | None = None) -> tuple[str, str]:
-    """(kind, sentence): kind is accuracy, latency, capacity or route (see ``explain``)."""
+    """Why ``ctx`` has no plan, as (kind, sentence).
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    tuple of (str, str)
+        kind is accuracy, latency, capacity or route; the sentence is in the user's terms.
+
+    Notes
+    -----
+    Complexity: that of ``explain``.
+    """
     why = explain(ctx, usage)
     return why.kind, why.sentence
 
@@ -113,7 +146,21 @@ EXPLAIN_EXACT_LIMIT = 50_000
 
 
 def compact_placement(nodes) -> str:
-    """device, device, cloud -> "device x2, cloud" (a placement in a sentence)."""
+    """A placement in a sentence: device, device, cloud -> "device x2, cloud".
+
+    Parameters
+    ----------
+    nodes : sequence of str
+        The node of each block.
+
+    Returns
+    -------
+    str
+
+    Notes
+    -----
+    Complexity: O(B).
+    """
     runs: list[list] = []
     for node in nodes:
         if runs and runs[-1][0] == node:
@@ -124,11 +171,32 @@ def compact_placement(nodes) -> str:
 
 
 def overloads(ctx: AppContext, policy_index: int, ev, usage: Usage | None = None) -> list[str]:
-    """One phrase per node or link limit the evaluated placement ``ev`` exceeds, in the one
-    wording every solver uses (``evaluate``): the total load against the limit and what it
-    is made of, with the share the other applications take (``usage``, as ``ev`` was
+    """One phrase per node or link limit the evaluated placement ``ev`` exceeds.
+
+    In the one wording every solver uses (``evaluate``): the total load against the limit and
+    what it is made of, with the share the other applications take (``usage``, as ``ev`` was
     evaluated with). E.g. ["device would be busy 1028% of the time, over its max_utilization
-    100% (block1 2.056 ms x 5000 Hz)"]. Complexity: O(violations)."""
+    100% (block1 2.056 ms x 5000 Hz)"].
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    policy_index : int
+        The exit policy ``ev`` was evaluated with.
+    ev : Evaluation
+        The evaluated placement.
+    usage : Usage or None, optional
+        What ``ev`` was evaluated with.
+
+    Returns
+    -------
+    list of str
+
+    Notes
+    -----
+    Complexity: O(violations).
+    """
     return [text for text, tag in zip(ev.violations, ev.violated) if tag.startswith(CAPACITY_TAGS)]
 
 
@@ -161,12 +229,30 @@ def _capacity(ctx: AppContext, usage: Usage, uncapped) -> Explanation:
 
 
 def fastest_within_limits(ctx: AppContext, usage: Usage | None = None):
-    """The fastest placement (accuracy met) keeping every node and link limit with ``usage``,
-    under the exact evaluation, possibly over the latency bound: (Evaluation or None, exact).
+    """The fastest placement (accuracy met) keeping every node and link limit with ``usage``.
 
-    Exact when the fastest path with each block fitting alone fits the sums too, or when it
-    finds no such path, or up to EXPLAIN_EXACT_LIMIT placements (enumeration); above it the
-    min-latency baseline's repair heuristic (``exact`` False: a placement may be missed).
+    Under the exact evaluation, possibly over the latency bound. Exact when the fastest path
+    with each block fitting alone fits the sums too, or when it finds no such path, or up to
+    EXPLAIN_EXACT_LIMIT placements (enumeration); above it the min-latency baseline's repair
+    heuristic (``search.fastest_within_capacity``).
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    tuple of (Evaluation or None, bool)
+        The placement (None: none found) and whether the search was exact (False: a placement
+        may be missed).
+
+    Notes
+    -----
+    Complexity: O(P B N^2), or O(P N^B B) up to EXPLAIN_EXACT_LIMIT placements, or the
+    heuristic's O(P B N (B N^2)).
     """
     capped = fastest(ctx, usage)
     if capped is None:
@@ -312,7 +398,28 @@ def _stuck_text(ctx: AppContext, i: int, usage: Usage, ev) -> str:
 
 
 def policy_of(ctx: AppContext, ev) -> int:
-    """The index of the exit policy ``ev`` was evaluated with."""
+    """The index of the exit policy ``ev`` was evaluated with.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    ev : Evaluation
+        An evaluation of one of its policies.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        When no policy matches (a bug, not bad input).
+
+    Notes
+    -----
+    Complexity: O(P H).
+    """
     card = ctx.app.card
     for p, policy in enumerate(ctx.policies):
         if (card.exits[policy.final_exit].name == ev.final_exit and policy.thresholds(card) == ev.thresholds
@@ -322,9 +429,26 @@ def policy_of(ctx: AppContext, ev) -> int:
 
 
 def crowded_out(ctx: AppContext, alone, others: Usage) -> str:
-    """An application that fits alone (``alone``: a feasible placement with nothing else
-    planned) but not next to the others (``others``: what their plans take): what that
-    placement would then exceed, naming the contended nodes and links."""
+    """Why an application that fits alone does not fit next to the others.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    alone : Evaluation
+        A feasible placement with nothing else planned.
+    others : Usage
+        What the other applications' plans take.
+
+    Returns
+    -------
+    str
+        What that placement would then exceed, naming the contended nodes and links.
+
+    Notes
+    -----
+    Complexity: one evaluation, O(B + L).
+    """
     names = ctx.network.names
     p = policy_of(ctx, alone)
     ev = ctx.evaluate(p, [names.index(n) for n in alone.placement], others)
@@ -334,9 +458,29 @@ def crowded_out(ctx: AppContext, alone, others: Usage) -> str:
 
 
 def gamma_for(ctx: AppContext, witness, gamma: int) -> int | None:
-    """Smallest gamma that certainly admits the placement ``witness`` (latency T under the
-    bound L), at least twice ``gamma``; None when T is not below L. Each of the k hops rounds
-    up by less than one unit, so gamma >= k / (1 - T/L) suffices."""
+    """Smallest gamma that certainly admits the placement ``witness``.
+
+    Each of the k hops rounds up by less than one unit, so gamma >= k / (1 - T/L) suffices for
+    latency T under the bound L.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    witness : Evaluation or None
+        A feasible placement.
+    gamma : int
+        The gamma that missed it.
+
+    Returns
+    -------
+    int or None
+        At least twice ``gamma``; None when there is no witness or T is not below L.
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     limit = ctx.app.max_latency_s
     if witness is None or not witness.feasible or witness.latency_s >= limit:
         return None
@@ -345,8 +489,25 @@ def gamma_for(ctx: AppContext, witness, gamma: int) -> int | None:
 
 
 def suggest_gamma(ctx: AppContext, gamma: int, usage: Usage | None = None) -> int | None:
-    """A gamma with which FIN would admit the fastest placement that keeps every constraint
-    with ``usage`` taken by the other applications (exact evaluation), or None when no such
-    placement was found."""
+    """A gamma with which FIN would admit the fastest placement keeping every constraint.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    gamma : int
+        The gamma that found nothing.
+    usage : Usage or None, optional
+        Capacity the other applications take (exact evaluation).
+
+    Returns
+    -------
+    int or None
+        None when no such placement was found.
+
+    Notes
+    -----
+    Complexity: that of ``fastest_within_limits``.
+    """
     fit, _exact = fastest_within_limits(ctx, usage or Usage())
     return gamma_for(ctx, fit, gamma)

@@ -207,8 +207,28 @@ def fin(ctx: AppContext, gamma: int | None = DEFAULT_GAMMA, lam: float = DEFAULT
 def guarantee(gamma: int | None, lam: float, epsilon: float, accounting: dict, repaired: bool) -> dict:
     """What a FIN plan is guaranteed to be, against the optimum of the exact model (the MILP's).
 
-    Returns {"exact": bool, "epsilon": float or None, "basis": str}: exact (epsilon 0); or
-    energy <= (1 + epsilon) x the optimum; or epsilon None, no bound, with the reason in basis.
+    Parameters
+    ----------
+    gamma : int or None
+        The discretised graph's units (None: the exact label DP).
+    lam : float
+        The proximity pruning used.
+    epsilon : float
+        The label DP's trimming bound.
+    accounting : dict
+        ``bound`` (the label DP's epsilon, max over chains) and ``complete`` from the solve.
+    repaired : bool
+        Whether capacity repairs ruled options out.
+
+    Returns
+    -------
+    dict
+        {"exact": bool, "epsilon": float or None, "basis": str}: exact (epsilon 0); or energy
+        <= (1 + epsilon) x the optimum; or epsilon None, no bound, with the reason in basis.
+
+    Notes
+    -----
+    Complexity: O(1).
     """
     if gamma is not None:
         return {"exact": False, "epsilon": None,
@@ -303,7 +323,26 @@ def _ban_heaviest(ctx: AppContext, ev, usage: Usage | None, bans: set, link_bans
 
 
 def fin_parameters(gamma: int | None, lam: float, epsilon: float) -> dict:
-    """FIN's parameters as a plan records them: the exact label DP with its epsilon, or the gamma of the graph."""
+    """FIN's parameters as a plan records them.
+
+    Parameters
+    ----------
+    gamma : int or None
+        None: the exact label DP; else the graph's units.
+    lam : float
+        Proximity pruning.
+    epsilon : float
+        The label DP's trimming bound.
+
+    Returns
+    -------
+    dict
+        {"latency": "exact", "epsilon", "lambda"} or {"gamma", "lambda"}.
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     if gamma is None:
         return {"latency": "exact", "epsilon": float(epsilon), "lambda": float(lam)}
     return {"gamma": int(gamma), "lambda": float(lam)}

@@ -399,6 +399,26 @@ def build_graph(ctx: AppContext, chain: Chain, gamma: int, lam: float = 0.0, usa
 
 
 def graph_path(graph: LayeredGraph, m: int, q: int) -> list[int]:
+    """The nodes of the path ending at the last layer's vertex (node ``m``, ``q`` units).
+
+    Parameters
+    ----------
+    graph : LayeredGraph
+        A graph from ``build_graph``.
+    m : int
+        The last block's node.
+    q : int
+        The units used at that vertex.
+
+    Returns
+    -------
+    list of int
+        One node index per block, following the parents back.
+
+    Notes
+    -----
+    Complexity: O(B F) (a sparse layer's replicas are scanned for the one with ``q``).
+    """
     nodes = [m]
     topo = graph.topology
     for b in range(len(graph.layers) - 1, 0, -1):
@@ -415,7 +435,22 @@ def graph_path(graph: LayeredGraph, m: int, q: int) -> list[int]:
 
 
 def graph_terminals(graph: LayeredGraph):
-    """Terminal vertices (energy, q, node) in order of energy, then q, then node."""
+    """The last layer's vertices in the order FIN tries them.
+
+    Parameters
+    ----------
+    graph : LayeredGraph
+        A graph from ``build_graph``.
+
+    Returns
+    -------
+    list of tuple of (float, int, int)
+        (energy, q, node), sorted by energy, then q, then node.
+
+    Notes
+    -----
+    Complexity: O(V log V) for V terminal vertices.
+    """
     last = graph.layers[-1]
     if isinstance(last, _SparseLayer):
         return sorted((e, q, m) for m, front in enumerate(last.fronts) for q, e, _pn, _pq in front)

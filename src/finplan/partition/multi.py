@@ -18,6 +18,23 @@ from finplan.partition.evaluate import Usage
 
 
 def planning_order(ctxs: list[AppContext]) -> list[int]:
+    """The order the sequential planner serves applications in.
+
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One context per application.
+
+    Returns
+    -------
+    list of int
+        Indices into ``ctxs``: tightest latency bound first, then higher accuracy target, then
+        higher rate, then name (a total order, so plans are deterministic).
+
+    Notes
+    -----
+    Complexity: O(A log A).
+    """
     return sorted(range(len(ctxs)), key=lambda a: (ctxs[a].app.max_latency_s, -ctxs[a].app.min_accuracy,
                                                    -(ctxs[a].app.rate_hz or 0.0), ctxs[a].app.name))
 
@@ -42,9 +59,26 @@ def plan_sequentially(ctxs: list[AppContext], solve_one: Callable[[AppContext, U
                       fallback: bool = True) -> tuple[list[AppResult], dict]:
     """Plan applications one at a time on the residual capacity.
 
-    Returns (results in scenario order, info) where info records the order used and the
-    re-planning attempts. ``solve_one`` must be deterministic (its answer depends only on the
-    application and the residual capacity): solo answers are cached.
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One context per application.
+    solve_one : callable (AppContext, Usage) -> AppResult
+        The single-application solver; must be deterministic (its answer depends only on the
+        application and the residual capacity): solo answers are cached.
+    fallback : bool, optional
+        Re-plan with each application that fits alone but not next to the others served first,
+        keeping the order that serves more (or as many, for less energy); ``solve`` asks for it
+        with fin, fin-sequential and exhaustive, the baselines keep one pass.
+
+    Returns
+    -------
+    tuple of (list of AppResult, dict)
+        The results in scenario order, and info recording the order used and the re-planning
+        attempts.
+
+    Notes
+    -----
     Complexity: (1 + F) passes of A calls of ``solve_one`` for A applications of which F do
     not fit next to the others but fit alone, plus at most A solo calls.
     """

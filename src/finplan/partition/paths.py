@@ -15,11 +15,31 @@ from finplan.partition.evaluate import Usage
 
 def layered_shortest(ctx: AppContext, chain: Chain, weight: str, usage: Usage | None = None,
                      node_ok: np.ndarray | None = None) -> tuple[float, float, list[int]] | None:
-    """Minimise ``weight`` ("latency" or "energy") over the placements of ``chain``,
-    ties broken by the other criterion, then by lower node index.
+    """The placement of ``chain`` minimising ``weight``, exactly, by a DP over the block layers.
 
-    Returns (latency_s, energy_j, nodes) or None when no placement exists (links, rules,
-    per-element capacity). Complexity O(B N^2).
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    chain : Chain
+        The costs of one exit policy's blocks.
+    weight : {"latency", "energy"}
+        What to minimise; ties broken by the other criterion, then by lower node index.
+    usage : Usage or None, optional
+        Capacity the other applications take (each block and transfer must fit alone).
+    node_ok : ndarray of bool, shape (blocks, nodes), optional
+        The (block, node) pairs allowed (default: those fitting ``usage``).
+
+    Returns
+    -------
+    tuple of (float, float, list of int) or None
+        (latency_s, energy_j, nodes), or None when no placement exists (links, rules,
+        per-element capacity).
+
+    Notes
+    -----
+    Sums of loads on one node or link are not checked (``search.fastest_within_capacity`` does).
+    Complexity: O(B N^2).
     """
     table = ctx.table
     n_nodes = len(table.nodes)

@@ -40,9 +40,25 @@ def _round(value: float) -> float:
 
 
 def recorded_path(path: str | os.PathLike | None, base_dir: str | os.PathLike | None = None) -> str | None:
-    """How a plan records a file path: relative to ``base_dir`` (the plan file's folder; the
-    current folder when the plan is only printed), so the same inputs give the same bytes from
-    any working directory, and a reader (``finplan emit``) finds the file from the plan."""
+    """How a plan records a file path.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The path as the scenario gave it (None passes through).
+    base_dir : path-like or None, optional
+        The plan file's folder (None: the current folder, when the plan is only printed).
+
+    Returns
+    -------
+    str or None
+        ``path`` relative to ``base_dir``, so the same inputs give the same bytes from any
+        working directory, and a reader (``finplan emit``) finds the file from the plan.
+
+    Notes
+    -----
+    Complexity: O(len(path)).
+    """
     if path is None:
         return None
     return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base_dir or "."))).as_posix()
@@ -55,7 +71,26 @@ def _card_path(app) -> str:
 
 
 def cost_sources(scenario: Scenario, app, base_dir=None) -> dict:
-    """Per node, where ``app``'s block costs come from (``problem.cost_source``), paths as recorded."""
+    """Per node, where ``app``'s block costs come from.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The scenario (its network's nodes).
+    app : Application
+        The application (its card).
+    base_dir : path-like or None, optional
+        The folder profile paths are recorded relative to (``recorded_path``).
+
+    Returns
+    -------
+    dict
+        node name -> ``profile_costs.cost_source`` with paths as recorded.
+
+    Notes
+    -----
+    Complexity: O(N (profiles + parts)).
+    """
     out = {}
     for node in scenario.network.nodes:
         source = cost_source(node, app.card)
@@ -68,8 +103,23 @@ def cost_sources(scenario: Scenario, app, base_dir=None) -> dict:
 
 
 def cost_warnings(scenario: Scenario) -> list[str]:
-    """One line per (node, model) whose profile is of another model, so that its compute
-    estimate is used instead (bad input when the node has no ``compute``: raised on reading)."""
+    """One line per (node, model) whose profile is of another model.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The scenario.
+
+    Returns
+    -------
+    list of str
+        Each says that the node's compute estimate is used instead (bad input when the node
+        has no ``compute``: raised on reading).
+
+    Notes
+    -----
+    Complexity: O(A N profiles).
+    """
     lines, seen = [], set()
     for app in scenario.applications:
         for node in scenario.network.nodes:
@@ -98,6 +148,29 @@ def _transfer_entry(transfer: dict, card) -> dict:
 
 
 def app_entry(result: AppResult, options, scenario: Scenario | None = None, base_dir=None) -> dict:
+    """One application's entry of a plan document.
+
+    Parameters
+    ----------
+    result : AppResult
+        The application's answer.
+    options : Options
+        The scenario's options (dynamic mode adds thresholds and exit rates).
+    scenario : Scenario or None, optional
+        Where the application's costs came from is recorded when given (``cost_sources``).
+    base_dir : path-like or None, optional
+        The folder paths are recorded relative to (``recorded_path``).
+
+    Returns
+    -------
+    dict
+        name, model, feasible, placement, final_exit, thresholds, predicted, transfers,
+        per_node, binding and, when infeasible, reason (see the plan schema).
+
+    Notes
+    -----
+    Complexity: O(B + L) for B blocks and L transfers.
+    """
     app = result.app
     card = app.card
     entry: dict[str, Any] = {
@@ -148,10 +221,27 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
                   base_dir: str | os.PathLike | None = None) -> dict:
     """The ``finplan.plan/1`` document of a solve (self-contained: the network is inline).
 
-    Parameters: ``timings``: write the measured solver.solve_time_s (the one field that varies
-    between runs); without it the field is null and equal inputs give equal bytes. ``base_dir``: the folder paths are
-    recorded relative to (the plan file's; default the current folder, see ``recorded_path``).
-    Returns the document (a dict).
+    Parameters
+    ----------
+    scenario : Scenario
+        What was solved.
+    result : SolveResult
+        The solve's answer (``solve.solve``; ``add_binding`` first for the binding lists).
+    timings : bool, optional
+        Write the measured solver.solve_time_s (the one field that varies between runs);
+        without it the field is null and equal inputs give equal bytes.
+    base_dir : path-like or None, optional
+        The folder paths are recorded relative to (the plan file's; default the current
+        folder, see ``recorded_path``).
+
+    Returns
+    -------
+    dict
+        The document (``validate_plan`` checks it against the schema).
+
+    Notes
+    -----
+    Complexity: O(A (B + L)) for A applications, B blocks and L transfers.
     """
     base = base_dir
     network = without_notes(scenario.network.doc)  # a copy; a person's notes stay in their file
@@ -183,7 +273,29 @@ def plan_document(scenario: Scenario, result: SolveResult, *, timings: bool = Fa
 
 
 def validate_plan(doc: Any, path=None) -> dict:
-    """Check a plan document against PLAN_SCHEMA; return it. Raises FinplanInputError."""
+    """Check a plan document against PLAN_SCHEMA.
+
+    Parameters
+    ----------
+    doc : object
+        The parsed document.
+    path : path-like or None, optional
+        The file it came from, named in messages.
+
+    Returns
+    -------
+    dict
+        ``doc`` itself.
+
+    Raises
+    ------
+    FinplanInputError
+        Naming the file, the field path and what was expected (the first schema violation).
+
+    Notes
+    -----
+    Complexity: linear in the document's size.
+    """
     check_schema(doc, "plan", (1,), path)
     reject_non_finite(doc, path)  # NaN passes a "number" schema; show printed "nan J" and emit deployed it
     validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
@@ -249,22 +361,39 @@ def _best_plan(ctx, usage: Usage | None, gamma: int | None, exact_limit: int):
 def binding_constraints(ctx, ev, usage: Usage | None, gamma: int, exact_limit: int = BINDING_EXACT_LIMIT) -> list[str]:
     """The constraints that bind the plan ``ev`` of one application.
 
-    Problem: a constraint binds when relaxing it alone, with the other applications'
-    placements as they are (``usage``), lets finplan find a feasible plan cheaper than the best
-    plan with it kept. The three constraints: ``latency`` (the bound is lifted), ``accuracy``
-    (every exit qualifies) and capacity (no node or link limit). The best plan with every
-    constraint kept is the cheaper of ``ev`` and the reference plan; each plan compared is the
-    minimum-energy plan of its problem: found by enumeration up to ``exact_limit`` placements
-    (then the answer is exact), else by FIN (then a constraint may rarely be missed, never
-    listed wrongly). Each relaxed plan is re-evaluated exactly under every real constraint and
-    counts only when it is cheaper (beyond rounding) and breaks nothing but the relaxed
-    constraint, so a listed constraint truly binds.
+    A constraint binds when relaxing it alone, with the other applications' placements as they
+    are (``usage``), lets finplan find a feasible plan cheaper than the best plan with it kept.
+    The three constraints: ``latency`` (the bound is lifted), ``accuracy`` (every exit
+    qualifies) and capacity (no node or link limit). The best plan with every constraint kept is
+    the cheaper of ``ev`` and the reference plan; each plan compared is the minimum-energy plan
+    of its problem: found by enumeration up to ``exact_limit`` placements (then the answer is
+    exact), else by FIN (then a constraint may rarely be missed, never listed wrongly). Each
+    relaxed plan is re-evaluated exactly under every real constraint and counts only when it is
+    cheaper (beyond rounding) and breaks nothing but the relaxed constraint, so a listed
+    constraint truly binds.
 
-    Parameters: ``ctx`` the application's context; ``ev`` its feasible plan; ``usage`` what the
-    other applications' placements take; ``gamma`` FIN's resolution for the large case.
-    Returns a list of tags, in this order: "latency", "accuracy", then for capacity one tag per
-    limit the cheaper capacity-free plan would exceed: "utilization:NODE" (max_utilization),
-    "memory:NODE" (memory_bytes), "link:A->B" (the link's max_utilization).
+    Parameters
+    ----------
+    ctx : AppContext
+        The application's context.
+    ev : Evaluation
+        Its feasible plan.
+    usage : Usage or None
+        What the other applications' placements take.
+    gamma : int or None
+        FIN's resolution for the large case.
+    exact_limit : int, optional
+        Up to this many placements the plans compared are found by enumeration.
+
+    Returns
+    -------
+    list of str
+        Tags, in this order: "latency", "accuracy", then for capacity one tag per limit the
+        cheaper capacity-free plan would exceed: "utilization:NODE" (max_utilization),
+        "memory:NODE" (memory_bytes), "link:A->B" (the link's max_utilization).
+
+    Notes
+    -----
     Complexity: four minimum-energy solves (enumeration O(P N^B B), or FIN).
     """
     names = ctx.network.names
@@ -308,10 +437,26 @@ def add_binding(scenario: Scenario, result: SolveResult, gamma: int, exact_limit
     of (``Evaluation.at_limit``; basis "at_limit"), and the summary labels it so.
     Infeasible applications get an empty list.
 
-    Parameters: ``gamma`` FIN's resolution (used when an instance is too large to enumerate).
-    Returns None (sets ``evaluation.binding`` and ``binding_basis`` on each AppResult).
-    Complexity: per feasible application, that of ``binding_constraints`` (optimising solvers),
-    O(1) for baselines.
+    Parameters
+    ----------
+    scenario : Scenario
+        What was solved.
+    result : SolveResult
+        Its answer; changed in place.
+    gamma : int or None
+        FIN's resolution (used when an instance is too large to enumerate).
+    exact_limit : int, optional
+        Passed to ``binding_constraints``.
+
+    Returns
+    -------
+    None
+        Sets ``evaluation.binding`` and ``binding_basis`` on each AppResult.
+
+    Notes
+    -----
+    Complexity: per feasible application, that of ``binding_constraints`` (optimising
+    solvers), O(1) for baselines.
     """
     optimum = result.solver in OPTIMISING_SOLVERS
     ctxs = contexts(scenario) if optimum else [None] * len(result.apps)

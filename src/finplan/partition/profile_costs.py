@@ -28,9 +28,25 @@ def node_stage_overhead_s(node: Node, card: ModelCard) -> float:
 
     A stage is a run of consecutive blocks on one node, cut at every active exit and every node
     change; the runtime pays this once per stage (one session call, the exit scoring, its
-    bookkeeping). From the node's ``stage_overhead_s`` when given by hand (e.g. an engine's
-    per-hop cost), else from the matching profile's measured ``stage_overhead_s.value``, else 0
-    (analytic nodes: the paper's model has no per-stage cost).
+    bookkeeping).
+
+    Parameters
+    ----------
+    node : Node
+        The node.
+    card : ModelCard
+        The model whose profile on the node is looked up.
+
+    Returns
+    -------
+    float
+        The node's ``stage_overhead_s`` when given by hand (e.g. an engine's per-hop cost), else
+        the matching profile's measured ``stage_overhead_s.value``, else 0 (analytic nodes: the
+        paper's model has no per-stage cost).
+
+    Notes
+    -----
+    Complexity: O(profiles).
     """
     if node.stage_overhead_s is not None:
         return float(node.stage_overhead_s)
@@ -55,13 +71,27 @@ def _part_call_overhead_s(node: Node, profile: dict) -> float:
 def cost_source(node: Node, card: ModelCard) -> dict:
     """Where ``node_block_costs`` takes the costs of ``card`` on ``node`` from.
 
-    Returns ``{"from": "profile", "profile": PATH, "latency": "measured", "energy":
-    "measured" | "estimated" | "mixed", "energy_methods": [...]}`` (``energy`` from the
-    profile's per-part ``energy_j.measured`` flags), or ``{"from": "compute", "estimate":
-    "flops / ops_per_s; power_w x time"}``, with ``"profile_mismatch": {"profile", "profile_hash",
-    "card_hash"}`` added when the node has profiles but none of this model (then the compute
-    estimate is used instead of measurements; callers should say so). ``PATH`` is as resolved
-    when the network was read. Complexity: O(profiles + parts).
+    Parameters
+    ----------
+    node : Node
+        The node.
+    card : ModelCard
+        The model.
+
+    Returns
+    -------
+    dict
+        ``{"from": "profile", "profile": PATH, "latency": "measured", "energy": "measured" |
+        "estimated" | "mixed", "energy_methods": [...]}`` (``energy`` from the profile's
+        per-part ``energy_j.measured`` flags), or ``{"from": "compute", "estimate": "flops /
+        ops_per_s; power_w x time"}``, with ``"profile_mismatch": {"profile", "profile_hash",
+        "card_hash"}`` added when the node has profiles but none of this model (then the compute
+        estimate is used instead of measurements; callers should say so). ``PATH`` is as
+        resolved when the network was read.
+
+    Notes
+    -----
+    Complexity: O(profiles + parts).
     """
     profile = _matching_profile(node, card)
     if profile is not None:
@@ -85,12 +115,35 @@ def node_block_costs(node: Node, card: ModelCard, network_path: str | None = Non
     """Per-block and per-exit (time_s, energy_j) of ``card`` on ``node``.
 
     From a matching hardware profile when the node has one (time: latency_s.p50, less the
-    profile's ``stage_overhead_s.part_call_overhead_s`` when present, since the runtime fuses
-    a stage's parts into one call and ``node_stage_overhead_s`` counts that call once; energy:
-    energy_j.value), otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x time),
-    also when the node's profiles are of another model (``cost_source`` records that fallback,
-    and ``finplan plan`` warns about it).
-    Returns (block_time, block_energy, exit_time, exit_energy) as lists.
+    profile's ``stage_overhead_s.part_call_overhead_s`` when present, since the runtime fuses a
+    stage's parts into one call and ``node_stage_overhead_s`` counts that call once; energy:
+    energy_j.value), otherwise from ``compute`` (time = flops / ops_per_s, energy = power_w x
+    time), also when the node's profiles are of another model (``cost_source`` records that
+    fallback, and ``finplan plan`` warns about it).
+
+    Parameters
+    ----------
+    node : Node
+        The node.
+    card : ModelCard
+        The model.
+    network_path : str or None, optional
+        The network file, named in messages.
+
+    Returns
+    -------
+    tuple of four lists of float
+        (block_time_s, block_energy_j, exit_time_s, exit_energy_j).
+
+    Raises
+    ------
+    FinplanInputError
+        When the node's only profiles are of another model and it has no ``compute``, or its
+        profile lacks a block or a head of the card.
+
+    Notes
+    -----
+    Complexity: O(B + H + profiles).
     """
     profile = _matching_profile(node, card)
     if profile is None and node.profiles and node.ops_per_s is None:
