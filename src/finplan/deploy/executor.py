@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from finplan.deploy.deployment import Deployment, load_deployment
-from finplan.deploy.node_runtime import NodeResult, NodeRuntime
+from finplan.deploy.node_runtime import Answers, NodeResult, NodeRuntime
 from finplan.errors import FinplanInputError
 
 
@@ -92,7 +92,7 @@ class Measurements:
         }
 
 
-class BatchOutcome:
+class BatchOutcome(Answers):
     """One batch's answers, per sample. Kept as Python lists (``prediction_list``,
     ``confidence_list``, ``latency_list``); the numpy arrays are built on first access."""
 
@@ -104,14 +104,6 @@ class BatchOutcome:
         self.logits = logits
         self.latency_list = latency_list  # end-to-end per sample: batch start to its exit decision
         self.results = results            # every process() call, in order (for tests and tracing)
-
-    @cached_property
-    def predictions(self) -> np.ndarray:
-        return np.asarray(self.prediction_list, dtype=np.int64)
-
-    @cached_property
-    def confidences(self) -> np.ndarray:
-        return np.asarray(self.confidence_list, dtype=np.float64)
 
     @cached_property
     def latency_s(self) -> np.ndarray:

@@ -49,7 +49,25 @@ class Forward:
         return sum(int(array.nbytes) for array in self.tensors.values())
 
 
-class NodeResult:
+class Answers:
+    """Per-sample answers kept as Python lists (``prediction_list``, ``confidence_list``: what
+    the hot path appends to); the numpy arrays are built on first access."""
+
+    prediction_list: list[int]
+    confidence_list: list[float]
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        """int64 [N]"""
+        return np.asarray(self.prediction_list, dtype=np.int64)
+
+    @cached_property
+    def confidences(self) -> np.ndarray:
+        """float64 [N]"""
+        return np.asarray(self.confidence_list, dtype=np.float64)
+
+
+class NodeResult(Answers):
     """What one ``process`` call did, per sample of its batch.
 
     For sample i: ``exit_names[i]`` is the exit it took here, or None when it was forwarded;
@@ -78,16 +96,6 @@ class NodeResult:
         self.stage_samples = stage_samples if stage_samples is not None else []  # (part, samples it ran on), in order
         self.block_samples = block_samples if block_samples is not None else {}  # block -> samples it ran on
         self.exit_samples = exit_samples if exit_samples is not None else {}     # exit head -> samples it ran on
-
-    @cached_property
-    def predictions(self) -> np.ndarray:
-        """int64 [N]"""
-        return np.asarray(self.prediction_list, dtype=np.int64)
-
-    @cached_property
-    def confidences(self) -> np.ndarray:
-        """float64 [N]"""
-        return np.asarray(self.confidence_list, dtype=np.float64)
 
     @cached_property
     def exit_offset_s(self) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from finplan.data import InputSpec
-from finplan.exits.branchy import BranchyNet, make_contract, make_exit_head
+from finplan.exits.branchy import BranchyNet, ExitNames, make_contract, make_exit_head
 from finplan.exits.model_io import (AttachError, class_scores, describe, dry_run, is_scores, model_inputs,
                                     pick_tensor, shape_text)
 
@@ -45,7 +45,7 @@ class TokenHead(nn.Module):
         return self.linear(pooled)
 
 
-class AttachedExits(nn.Module):
+class AttachedExits(ExitNames, nn.Module):
     """``model`` unchanged plus exit heads on the outputs of named submodules.
 
     ``forward(*inputs)`` (inputs in ``input_names`` order) runs ``model`` once and returns
@@ -80,16 +80,8 @@ class AttachedExits(nn.Module):
         return self.inputs[0].shape
 
     @property
-    def block_names(self) -> tuple[str, ...]:
-        return tuple(f"block{i}" for i in range(1, len(self.points) + 2))
-
-    @property
-    def exit_names(self) -> tuple[str, ...]:
-        return tuple(f"exit{i}" for i in range(1, len(self.heads) + 1))
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self.block_names + self.exit_names
+    def block_count(self) -> int:
+        return len(self.points) + 1  # a block ends at each point; the last runs to the model's output
 
     def contract(self):
         return make_contract(self.input_names, self.block_names, self.exit_names,

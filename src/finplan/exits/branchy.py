@@ -27,7 +27,31 @@ def make_contract(inputs: Sequence[str], blocks: Sequence[str], exits: Sequence[
     return Contract(inputs=tuple(inputs), blocks=block_list, exits=exit_list)
 
 
-class BranchyNet(nn.Module):
+class ExitNames:
+    """The ONNX names of a branchy model's outputs (block1.., exit1..), shared by ``BranchyNet``
+    and ``attach.AttachedExits``: ``block_count`` and ``heads`` say how many."""
+
+    heads: Sequence
+
+    @property
+    def block_count(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        return tuple(f"block{i}" for i in range(1, self.block_count + 1))
+
+    @property
+    def exit_names(self) -> tuple[str, ...]:
+        return tuple(f"exit{i}" for i in range(1, len(self.heads) + 1))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """ONNX output tensor names, in the order forward returns them."""
+        return self.block_names + self.exit_names
+
+
+class BranchyNet(ExitNames, nn.Module):
     """Blocks run in order; exit head ``e`` reads the output of block ``exit_after[e]`` (0-based)."""
 
     def __init__(self, blocks: Sequence[nn.Module], heads: Sequence[tuple[int, nn.Module]], *,
@@ -50,17 +74,8 @@ class BranchyNet(nn.Module):
         self.spec = spec
 
     @property
-    def block_names(self) -> tuple[str, ...]:
-        return tuple(f"block{i}" for i in range(1, len(self.blocks) + 1))
-
-    @property
-    def exit_names(self) -> tuple[str, ...]:
-        return tuple(f"exit{i}" for i in range(1, len(self.heads) + 1))
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        """ONNX output tensor names, in the order forward returns them."""
-        return self.block_names + self.exit_names
+    def block_count(self) -> int:
+        return len(self.blocks)
 
     @property
     def input_names(self) -> tuple[str, ...]:
