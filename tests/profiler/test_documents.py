@@ -85,3 +85,15 @@ def test_calibration_scores_are_the_runtime_scorer(policy):
     assert np.array_equal(class_probabilities(policy, rows).max(axis=1), confidence)
     assert np.all((entropy >= 0) & (entropy <= 1))
     assert np.array_equal(softmax_scores(rows, probabilities=policy == "max_probability")[0], confidence)
+
+
+def test_prepare_names_an_option_as_its_caller_does():
+    from finplan.errors import FinplanInputError
+    from finplan.profiler import ProfileOptions, prepare_profile
+
+    with pytest.raises(FinplanInputError) as library:
+        prepare_profile("never-read.onnx", ProfileOptions(budget_s=0))
+    assert library.value.field == "budget_s"
+    with pytest.raises(FinplanInputError) as cli:
+        prepare_profile("never-read.onnx", ProfileOptions(budget_s=0, names={"budget_s": "--budget-s"}))
+    assert cli.value.field == "--budget-s" and "expected seconds > 0" in str(cli.value)

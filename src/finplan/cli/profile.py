@@ -15,6 +15,11 @@ from finplan.fileio import require_writable
 
 ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
 
+# ProfileOptions' options -> this command's flags, the names its messages print
+OPTION_FLAGS = {"budget_s": "--budget-s", "threads": "--threads", "limit": "--limit",
+                "min_window_s": "--energy-window-s", "batch_size": "--batch-size", "calib": "--calib",
+                "need_card": "--card"}
+
 
 def _si(value: float, unit: str, sep: str = " ") -> str:
     if value is None:
@@ -80,7 +85,7 @@ def command(model_path, blocks, exits, output, card_path, calib, limit, energy, 
                              power_w=power_w, idle_w=idle_w, busy_w=busy_w, energy_file=energy_file, threads=threads,
                              min_window_s=energy_window_s,
                              budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s, device_name=device_name,
-                             need_card=bool(card_path))
+                             need_card=bool(card_path), names=OPTION_FLAGS)
     if energy == "power-model" and power_w is None and idle_w is None and busy_w is None:
         from finplan.profiler.energy.power_model import DEFAULT_WATTS_PER_CPU
 

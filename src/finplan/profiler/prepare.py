@@ -61,24 +61,25 @@ def prepare_profile(model_path: str | os.PathLike, options: ProfileOptions | Non
     options = options or ProfileOptions()
     path = Path(model_path)
     if options.budget_s is None or not options.budget_s > 0:
-        raise FinplanInputError(f"is {options.budget_s}; expected seconds > 0", field="--budget-s")
+        raise FinplanInputError(f"is {options.budget_s}; expected seconds > 0", field=options.name("budget_s"))
     if options.threads is not None and options.threads < 1:
-        raise FinplanInputError(f"is {options.threads}; expected a thread count >= 1", field="--threads")
+        raise FinplanInputError(f"is {options.threads}; expected a thread count >= 1", field=options.name("threads"))
     if options.limit is not None and options.limit < 1:
-        raise FinplanInputError(f"is {options.limit}; expected a number of samples >= 1", field="--limit")
+        raise FinplanInputError(f"is {options.limit}; expected a number of samples >= 1", field=options.name("limit"))
     if not options.min_window_s > 0:
-        raise FinplanInputError(f"is {options.min_window_s}; expected seconds > 0", field="--energy-window-s")
+        raise FinplanInputError(f"is {options.min_window_s}; expected seconds > 0", field=options.name("min_window_s"))
     if options.batch_size < 1:
-        raise FinplanInputError(f"is {options.batch_size}; expected >= 1", field="--batch-size")
+        raise FinplanInputError(f"is {options.batch_size}; expected >= 1", field=options.name("batch_size"))
     model, contract = load_branchy_model(path, blocks=list(options.blocks), exits=list(options.exits))
     inferred = infer_shapes(model)
     layout = compute_layout(inferred, contract)
     live = layout_boundaries(layout, contract)  # validated: static sizes beyond the batch axis
     inputs = live[0]
     if options.need_card and not options.calib:
-        raise FinplanInputError("--card needs --calib DATA: the card's per-exit accuracy comes from labelled "
-                                "calibration data (e.g. --calib embedded, digits or a .npz with x and y)",
-                                field="--card")
+        calib = options.name("calib")
+        raise FinplanInputError(f"{options.name('need_card')} needs {calib} DATA: the card's per-exit accuracy comes "
+                                f"from labelled calibration data (e.g. {calib} embedded, digits or a .npz with x and y)",
+                                field=options.name("need_card"))
 
     config = SessionConfig.default(options.threads)
     check_provider(config)
@@ -199,7 +200,7 @@ def _load_calibration(options: ProfileOptions, model: onnx.ModelProto, contract:
             widths.append(shape[-1])
     num_classes = min(widths) if widths else None  # a label must be a valid class at every exit
     return load_model_data(options.calib, input_specs(model, file=path), split=_calibration_split(options.calib),
-                           seed=options.seed, limit=options.limit, num_classes=num_classes, field="--calib")
+                           seed=options.seed, limit=options.limit, num_classes=num_classes, field=options.name("calib"))
 
 
 def profile_model(model_path: str | os.PathLike, *, progress: Progress | None = None, **options) -> ProfileResult:

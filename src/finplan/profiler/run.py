@@ -55,6 +55,12 @@ class ProfileOptions:
     need_card: bool = False  # fail early when a card cannot be made (no labels, no exits)
     rapl_root: str | None = None  # tests point this at a fake sysfs tree
     country_iso_code: str = "FRA"
+    # option -> the name to print for it in messages (the caller's: a CLI passes its flags); the
+    # option's own name when absent
+    names: dict[str, str] = field(default_factory=dict)
+
+    def name(self, option: str) -> str:
+        return self.names.get(option, option)
 
 
 @dataclass
