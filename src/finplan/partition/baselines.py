@@ -41,7 +41,25 @@ def _accurate_or_reason(ctx: AppContext, usage):
 
 
 def device_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
-    """Every deployed block on the source node; the cheapest exit policy that fits. O(P B)."""
+    """Every deployed block on the source node; the cheapest exit policy that fits.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    AppResult
+        The cheapest feasible candidate, else the cheapest one marked infeasible with its
+        violations; no evaluation and a reason when no exit is accurate enough.
+
+    Notes
+    -----
+    Complexity: O(P B).
+    """
     indices, fail = _accurate_or_reason(ctx, usage)
     if fail:
         return fail
@@ -49,8 +67,26 @@ def device_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
 
 
 def cloud_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
-    """Raw input sent from the source to the fastest directly linked node, which runs every
-    block (ignores first_block_at_source: that is what this baseline is). O(P B N)."""
+    """Raw input sent from the source to the fastest directly linked node, which runs every block.
+
+    Ignores first_block_at_source: that is what this baseline is (a note says so).
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    AppResult
+        As ``device_only``.
+
+    Notes
+    -----
+    Complexity: O(P B N).
+    """
     indices, fail = _accurate_or_reason(ctx, usage)
     if fail:
         return fail
@@ -77,8 +113,26 @@ def cloud_only(ctx: AppContext, usage: Usage | None = None) -> AppResult:
 
 
 def single_cut(ctx: AppContext, usage: Usage | None = None) -> AppResult:
-    """Best single cut: blocks 1..k on the source, the rest on one directly linked node
-    (k = B means no offloading; k = 0 only when first_block_at_source is false). O(P B^2 N)."""
+    """Best single cut (Neurosurgeon-style): blocks 1..k on the source, the rest on one linked node.
+
+    k = B means no offloading; k = 0 only when first_block_at_source is false.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+
+    Returns
+    -------
+    AppResult
+        As ``device_only``.
+
+    Notes
+    -----
+    Complexity: O(P B^2 N).
+    """
     indices, fail = _accurate_or_reason(ctx, usage)
     if fail:
         return fail
@@ -100,21 +154,34 @@ def single_cut(ctx: AppContext, usage: Usage | None = None) -> AppResult:
 def min_latency(ctx: AppContext, usage: Usage | None = None, limit: int = EXHAUSTIVE_LIMIT) -> AppResult:
     """The fastest placement that meets the accuracy target and every node and link limit.
 
-    Problem: over the accuracy-meeting exit policies and the placements along links that keep
-    each node's utilisation and memory and each link's utilisation (cumulatively, with
-    ``usage``) within their limits, minimise the worst-case latency; ties: lower energy,
-    earlier policy, smaller node indices. The latency bound is not a constraint of this
-    search: when even the fastest such placement is over it, that placement is returned,
-    marked infeasible with the violation.
-    Method: the exact fastest path with each block fitting alone in its node's and link's
-    limits (``layered_shortest``); when the sums fit too, that is the answer. Otherwise, up to
-    ``limit`` placements (N^B summed over policies), enumeration (exact,
-    ``exhaustive(objective="latency")``); above it, a heuristic: while the sum on a node or
-    link is over its limit, the last block on that node (or the block after that link) is
-    forbidden there and the path recomputed.
-    Returns an AppResult; without any placement within capacity, no evaluation and a reason.
-    Complexity: O(P B N^2) when the sums fit; else O(P N^B B) up to ``limit``, above it
-    O(P B N (B N^2)) for the repairs.
+    Over the accuracy-meeting exit policies and the placements along links that keep each
+    node's utilisation and memory and each link's utilisation (cumulatively, with ``usage``)
+    within their limits, minimise the worst-case latency; ties: lower energy, earlier policy,
+    smaller node indices. The latency bound is not a constraint of this search: when even the
+    fastest such placement is over it, that placement is returned, marked infeasible with the
+    violation.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take.
+    limit : int, optional
+        Up to this many placements (N^B summed over policies) the search enumerates (exact,
+        ``exhaustive(objective="latency")``); above it, the heuristic
+        ``search.fastest_within_capacity``.
+
+    Returns
+    -------
+    AppResult
+        Without any placement within capacity, no evaluation and a reason.
+
+    Notes
+    -----
+    The exact fastest path with each block fitting alone in its node's and link's limits
+    (``layered_shortest``) is the answer whenever the sums fit too. Complexity: O(P B N^2) when
+    the sums fit; else O(P N^B B) up to ``limit``, above it O(P B N (B N^2)) for the repairs.
     """
     indices, fail = _accurate_or_reason(ctx, usage)
     if fail:
@@ -156,9 +223,26 @@ def mcp(ctx: AppContext, usage: Usage | None = None) -> AppResult:
     A greedy that ignores energy: block 1 on the source; for each next block, the latency of
     running it one tier up (compute time x 10, plus the incoming transfer) is compared with
     staying, and the block moves up when that is faster. At each exit the metric
-    max(0.5 latency / budget, min_accuracy / exit_accuracy) is computed on the estimated
-    latency so far; MCP stops at the first exit where it is <= 0.85, else at the last exit.
-    Static exit policies only (its thresholds, if any, are not searched). O(B N).
+    max(0.5 latency / budget, min_accuracy / exit_accuracy) is computed on the estimated latency
+    so far; MCP stops at the first exit where it is <= 0.85, else at the last exit. Static exit
+    policies only (its thresholds, if any, are not searched).
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    usage : Usage or None, optional
+        Capacity the other applications take (only in the evaluation of its answer).
+
+    Returns
+    -------
+    AppResult
+        Its placement, evaluated exactly; marked infeasible with the violations when it breaks
+        a constraint.
+
+    Notes
+    -----
+    Complexity: O(B N).
     """
     card = ctx.app.card
     table = ctx.table

@@ -56,7 +56,23 @@ class LinkLists:
 
 def link_lists(has_link: np.ndarray, s_per_bit: np.ndarray, latency_s: np.ndarray,
                j_per_bit: np.ndarray) -> LinkLists:
-    """``LinkLists`` of the (N, N) link matrices (staying costs 0 s/bit, 0 s and 0 J/bit)."""
+    """The links of (N, N) link matrices as per-head lists (the DPs' view of the topology).
+
+    Parameters
+    ----------
+    has_link : ndarray of bool, shape (N, N)
+        Which directed links exist (the diagonal, staying, always does).
+    s_per_bit, latency_s, j_per_bit : ndarray, shape (N, N)
+        Seconds per bit, fixed seconds and joules per bit of each link (staying: 0, 0, 0).
+
+    Returns
+    -------
+    LinkLists
+
+    Notes
+    -----
+    Complexity: O(N^2).
+    """
     n_nodes = len(has_link)
     head, tail = np.nonzero(has_link.T)
     start = np.searchsorted(head, np.arange(n_nodes + 1)).tolist()
@@ -109,7 +125,30 @@ class CostTable:
 
 
 def cost_table(card: ModelCard, network: Network) -> CostTable:
-    """Build the cost arrays of ``card`` on ``network`` (node order = network order)."""
+    """The cost arrays of ``card`` on ``network`` (node order = network order).
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model.
+    network : Network
+        The nodes and links.
+
+    Returns
+    -------
+    CostTable
+        Per (block, node) and (exit, node) times and energies (``profile_costs``), stage costs,
+        memory, and the link matrices.
+
+    Raises
+    ------
+    FinplanInputError
+        When a node's costs of the card cannot be read (``profile_costs.node_block_costs``).
+
+    Notes
+    -----
+    Complexity: O(N (B + H) + N^2).
+    """
     n_nodes = len(network.nodes)
     bt = np.zeros((len(card.blocks), n_nodes))
     be, et, ee = np.zeros_like(bt), np.zeros((len(card.exits), n_nodes)), np.zeros((len(card.exits), n_nodes))
@@ -164,6 +203,22 @@ class ExitPolicy:
 
 
 def static_policies(card: ModelCard) -> list[ExitPolicy]:
+    """One exit policy per exit: every input leaves there (static mode).
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model.
+
+    Returns
+    -------
+    list of ExitPolicy
+        In card order, each with its card accuracy.
+
+    Notes
+    -----
+    Complexity: O(H^2).
+    """
     policies = []
     for e, exit_ in enumerate(card.exits):
         rates = [0.0] * len(card.exits)
@@ -179,9 +234,28 @@ THRESHOLD_MARGIN = 1e-5
 
 
 def threshold_grid(confidence: np.ndarray, quantiles=DEFAULT_QUANTILES) -> list[float]:
-    """Candidate thresholds of one exit: at each calibration quantile (an observed score), the
-    threshold that lets the same samples leave but sits strictly between two neighbouring
-    scores (see threshold_below), so float noise cannot flip a sample's decision."""
+    """Candidate thresholds of one exit.
+
+    At each calibration quantile (an observed score), the threshold that lets the same samples
+    leave but sits strictly between two neighbouring scores (``threshold_below``), so float
+    noise cannot flip a sample's decision.
+
+    Parameters
+    ----------
+    confidence : ndarray
+        The exit's calibration scores.
+    quantiles : sequence of float, optional
+        The quantiles to take.
+
+    Returns
+    -------
+    list of float
+        Distinct thresholds, in increasing order.
+
+    Notes
+    -----
+    Complexity: O(n log n) for n samples.
+    """
     if confidence.size == 0:
         return []
     values = np.quantile(confidence, quantiles, method="lower")
@@ -190,13 +264,31 @@ def threshold_grid(confidence: np.ndarray, quantiles=DEFAULT_QUANTILES) -> list[
 
 
 def threshold_below(distinct: np.ndarray, score: float, margin: float = THRESHOLD_MARGIN) -> float:
-    """The midpoint between ``score`` (one of the sorted ``distinct`` scores) and the next lower
-    score, so exactly the samples scoring >= ``score`` reach the threshold (``confidence >=
-    threshold``), and none sits on it. Scores closer than ``2 * margin`` to their lower neighbour
-    count as one (saturated softmax outputs differ by float noise): the threshold goes below the
-    whole run, at least ``margin`` from every score. Below the lowest score: half of it.
+    """The threshold just below ``score`` that no sample sits on.
 
-    O(log n + run length) for n distinct scores.
+    The midpoint between ``score`` (one of the sorted ``distinct`` scores) and the next lower
+    score, so exactly the samples scoring >= ``score`` reach the threshold (``confidence >=
+    threshold``), and none sits on it. Scores closer than ``2 * margin`` to their lower
+    neighbour count as one (saturated softmax outputs differ by float noise): the threshold
+    goes below the whole run, at least ``margin`` from every score. Below the lowest score:
+    half of it.
+
+    Parameters
+    ----------
+    distinct : ndarray
+        The distinct calibration scores, sorted.
+    score : float
+        One of them.
+    margin : float, optional
+        The least distance to any score.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Complexity: O(log n + run length) for n distinct scores.
     """
     i = int(np.searchsorted(distinct, score))
     while i > 0 and distinct[i] - distinct[i - 1] < 2 * margin:
@@ -210,6 +302,23 @@ def policy_from_thresholds(card: ModelCard, final_exit: int, thresholds: dict[in
 
     Exits without calibration scores cannot be early exits. A final exit without scores
     contributes its card accuracy for the inputs that reach it.
+
+    Parameters
+    ----------
+    card : ModelCard
+        A card with per-sample calibration.
+    final_exit : int
+        The exit every remaining input leaves at.
+    thresholds : dict of int to float
+        Early exit index -> confidence threshold.
+
+    Returns
+    -------
+    ExitPolicy
+
+    Notes
+    -----
+    Complexity: O(n H) for n calibration samples.
     """
     cal = card.calibration
     n_exits = len(card.exits)
@@ -243,8 +352,24 @@ def policy_from_thresholds(card: ModelCard, final_exit: int, thresholds: dict[in
 
 
 def dynamic_policies(card: ModelCard, quantiles=DEFAULT_QUANTILES) -> list[ExitPolicy]:
-    """Every (final exit, thresholds of earlier exits) on the grid: calibration quantiles
-    plus "disabled" per exit; or every row of a calibration table."""
+    """Every (final exit, thresholds of earlier exits) on the grid (dynamic mode).
+
+    Parameters
+    ----------
+    card : ModelCard
+        A card with a calibration.
+    quantiles : sequence of float, optional
+        The calibration quantiles of each exit's grid (plus "disabled" per exit).
+
+    Returns
+    -------
+    list of ExitPolicy
+        The grid's policies, or every row of a calibration table.
+
+    Notes
+    -----
+    Complexity: O(n H G^(H-1)) for n samples and G thresholds per exit.
+    """
     cal = card.calibration
     if cal is None:
         return static_policies(card)
@@ -295,6 +420,26 @@ def table_policies(card: ModelCard) -> list[ExitPolicy]:
 
 
 def policies_for(card: ModelCard, mode: str, quantiles=DEFAULT_QUANTILES) -> list[ExitPolicy]:
+    """The exit policies of ``card`` in ``mode``.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model.
+    mode : {"static", "dynamic"}
+        The scenario's mode.
+    quantiles : sequence of float, optional
+        Dynamic mode: the calibration quantiles.
+
+    Returns
+    -------
+    list of ExitPolicy
+        ``static_policies`` or ``dynamic_policies``.
+
+    Notes
+    -----
+    Complexity: that of the one called.
+    """
     return dynamic_policies(card, quantiles) if mode == "dynamic" else static_policies(card)
 
 
@@ -327,6 +472,24 @@ class Chain:
 
 
 def block_probabilities(table: CostTable, policy: ExitPolicy) -> np.ndarray:
+    """The probability that an input reaches each deployed block under ``policy``.
+
+    Parameters
+    ----------
+    table : CostTable
+        The card's cost table.
+    policy : ExitPolicy
+        The exit policy.
+
+    Returns
+    -------
+    ndarray, shape (blocks,)
+        1 minus the rates of the active exits before each block, clipped to [0, 1].
+
+    Notes
+    -----
+    Complexity: O(B H).
+    """
     k = int(table.exit_after[policy.final_exit]) + 1
     prob = np.ones(k)
     if policy.active:
@@ -337,6 +500,26 @@ def block_probabilities(table: CostTable, policy: ExitPolicy) -> np.ndarray:
 
 
 def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
+    """The per-block costs of one exit policy, as the solvers read them.
+
+    Parameters
+    ----------
+    table : CostTable
+        The card's cost table.
+    policy : ExitPolicy
+        The exit policy.
+
+    Returns
+    -------
+    Chain
+        Per (block, node): time with the heads and stage costs it carries, expected energy and
+        busy time, memory; per cut: output bytes, transfer probability and the stage cost of
+        leaving a node.
+
+    Notes
+    -----
+    Complexity: O(B N).
+    """
     k = int(table.exit_after[policy.final_exit]) + 1
     prob = block_probabilities(table, policy)
     heads: list[list[int]] = [[] for _ in range(k)]
@@ -369,13 +552,63 @@ def chain_for(table: CostTable, policy: ExitPolicy) -> Chain:
 
 
 def is_close(a: float, b: float, rel: float = 1e-12) -> bool:
-    """Energies equal up to summation-order rounding; ties are then broken explicitly."""
+    """Whether two energies are equal up to summation-order rounding (ties are then broken explicitly).
+
+    Parameters
+    ----------
+    a, b : float
+        The energies.
+    rel : float, optional
+        Relative tolerance.
+
+    Returns
+    -------
+    bool
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
 
 
 def within(value: float, limit: float, strict: bool) -> bool:
+    """Whether ``value`` keeps the bound ``limit`` (below it when strict, else at most it).
+
+    Parameters
+    ----------
+    value, limit : float
+        E.g. a latency and its bound.
+    strict : bool
+        The scenario's ``strict`` option.
+
+    Returns
+    -------
+    bool
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     return value < limit if strict else value <= limit
 
 
 def accuracy_ok(accuracy: float, minimum: float, strict: bool) -> bool:
+    """Whether ``accuracy`` meets ``minimum`` (above it when strict, else at least it).
+
+    Parameters
+    ----------
+    accuracy, minimum : float
+        A policy's accuracy and the target.
+    strict : bool
+        The scenario's ``strict`` option.
+
+    Returns
+    -------
+    bool
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     return accuracy > minimum if strict else accuracy >= minimum

@@ -9,6 +9,26 @@ TIER_ORDER = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 
 
 
 def human_bytes(n: float) -> str:
+    """A byte count in a sentence (decimal units).
+
+    Parameters
+    ----------
+    n : float
+        Bytes.
+
+    Returns
+    -------
+    str
+
+    Notes
+    -----
+    Complexity: O(1).
+
+    Examples
+    --------
+    >>> human_bytes(186600), human_bytes(512)
+    ('186.6 kB', '512 B')
+    """
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -17,9 +37,26 @@ def human_bytes(n: float) -> str:
 
 
 def plan_png(doc: dict) -> bytes:
-    """Render ``doc`` (finplan.plan/1) as PNG bytes; one panel per application.
+    """Render a plan document as PNG bytes; one panel per application.
 
-    Raises FinplanInputError when matplotlib (the ``[plot]`` extra) is not installed.
+    Parameters
+    ----------
+    doc : dict
+        A ``finplan.plan/1`` document.
+
+    Returns
+    -------
+    bytes
+        The PNG (Agg backend, no Software metadata).
+
+    Raises
+    ------
+    FinplanInputError
+        When matplotlib (the ``[plot]`` extra) is not installed.
+
+    Notes
+    -----
+    Complexity: O(A B) drawing calls.
     """
     try:
         import matplotlib

@@ -69,17 +69,75 @@ class Evaluation:
 
 
 def ms(seconds: float) -> str:
+    """Seconds as milliseconds in a sentence, four significant digits.
+
+    Parameters
+    ----------
+    seconds : float
+
+    Returns
+    -------
+    str
+
+    Notes
+    -----
+    Complexity: O(1).
+
+    Examples
+    --------
+    >>> ms(0.00532)
+    '5.32 ms'
+    """
     return f"{seconds * 1e3:.4g} ms"
 
 
 def percent(share: float) -> str:
-    """A share of time as a percentage: 10.282 -> "1028%", 0.9333 -> "93.33%"."""
+    """A share of time as a percentage.
+
+    Parameters
+    ----------
+    share : float
+        1.0 is 100%.
+
+    Returns
+    -------
+    str
+        Four significant digits, whole percents from 1000% on.
+
+    Notes
+    -----
+    Complexity: O(1).
+
+    Examples
+    --------
+    >>> percent(10.282), percent(0.9333)
+    ('1028%', '93.33%')
+    """
     value = 100.0 * share
     return f"{value:.0f}%" if abs(value) >= 1000 else f"{value:.4g}%"
 
 
 def over_limit(total: float, limit: float) -> tuple[str, str]:
-    """``total`` and ``limit`` as percentages, with enough digits to tell them apart."""
+    """``total`` and ``limit`` as percentages, with enough digits to tell them apart.
+
+    Parameters
+    ----------
+    total, limit : float
+        Shares of time.
+
+    Returns
+    -------
+    tuple of (str, str)
+
+    Notes
+    -----
+    Complexity: O(1).
+
+    Examples
+    --------
+    >>> over_limit(1.0000101, 1.0)
+    ('100.00101%', '100%')
+    """
     a, b = percent(total), percent(limit)
     if a == b:
         a, b = f"{100.0 * total:.8g}%", f"{100.0 * limit:.8g}%"
@@ -87,6 +145,26 @@ def over_limit(total: float, limit: float) -> tuple[str, str]:
 
 
 def bits_per_s(value: float) -> str:
+    """A bit rate in a sentence, four significant digits, the largest unit below it.
+
+    Parameters
+    ----------
+    value : float
+        Bits per second.
+
+    Returns
+    -------
+    str
+
+    Notes
+    -----
+    Complexity: O(1).
+
+    Examples
+    --------
+    >>> bits_per_s(522.6e6)
+    '522.6 Mbit/s'
+    """
     for unit, scale in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if value >= scale:
             return f"{value / scale:.4g} {unit}"
@@ -95,9 +173,33 @@ def bits_per_s(value: float) -> str:
 
 def node_busy_text(name: str, total: float, limit: float, parts: Sequence[tuple[str, float]], rate: float,
                    taken: float = 0.0) -> str:
-    """The one wording of a node over its max_utilization (used by every solver and baseline):
-    "device would be busy 1028% of the time, over its max_utilization 100% (block1 2.056 ms x 5000 Hz)";
-    ``parts`` (block, busy seconds per input), ``taken`` the share the other applications use."""
+    """The one wording of a node over its max_utilization (used by every solver and baseline).
+
+    Parameters
+    ----------
+    name : str
+        The node.
+    total : float
+        Its utilisation with this placement (and ``taken``).
+    limit : float
+        Its max_utilization.
+    parts : sequence of (str, float)
+        (block, busy seconds per input).
+    rate : float
+        Requests per second.
+    taken : float, optional
+        The share the other applications use.
+
+    Returns
+    -------
+    str
+        E.g. "device would be busy 1028% of the time, over its max_utilization 100% (block1
+        2.056 ms x 5000 Hz)".
+
+    Notes
+    -----
+    Complexity: O(len(parts)).
+    """
     shown, cap = over_limit(total, limit)
     detail = ", ".join(f"{block} {ms(busy)}" for block, busy in parts) + f" x {rate:g} Hz"
     if taken:
@@ -107,6 +209,29 @@ def node_busy_text(name: str, total: float, limit: float, parts: Sequence[tuple[
 
 def node_memory_text(name: str, total: float, limit: float, parts: Sequence[tuple[str, float]],
                      taken: float = 0.0) -> str:
+    """The one wording of a node over its memory_bytes.
+
+    Parameters
+    ----------
+    name : str
+        The node.
+    total : float
+        Parameter bytes it would hold (with ``taken``).
+    limit : float
+        Its memory_bytes.
+    parts : sequence of (str, float)
+        (block, parameter bytes).
+    taken : float, optional
+        Bytes the other applications hold there.
+
+    Returns
+    -------
+    str
+
+    Notes
+    -----
+    Complexity: O(len(parts)).
+    """
     from finplan.partition.draw import human_bytes
 
     detail = ", ".join(f"{block} {human_bytes(nbytes)}" for block, nbytes in parts)
@@ -117,7 +242,26 @@ def node_memory_text(name: str, total: float, limit: float, parts: Sequence[tupl
 
 
 def sent_text(after: str, nbytes: float, probability: float) -> str:
-    """What a hop carries, in words: "block1's output 186.6 kB" (+ " (p=0.50)")."""
+    """What a hop carries, in words.
+
+    Parameters
+    ----------
+    after : str
+        The block whose output is sent, or "input".
+    nbytes : float
+        Bytes per input.
+    probability : float
+        The share of inputs that make the hop.
+
+    Returns
+    -------
+    str
+        E.g. "block1's output 186.6 kB" (+ " (p=0.50)" below 1).
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     from finplan.partition.draw import human_bytes
 
     what = "the input" if after == "input" else f"{after}'s output"
@@ -126,8 +270,37 @@ def sent_text(after: str, nbytes: float, probability: float) -> str:
 
 def link_busy_text(src: str, dst: str, total: float, limit: float, sent: Sequence[str], bits: float, bandwidth: float,
                    rate: float, taken: float = 0.0) -> str:
-    """The one wording of a link over its max_utilization: "link a -> b would be busy 261% of the
-    time, over its max_utilization 100% (block1's output 186.6 kB x 350 Hz = 522.6 Mbit/s of its 200 Mbit/s)"."""
+    """The one wording of a link over its max_utilization.
+
+    Parameters
+    ----------
+    src, dst : str
+        The link's ends.
+    total : float
+        Its utilisation with this placement (and ``taken``).
+    limit : float
+        Its max_utilization.
+    sent : sequence of str
+        What crosses it (``sent_text``).
+    bits : float
+        Bits per second this placement sends over it.
+    bandwidth : float
+        Its bandwidth_bps.
+    rate : float
+        Requests per second.
+    taken : float, optional
+        The share the other applications use.
+
+    Returns
+    -------
+    str
+        E.g. "link a -> b would be busy 261% of the time, over its max_utilization 100%
+        (block1's output 186.6 kB x 350 Hz = 522.6 Mbit/s of its 200 Mbit/s)".
+
+    Notes
+    -----
+    Complexity: O(len(sent)).
+    """
     shown, cap = over_limit(total, limit)
     detail = f"{', '.join(sent)} x {rate:g} Hz = {bits_per_s(bits)} of its {bits_per_s(bandwidth)}"
     if taken:
@@ -136,7 +309,32 @@ def link_busy_text(src: str, dst: str, total: float, limit: float, sent: Sequenc
 
 
 def resolve_policy(app: Application, mode: str, final_exit: str, thresholds: Mapping[str, float] | None) -> ExitPolicy:
-    """The exit policy named by a final exit and (dynamic mode) thresholds of earlier exits."""
+    """The exit policy named by a final exit and (dynamic mode) thresholds of earlier exits.
+
+    Parameters
+    ----------
+    app : Application
+        The application (its card and calibration).
+    mode : {"static", "dynamic"}
+        The scenario's mode.
+    final_exit : str
+        The final exit's name.
+    thresholds : mapping of str to float or None
+        Dynamic mode: early exit name -> threshold.
+
+    Returns
+    -------
+    ExitPolicy
+
+    Raises
+    ------
+    FinplanInputError
+        For unknown exits, thresholds in static mode, or (table calibration) thresholds no row has.
+
+    Notes
+    -----
+    Complexity: O(n H) for n calibration samples (or a table lookup).
+    """
     card = app.card
     try:
         e = card.exit_index(final_exit)

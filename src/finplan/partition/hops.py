@@ -39,12 +39,34 @@ class Hops:
 
 
 def chain_hops(topo: LinkLists, chain: Chain, gamma: int | None, limit: float, lo: int) -> Hops:
-    """Units ceil(gamma (t_tx + t_comp) / max_latency) (or, with gamma None, the times in
-    seconds) and energies E_tx + E_comp of every (n -> m) hop into blocks lo .. k-1, vectorised
-    over blocks and links. Element by element these are the same floating-point operations as
-    the per-layer matrices of the dense construction (transfer 8 bytes s/bit + latency, 0 to
-    stay; then + compute). Small instances are computed in plain Python, the rest with numpy
-    (same bits). Complexity O((k - lo) |links|)."""
+    """The hops into blocks lo .. k-1 of ``chain``, per link, vectorised over blocks and links.
+
+    Element by element these are the same floating-point operations as the per-layer matrices
+    of the dense construction (transfer 8 bytes s/bit + latency, 0 to stay; then + compute).
+    Small instances are computed in plain Python, the rest with numpy (same bits).
+
+    Parameters
+    ----------
+    topo : LinkLists
+        The links.
+    chain : Chain
+        The costs of one exit policy's blocks.
+    gamma : int or None
+        Latency units; None gives the times in seconds (the exact label DP).
+    limit : float
+        The latency bound, seconds.
+    lo : int
+        The first block (>= 1) whose incoming hops are wanted.
+
+    Returns
+    -------
+    Hops
+        Units ceil(gamma (t_tx + t_comp) / max_latency) (or seconds) and energies E_tx + E_comp.
+
+    Notes
+    -----
+    Complexity: O((k - lo) |links|).
+    """
     if (chain.n_blocks - lo) * len(topo.tails) <= SMALL_HOPS:
         return _chain_hops_small(topo, chain, gamma, limit, lo)
     return _chain_hops_numpy(topo, chain, gamma, limit, lo)
@@ -106,9 +128,37 @@ def _chain_hops_small(topo: LinkLists, chain: Chain, gamma: int | None, limit: f
 
 
 def closed_links(ctx, chain: Chain, b: int, ok_row, row_all_ok: bool, usage, link_bans, topo: LinkLists):
-    """Indices of the links into block b that may not be used: over a link's residual capacity
-    (with a rate), into a node that may not run block b (``ok_row``), or banned (``link_bans``,
-    (block, n, m) triples). None when every link is usable."""
+    """The links into block ``b`` that may not be used.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    chain : Chain
+        The costs of one exit policy's blocks.
+    b : int
+        The block.
+    ok_row : ndarray of bool, shape (nodes,)
+        The nodes that may run block b.
+    row_all_ok : bool
+        Whether every node may (skips the node test).
+    usage : Usage or None
+        Capacity the other applications take.
+    link_bans : set of (block, n, m)
+        Forbidden hops.
+    topo : LinkLists
+        The links.
+
+    Returns
+    -------
+    list of int or None
+        Indices into ``topo``'s links: over a link's residual capacity (with a rate), into a
+        node that may not run block b, or banned; None when every link is usable.
+
+    Notes
+    -----
+    Complexity: O(|links|).
+    """
     closed = None
     if ctx.app.rate_hz is not None:  # otherwise ctx.link_ok is the plain link matrix
         ok = ctx.link_ok(chain.out_bytes[b - 1], chain.trans_prob[b - 1], usage)[topo.tail, topo.head]
@@ -129,7 +179,30 @@ def closed_links(ctx, chain: Chain, b: int, ok_row, row_all_ok: bool, usage, lin
 
 
 def first_hops(ctx, chain: Chain, ok, usage, link_bans) -> list[tuple[int, float, float]]:
-    """Block 1's hops source -> m that may be used, as (m, time_s, energy_j), by node."""
+    """Block 1's hops source -> m that may be used.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application.
+    chain : Chain
+        The costs of one exit policy's blocks.
+    ok : ndarray of bool, shape (blocks, nodes)
+        The (block, node) pairs allowed.
+    usage : Usage or None
+        Capacity the other applications take.
+    link_bans : set of (block, n, m)
+        Forbidden hops.
+
+    Returns
+    -------
+    list of tuple of (int, float, float)
+        (m, time_s, energy_j), by node.
+
+    Notes
+    -----
+    Complexity: O(N).
+    """
     table = ctx.table
     src = ctx.source
     links0 = ctx.link_ok(chain.input_bytes, 1.0, usage)
@@ -145,8 +218,29 @@ def first_hops(ctx, chain: Chain, ok, usage, link_bans) -> list[tuple[int, float
 
 
 def layer_key(chain: Chain, ok: np.ndarray, b: int) -> tuple:
-    """Everything block b's layer depends on besides the earlier layers and the call's
-    constants (gamma or trimming, lambda, usage, bans): policies sharing a chain prefix share layers."""
+    """Everything block ``b``'s layer depends on besides the earlier layers and the call's constants.
+
+    Policies sharing a chain prefix share layers (the constants: gamma or trimming, lambda,
+    usage, bans).
+
+    Parameters
+    ----------
+    chain : Chain
+        The costs of one exit policy's blocks.
+    ok : ndarray of bool, shape (blocks, nodes)
+        The (block, node) pairs allowed.
+    b : int
+        The block.
+
+    Returns
+    -------
+    tuple
+        A hashable key.
+
+    Notes
+    -----
+    Complexity: O(N) (the rows hashed as bytes).
+    """
     key = (ok[b].tobytes(), chain.comp_time_s[b].tobytes(), chain.comp_energy_j[b].tobytes())
     if b:
         key += (float(chain.out_bytes[b - 1]), float(chain.trans_prob[b - 1]), chain.cut_time_s[b - 1].tobytes())

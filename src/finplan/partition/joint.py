@@ -399,8 +399,24 @@ def _check(ctxs, plans) -> tuple[list, bool]:
 
 
 def local_usage(usage: Usage, names) -> Usage:
-    """``usage`` limited to the nodes named in ``names`` and the links among them (what a
-    restricted context may be given)."""
+    """``usage`` limited to the nodes named in ``names`` and the links among them.
+
+    Parameters
+    ----------
+    usage : Usage
+        The whole network's usage.
+    names : iterable of str
+        The nodes of a restricted context.
+
+    Returns
+    -------
+    Usage
+        What a restricted context may be given.
+
+    Notes
+    -----
+    Complexity: O(entries of usage).
+    """
     inside = set(names)
     return Usage({n: v for n, v in usage.node_utilization.items() if n in inside},
                  {n: v for n, v in usage.node_memory_bytes.items() if n in inside},

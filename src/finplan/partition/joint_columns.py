@@ -16,8 +16,26 @@ from finplan.partition.problem import Network
 
 
 def reachable(network: Network, source: str, succ: dict | None = None) -> list[int]:
-    """Indices of the nodes reachable from ``source`` along links (source included), in
-    network order. ``succ``: the successor lists of the network (``successors``), when known."""
+    """The nodes reachable from ``source`` along links.
+
+    Parameters
+    ----------
+    network : Network
+        The network.
+    source : str
+        The source node's name.
+    succ : dict or None, optional
+        The network's successor lists (``successors``), when known.
+
+    Returns
+    -------
+    list of int
+        Node indices (source included), in network order.
+
+    Notes
+    -----
+    Complexity: O(N + |links|).
+    """
     succ = successors(network) if succ is None else succ
     seen = {source}
     stack = [source]
@@ -30,6 +48,22 @@ def reachable(network: Network, source: str, succ: dict | None = None) -> list[i
 
 
 def successors(network: Network) -> dict[str, list[str]]:
+    """Each node's successors along links.
+
+    Parameters
+    ----------
+    network : Network
+        The network.
+
+    Returns
+    -------
+    dict of str to list of str
+        Node name -> the names its links lead to, in link order.
+
+    Notes
+    -----
+    Complexity: O(|links|).
+    """
     succ: dict[str, list[str]] = {}
     for link in network.links:
         succ.setdefault(link.src, []).append(link.dst)
@@ -50,10 +84,26 @@ def _slices(table, keep: list[int]) -> dict:
 
 
 def restrict(ctx: AppContext, keep: list[int] | None = None) -> AppContext:
-    """``ctx`` on the sub-network of the nodes in ``keep`` (default: those reachable from the
-    source) and the links among them. Cost arrays are slices of ``ctx.table`` (same bits), node
-    order is kept, so every evaluation of a placement inside it is the one on the whole network.
-    Complexity: O(B |keep| + |keep|^2 + |links|)."""
+    """``ctx`` on the sub-network of the nodes in ``keep`` and the links among them.
+
+    Cost arrays are slices of ``ctx.table`` (same bits), node order is kept, so every
+    evaluation of a placement inside it is the one on the whole network.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The application on the whole network.
+    keep : list of int or None, optional
+        Node indices (default: those reachable from the source).
+
+    Returns
+    -------
+    AppContext
+
+    Notes
+    -----
+    Complexity: O(B |keep| + |keep|^2 + |links|).
+    """
     keep = reachable(ctx.network, ctx.app.source) if keep is None else keep
     parts = _slices(ctx.table, keep)
     inside = set(keep)
@@ -68,7 +118,22 @@ def restrict(ctx: AppContext, keep: list[int] | None = None) -> AppContext:
 
 
 def restricted_contexts(ctxs: list[AppContext]) -> list[AppContext]:
-    """Every context restricted to the nodes its application can reach (``restrict``)."""
+    """Every context restricted to the nodes its application can reach.
+
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One per application.
+
+    Returns
+    -------
+    list of AppContext
+        ``restrict`` of each.
+
+    Notes
+    -----
+    Complexity: A times that of ``restrict``.
+    """
     return [restrict(ctx) for ctx in ctxs]
 
 
@@ -126,8 +191,21 @@ def _class_key(ctx: AppContext, keep: list[int], shared_nodes: set[int]) -> tupl
 
 
 def build_classes(ctxs: list[AppContext]) -> tuple[list[AppClass], list[Resource]]:
-    """Group applications into classes and list the shared resources (see the module docstring).
-    Complexity: O(A (R + B K + K^2)) for A applications reaching K nodes each, R links."""
+    """Group applications into classes and list the shared resources (see ``joint``'s docstring).
+
+    Parameters
+    ----------
+    ctxs : list of AppContext
+        One per application (the whole network).
+
+    Returns
+    -------
+    tuple of (list of AppClass, list of Resource)
+
+    Notes
+    -----
+    Complexity: O(A (R + B K + K^2)) for A applications reaching K nodes each, R links.
+    """
     network = ctxs[0].network
     succ = successors(network)
     keeps = [reachable(network, ctx.app.source, succ) for ctx in ctxs]
@@ -177,16 +255,39 @@ def build_classes(ctxs: list[AppContext]) -> tuple[list[AppClass], list[Resource
 # ---------------------------------------------------------------- priced contexts and columns
 
 def priced_context(ctx: AppContext, policy: int, prices: np.ndarray, cls: AppClass, energy_weight: float = 1.0):
-    """A copy of (restricted) ``ctx`` with one exit policy whose costs are
-    ``energy_weight`` x energy + prices x shared use: the price of a node's utilisation times
-    rate x expected busy time is added to each (block, node) energy, the price of its memory
-    times the block's parameter bytes, and the price of a link's utilisation times rate x
-    seconds per bit to the link's joules per bit (the DP charges trans_prob x 8 x bytes x J/bit).
-    Exact evaluations of the copy still report the real energy (they read the network's links
-    and the table's block energies, which stay as they are); the DP and the enumeration read
-    the priced chain and link arrays. The stage overhead a node change adds to the tail node's
-    busy time is not priced (it is not a (block, node) cost), so a priced minimum is at most
-    the true one: the bound stays valid. Complexity: O(B K + K^2)."""
+    """A priced copy of (restricted) ``ctx`` with one exit policy, for the pricing step.
+
+    Its costs are ``energy_weight`` x energy + prices x shared use: the price of a node's
+    utilisation times rate x expected busy time is added to each (block, node) energy, the price
+    of its memory times the block's parameter bytes, and the price of a link's utilisation times
+    rate x seconds per bit to the link's joules per bit (the DP charges trans_prob x 8 x bytes x
+    J/bit). Exact evaluations of the copy still report the real energy (they read the network's
+    links and the table's block energies, which stay as they are); the DP and the enumeration
+    read the priced chain and link arrays. The stage overhead a node change adds to the tail
+    node's busy time is not priced (it is not a (block, node) cost), so a priced minimum is at
+    most the true one: the bound stays valid.
+
+    Parameters
+    ----------
+    ctx : AppContext
+        The class's representative (restricted).
+    policy : int
+        The exit policy.
+    prices : ndarray
+        Per shared resource, >= 0.
+    cls : AppClass
+        The class (its resource indices).
+    energy_weight : float, optional
+        0 in the phase that maximises the applications served.
+
+    Returns
+    -------
+    AppContext
+
+    Notes
+    -----
+    Complexity: O(B K + K^2).
+    """
     table = ctx.table
     chain = ctx.chain(policy)
     rate = ctx.app.rate_hz or 0.0
@@ -208,7 +309,23 @@ def priced_context(ctx: AppContext, policy: int, prices: np.ndarray, cls: AppCla
 
 
 def priced_cost(pctx: AppContext, nodes) -> float:
-    """What the priced copy's DP charges for ``nodes`` (the same sum as the enumeration's)."""
+    """What the priced copy's DP charges for ``nodes`` (the same sum as the enumeration's).
+
+    Parameters
+    ----------
+    pctx : AppContext
+        A ``priced_context``.
+    nodes : sequence of int
+        The placement.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Complexity: O(B).
+    """
     chain = pctx.chain(0)
     jpb = pctx.table.link_j_per_bit
     src = pctx.source
@@ -239,6 +356,28 @@ def _use(ev: Evaluation, resources: list[Resource], cls: AppClass) -> np.ndarray
 
 
 def add_column(cls: AppClass, policy: int, nodes, resources) -> bool:
+    """Add the plan (``policy``, ``nodes``) to the class's columns when it is new and feasible.
+
+    Parameters
+    ----------
+    cls : AppClass
+        The class; its columns and the plans seen are updated.
+    policy : int
+        The exit policy.
+    nodes : sequence of int
+        The placement (indices in the class's restricted network).
+    resources : list of Resource
+        The shared resources (the column's use of each).
+
+    Returns
+    -------
+    bool
+        Whether a column was added.
+
+    Notes
+    -----
+    Complexity: one exact evaluation, O(B + L).
+    """
     key = (policy, tuple(int(n) for n in nodes))
     if key in cls.seen:
         return False

@@ -26,8 +26,35 @@ class Master:
 
 def solve_master(classes, resources, phase: str, served: int = 0, integer: bool = False,
                   slack: float = 0.0) -> Master | None:
-    """The master over the current columns: phase "served" maximises the applications served,
-    phase "energy" minimises energy serving at least ``served``. LP (duals) or integer."""
+    """The master over the current columns.
+
+    Parameters
+    ----------
+    classes : list of AppClass
+        The classes with their columns.
+    resources : list of Resource
+        The shared resources.
+    phase : {"served", "energy"}
+        "served" maximises the applications served, "energy" minimises energy serving at least
+        ``served``.
+    served : int, optional
+        The phase "energy" floor.
+    integer : bool, optional
+        An integer program (the plan) instead of the LP (duals).
+    slack : float, optional
+        Relative capacity kept free below each shared limit (HiGHS's tolerance).
+
+    Returns
+    -------
+    Master or None
+        Column values per class, the objective, resource prices and class duals; None when
+        there are no columns or HiGHS finds no solution.
+
+    Notes
+    -----
+    One LP (or a MIP stopped at MASTER_MIP_GAP or MASTER_MIP_NODES) over the columns: O(C R)
+    to build for C columns and R shared resources, plus HiGHS's solve.
+    """
     import highspy
 
     highs = milp.new_highs()

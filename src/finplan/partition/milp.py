@@ -40,6 +40,19 @@ class _Outcome:
 
 
 def new_highs():
+    """A HiGHS instance set up the way every finplan MILP runs.
+
+    Returns
+    -------
+    highspy.Highs
+        Quiet (its banner kept off stdout, so ``--json`` stays clean), one thread, fixed seed,
+        zero MIP gaps and 1e-9 feasibility tolerances: deterministic and exact.
+
+    Notes
+    -----
+    Callers look it up through the module (``milp.new_highs``) so that a caller may wrap it
+    (benchmarks/paper.py adds a time limit). O(1).
+    """
     import highspy
 
     # HiGHS prints a banner on stdout (C level) the first time; keep stdout clean for --json.

@@ -60,7 +60,24 @@ class LabelLayers:
 
 
 def trim_factor(epsilon: float, max_blocks: int) -> float:
-    """Per-layer factor r with r^(max_blocks - 1) = 1 + epsilon (see the module docstring)."""
+    """The per-layer trimming factor of the exact label DP.
+
+    Parameters
+    ----------
+    epsilon : float
+        The bound on the whole chain (>= 0).
+    max_blocks : int
+        The most blocks of any chain solved.
+
+    Returns
+    -------
+    float
+        r with r^(max_blocks - 1) = 1 + epsilon (see the module docstring).
+
+    Notes
+    -----
+    Complexity: O(1).
+    """
     if epsilon <= 0 or max_blocks < 2:
         return 1.0
     return (1.0 + epsilon) ** (1.0 / (max_blocks - 1))
@@ -235,12 +252,45 @@ def label_layers(ctx, chain: Chain, usage, ok, link_bans=frozenset(), *, lam: fl
 
 
 def label_terminals(graph: LabelLayers) -> list[tuple[float, float, int, int]]:
-    """Terminal labels (energy_j, time_s, node, label index) in order of energy, time, node."""
+    """The last layer's labels in the order FIN tries them.
+
+    Parameters
+    ----------
+    graph : LabelLayers
+        The label DP's layers (``label_layers``).
+
+    Returns
+    -------
+    list of tuple of (float, float, int, int)
+        (energy_j, time_s, node, label index), sorted by energy, time, node.
+
+    Notes
+    -----
+    Complexity: O(L log L) for L terminal labels.
+    """
     return sorted((e, t, m, j) for m, front in enumerate(graph.layers[-1]) for j, (t, e, _n, _p) in enumerate(front))
 
 
 def label_path(graph: LabelLayers, m: int, j: int) -> list[int]:
-    """The node of every block on the way to terminal label j of node m."""
+    """The node of every block on the way to terminal label ``j`` of node ``m``.
+
+    Parameters
+    ----------
+    graph : LabelLayers
+        The label DP's layers.
+    m : int
+        The last block's node.
+    j : int
+        The label's index at that node.
+
+    Returns
+    -------
+    list of int
+
+    Notes
+    -----
+    Complexity: O(B).
+    """
     nodes = [m]
     for b in range(len(graph.layers) - 1, 0, -1):
         _t, _e, n, j = graph.layers[b][m][j]

@@ -11,10 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from finplan.errors import FinplanInputError
-from finplan.fileio import check_schema, reject_non_finite, without_notes
+from finplan.fileio import without_notes
 from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult, contexts
 from finplan.partition.costs import is_close
@@ -26,6 +24,7 @@ from finplan.partition.joint_columns import restricted_contexts
 from finplan.partition.problem import Scenario
 from finplan.partition.profile_costs import cost_source
 from finplan.partition.search import count_placements
+from finplan.validation import validate_document
 
 SCHEMA = "finplan.plan/1"
 
@@ -296,43 +295,9 @@ def validate_plan(doc: Any, path=None) -> dict:
     -----
     Complexity: linear in the document's size.
     """
-    check_schema(doc, "plan", (1,), path)
-    reject_non_finite(doc, path)  # NaN passes a "number" schema; show printed "nan J" and emit deployed it
-    validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-        field, message = _schema_message(error, where)
-        raise FinplanInputError(message, file=path, field=field or "(document)")
-    return doc
-
-
-_KINDS = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true or false",
-          "null": "null", "array": "a list", "object": "a mapping"}
-
-
-def _expected(schema: dict) -> str | None:
-    kinds = schema.get("type")
-    if kinds is None:
-        return None
-    kinds = [kinds] if isinstance(kinds, str) else kinds
-    return " or ".join(_KINDS.get(k, k) for k in kinds)
-
-
-def _schema_message(error, where: str) -> tuple[str, str]:
-    """(field, message) of a schema violation in the user's terms: a missing field is named
-    with what it should hold; a wrong type says what it is and what was expected."""
-    if error.validator == "required" and isinstance(error.instance, dict):
-        name = next((n for n in error.validator_value if n not in error.instance), None)
-        if name is not None:
-            expected = _expected(error.schema.get("properties", {}).get(name, {}))
-            return (f"{where}.{name}" if where else name), "missing" + (f"; expected {expected}" if expected else "")
-    if error.validator == "type":
-        shown = repr(error.instance)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return where, f"is {shown}; expected {_expected(error.schema)}"
-    return where, error.message
+    # validation.validate_document also refuses NaN, which passes a "number" schema (show printed
+    # "nan J" and emit deployed it)
+    return validate_document(doc, "plan", file=path)
 
 
 # Solvers whose plan is (FIN: meant to be) the minimum-energy plan; the others are baselines.
