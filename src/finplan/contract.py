@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import onnx
 
 from finplan.errors import FinplanInputError
+from finplan.validation import check_unique
 
 METADATA_KEY = "finplan"
 
@@ -132,10 +133,6 @@ def read_contract(model: onnx.ModelProto, file: str | os.PathLike | None = None)
         file=file)
 
 
-def has_contract(model: onnx.ModelProto) -> bool:
-    return any(prop.key == METADATA_KEY for prop in model.metadata_props)
-
-
 def write_contract(model: onnx.ModelProto, contract: Contract) -> None:
     """Store ``contract`` in ``model``'s metadata, replacing any earlier one (in place)."""
     keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
@@ -239,8 +236,8 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
     if not contract.exits:
         raise FinplanInputError("lists no exits; expected at least one exit head (NAME=BLOCK:TENSOR, a class-score "
                                 "output) for an early-exit model", file=file, field=f"{field}.exits")
-    _check_unique_names([b.name for b in contract.blocks], file, f"{field}.blocks")
-    _check_unique_names([e.name for e in contract.exits], file, f"{field}.exits")
+    check_unique([b.name for b in contract.blocks], file=file, field=f"{field}.blocks")
+    check_unique([e.name for e in contract.exits], file=file, field=f"{field}.exits")
     index = GraphIndex(model)
     graph_inputs = graph_input_names(model)
     if list(contract.inputs) != graph_inputs:
@@ -280,14 +277,6 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
                 f"exit {exit_.name!r} (tensor {exit_.output!r}) has shape {shape}; expected a class-score vector "
                 "[batch, classes] with classes >= 2 (attach a head: pooling + linear)",
                 file=file, field=f"{field}.exits[{i}].output")
-
-
-def _check_unique_names(names: list[str], file, field: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise FinplanInputError(f"duplicate name {name!r}", file=file, field=f"{field}[{i}].name")
-        seen.add(name)
 
 
 # --------------------------------------------------------------------------- loading

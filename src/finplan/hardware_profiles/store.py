@@ -1,52 +1,18 @@
 """Load, validate and save hardware profiles and model cards."""
 from __future__ import annotations
 
-import json
 import os
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
-import jsonschema
-
 from finplan.errors import FinplanInputError
-from finplan.fileio import atomic_write_json, check_schema, load_document, reject_non_finite
-
-
-@lru_cache(maxsize=None)
-def _schema(kind: str) -> dict:
-    text = resources.files("finplan.schemas").joinpath(f"{kind}.schema.json").read_text()
-    return json.loads(text)
+from finplan.fileio import atomic_write_json, load_document
+from finplan.validation import check_unique, schema_of, validate_document
 
 
 def schema_document(kind: str) -> dict:
     """The JSON schema of a finplan document kind ("profile", "model", "plan"), as shipped in
     finplan/schemas; a copy, so callers cannot change the cached one."""
-    return json.loads(json.dumps(_schema(kind)))
-
-
-def _path_of(error: jsonschema.ValidationError) -> str:
-    parts = []
-    for item in error.absolute_path:
-        parts.append(f"[{item}]" if isinstance(item, int) else (f".{item}" if parts else str(item)))
-    return "".join(parts) or "(document)"
-
-
-def _validate(doc: Any, kind: str, path) -> None:
-    check_schema(doc, kind, (1,), path)
-    reject_non_finite(doc, path)
-    validator = jsonschema.Draft202012Validator(_schema(kind))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        raise FinplanInputError(error.message, file=path, field=_path_of(error))
-
-
-def _check_unique(names: list[str], path, field: str) -> None:
-    seen = set()
-    for index, name in enumerate(names):
-        if name in seen:
-            raise FinplanInputError(f"duplicate name {name!r}; names must be unique", file=path, field=f"{field}[{index}].name")
-        seen.add(name)
+    return schema_of(kind)
 
 
 def _check_parts_cost(doc: dict, path) -> None:
@@ -65,9 +31,9 @@ def _check_parts_cost(doc: dict, path) -> None:
 
 def validate_profile(doc: Any, path: str | os.PathLike | None = None) -> dict:
     """Check a profile document; return it unchanged. Raises FinplanInputError."""
-    _validate(doc, "profile", path)
-    _check_unique([b["name"] for b in doc["blocks"]], path, "blocks")
-    _check_unique([e["name"] for e in doc["exits"]], path, "exits")
+    validate_document(doc, "profile", file=path)
+    check_unique([b["name"] for b in doc["blocks"]], file=path, field="blocks")
+    check_unique([e["name"] for e in doc["exits"]], file=path, field="exits")
     _check_parts_cost(doc, path)
     block_names = {b["name"] for b in doc["blocks"]}
     for index, exit_ in enumerate(doc["exits"]):
@@ -115,10 +81,10 @@ def _check_card_fields(doc: dict, path) -> None:
 def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
     """Check a model card document; return it unchanged. Raises FinplanInputError (also for a
     field finplan does not know, see CARD_FIELDS)."""
-    _validate(doc, "model", path)
+    validate_document(doc, "model", file=path)
     _check_card_fields(doc, path)
-    _check_unique([b["name"] for b in doc["blocks"]], path, "blocks")
-    _check_unique([e["name"] for e in doc["exits"]], path, "exits")
+    check_unique([b["name"] for b in doc["blocks"]], file=path, field="blocks")
+    check_unique([e["name"] for e in doc["exits"]], file=path, field="exits")
     order = {b["name"]: i for i, b in enumerate(doc["blocks"])}
     last = -1
     for index, exit_ in enumerate(doc["exits"]):
@@ -147,7 +113,7 @@ def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
 def validate_plan_schema(doc: Any, path: str | os.PathLike | None = None) -> dict:
     """Check a plan document against the shipped plan schema (finite numbers included); return
     it. For readers outside the planner (the deployment side), which must not import it."""
-    _validate(doc, "plan", path)
+    validate_document(doc, "plan", file=path)
     return doc
 
 
