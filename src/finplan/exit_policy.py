@@ -6,7 +6,7 @@ the plan's per-stage cost is the cost of the code that runs. Neither package imp
 other (the import rules checked by tests/test_layering.py).
 
 Scoring: one scorer per policy, used by the runtime, the verifier, the profiler's calibration
-scores (finplan.profiler.calibration.softmax_scores calls ``score``) and the tests' direct
+scores (finplan.profiler.calibration.exit_scores calls ``score``) and the tests' direct
 computation, so every place decides the same way (``confidence >= threshold``; ties exit) and
 the exit rates the planner predicts from calibration scores are the ones the runtime produces.
 ``policy_of`` names the policy of an exit head, for emit (the manifests) and the profiler alike.

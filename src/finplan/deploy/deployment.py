@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from finplan.deploy.emit import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
+from finplan.deploy.emit_build import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
 from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest, sha256_file
 from finplan.errors import FinplanInputError
 from finplan.fileio import load_document

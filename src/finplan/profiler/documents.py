@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from finplan.onnx_parts import Part
-from finplan.profiler import calibration as calib
+import finplan.profiler.calibration as calib
 from finplan.profiler.stats import median_ci
 from finplan.profiler.timing import TimingResult
 

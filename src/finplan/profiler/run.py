@@ -18,8 +18,8 @@ import onnx
 from finplan.contract import Contract, model_hash
 from finplan.hardware_profiles import card_from_profile, validate_card, validate_profile
 from finplan.onnx_parts import Part, TensorInfo
-from finplan.profiler import calibration as calib
-from finplan.profiler import documents as docs
+import finplan.profiler.calibration as calib
+import finplan.profiler.documents as docs
 from finplan.profiler.device import describe_device
 from finplan.profiler.documents import OVERHEAD, STAGE_PROBE, WHOLE
 from finplan.profiler.energy import DEFAULT_MIN_WINDOW_S, Selection, Workload, unresolved

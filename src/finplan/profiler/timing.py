@@ -16,7 +16,7 @@ import onnx
 
 from finplan.errors import FinplanInputError
 from finplan.fileio import available_cpus  # one definition: the runtimes and the CLI bound threads by it
-from finplan.profiler import stats
+import finplan.profiler.stats as stats
 from finplan.profiler.device import physical_cores
 
 OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")

@@ -34,7 +34,7 @@ class PowerModelMeter(EnergyMeter):
         if idle_w is not None and idle_w + busy_w == 0:
             raise FinplanInputError("--idle-w and --busy-w are both 0; expected some watts (0 W would make every "
                                     "part's compute free)", field="--busy-w")
-        from finplan.profiler.timing import available_cpus
+        from finplan.fileio import available_cpus
 
         self.cpus = cpus or available_cpus()
         self.default_used = power_w is None and idle_w is None
