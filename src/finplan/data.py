@@ -329,7 +329,9 @@ def load_model_data(source: str, specs, *, split: str = "calibration", seed: int
         raise FinplanInputError(f"limit is {limit}; expected a positive number of samples", file=source)
     path = Path(source)
     is_npz = path.is_file() and path.suffix.lower() == ".npz"
-    if not is_npz or _legacy_single_input(path, specs):
+    # one reader for every .npz (fileio.load_npz): a corrupt, pickled or oversized file is one line
+    archive = load_npz(path, label=source) if is_npz else None
+    if not is_npz or _legacy_single_input(archive, specs):
         if len(specs) != 1:
             names = ", ".join(spec.name for spec in specs)
             if not path.exists() and (path.suffix.lower() == ".npz" or "/" in source):
@@ -340,7 +342,7 @@ def load_model_data(source: str, specs, *, split: str = "calibration", seed: int
         data = load_data(source, spec.shape, split=split, seed=seed, limit=limit, num_classes=num_classes,
                          dtype=spec.dtype)
         return ModelData({spec.name: data.x}, data.y, data.name)
-    arrays, y = _read_model_npz(path, specs, source)
+    arrays, y = _read_model_npz(archive, specs, source)
     count = len(next(iter(arrays.values())))
     if y is not None:
         if y.min() < 0:
@@ -358,40 +360,26 @@ def load_model_data(source: str, specs, *, split: str = "calibration", seed: int
     return ModelData(inputs, None if y is None else np.ascontiguousarray(y[order]), path.name)
 
 
-def _legacy_single_input(path: Path, specs: list[InputSpec]) -> bool:
+def _legacy_single_input(arrays: dict | None, specs: list[InputSpec]) -> bool:
     """A single-input model given an ``x`` array (earlier versions' file, or an input named x): read it as
     ``load_data`` always has."""
-    if len(specs) != 1:
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = set(archive.files)
-    except (OSError, ValueError, EOFError):
-        return False  # _read_model_npz names the unreadable file
-    return LEGACY_INPUT_KEY in keys
+    return len(specs) == 1 and arrays is not None and LEGACY_INPUT_KEY in arrays
 
 
-def _read_model_npz(path: Path, specs: list[InputSpec], label: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def _read_model_npz(arrays_in: dict, specs: list[InputSpec], label: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     expected = [spec.name for spec in specs]
     wanted = ", ".join(expected) + " (and optionally y)"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            missing = [name for name in expected if name not in keys]
-            if missing:
-                raise FinplanInputError(f"has no array for graph input {missing[0]!r} (found: {', '.join(keys) or 'none'}); "
-                                        f"expected arrays {wanted}", file=label, field=missing[0])
-            unknown = [key for key in keys if key not in expected and key != "y"]
-            if unknown:
-                raise FinplanInputError(f"array {unknown[0]!r} is not a graph input of the model; expected arrays {wanted}",
-                                        file=label, field=unknown[0])
-            arrays = {name: archive[name] for name in expected}
-            y_raw = archive["y"] if "y" in keys else None
-    except FinplanInputError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:  # also object arrays refused by allow_pickle=False
-        raise FinplanInputError(f"cannot read as a .npz of numeric arrays ({exc.__class__.__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''})", file=label) from None
+    keys = list(arrays_in)
+    missing = [name for name in expected if name not in keys]
+    if missing:
+        raise FinplanInputError(f"has no array for graph input {missing[0]!r} (found: {', '.join(keys) or 'none'}); "
+                                f"expected arrays {wanted}", file=label, field=missing[0])
+    unknown = [key for key in keys if key not in expected and key != "y"]
+    if unknown:
+        raise FinplanInputError(f"array {unknown[0]!r} is not a graph input of the model; expected arrays {wanted}",
+                                file=label, field=unknown[0])
+    arrays = {name: arrays_in[name] for name in expected}
+    y_raw = arrays_in.get("y")
     counts = {name: (int(array.shape[0]) if array.ndim else None) for name, array in arrays.items()}
     for spec in specs:
         array = arrays[spec.name]

@@ -82,7 +82,7 @@ def test_non_finite_inputs_are_refused_with_422(values, dtype):
         parse_request(encode_tensor(x), "application/x-npy", spec, max_request_bytes=1 << 20)
     assert error.value.status == 422 and "NaN or infinite" in error.value.message
     x = np.zeros((1, 1, 2, 2), dtype)
-    assert parse_request(encode_tensor(x), "application/x-npy", spec, max_request_bytes=1 << 20).shape == (1, 1, 2, 2)
+    assert parse_request(encode_tensor(x), "application/x-npy", spec, max_request_bytes=1 << 20)["x"].shape == (1, 1, 2, 2)
 
 
 def test_the_callers_sigterm_handler_survives_a_start_that_replaces_it():

@@ -275,9 +275,12 @@ def _no_plan_reason(ctx: AppContext, gamma: int | None, usage: Usage | None, ban
             return (f"FIN with gamma={gamma} found no plan, but a placement within every limit exists ({where}); "
                     f"try --gamma {suggestion}")
         missed = f" ({_excluded_note(ctx, bans, link_bans)})" if repaired else ""
-        which = "FIN" if gamma is None else f"FIN with gamma={gamma}"
+        if gamma is None or repaired:
+            which, remedy = "FIN", "the exact --solver milp finds the best one"
+        else:  # at the limit itself no finer grid is sure to admit it; exact latencies are
+            which, remedy = f"FIN with gamma={gamma}", "FIN on exact latencies (no --gamma) or --solver milp finds it"
         return (f"{which} found no plan{missed}, but a placement within every limit exists "
-                f"({where}); the exact --solver milp finds the best one")
+                f"({where}); {remedy}")
     if repaired:
         return (f"{why.sentence}; {_excluded_note(ctx, bans, link_bans)}, and then found no plan "
                 "(the exact --solver milp may still find one)")
