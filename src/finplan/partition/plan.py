@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finplan.errors import FinplanInputError
 from finplan.fileio import without_notes
 from finplan.hardware_profiles import schema_document
 from finplan.partition.context import AppResult, SolveResult, contexts
