@@ -12,13 +12,13 @@ import finplan
 
 ROOT = Path(finplan.__file__).parent
 BASE = {"errors", "fileio", "contract", "onnx_parts", "data", "hardware_profiles", "schemas", "embedded",
-        "exit_policy", "links"}
+        "exit_policy", "links", "validation"}
 ALLOWED = {
-    "partition": {"errors", "fileio", "links", "hardware_profiles", "partition"},
+    "partition": {"errors", "fileio", "validation", "links", "hardware_profiles", "partition"},
     "profiler": BASE | {"profiler"},
     "deploy": BASE | {"deploy"},
     "exits": BASE | {"exits"},
-    "hardware_profiles": {"errors", "fileio", "hardware_profiles"},
+    "hardware_profiles": {"errors", "fileio", "validation", "hardware_profiles"},
 }
 THIRD_PARTY_BANNED = {
     "partition": {"onnx", "onnxruntime", "torch", "ray"},
