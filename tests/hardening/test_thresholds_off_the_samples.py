@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hardening_helpers import cli
 
-from finplan.partition.costs import THRESHOLD_MARGIN, threshold_below, threshold_grid
+from finplan.partition.policies import THRESHOLD_MARGIN, threshold_below, threshold_grid
 
 
 def _scores(kind: str, seed: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from finplan.partition.context import contexts
-from finplan.partition.costs import policy_from_thresholds
+from finplan.partition.policies import policy_from_thresholds
 from finplan.partition.evaluate import Usage, evaluate
 from finplan.partition.exhaustive import exhaustive
 from finplan.partition.fin import fin

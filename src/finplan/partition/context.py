@@ -5,9 +5,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from finplan.partition.costs import (
-    DEFAULT_QUANTILES, Chain, CostTable, ExitPolicy, accuracy_ok, chain_for, cost_table, is_close, policies_for,
-)
+from finplan.partition.costs import Chain, CostTable, accuracy_ok, chain_for, cost_table, is_close
+from finplan.partition.policies import DEFAULT_QUANTILES, ExitPolicy, policies_for
 from finplan.partition.evaluate import Evaluation, Usage, evaluate
 from finplan.partition.problem import Application, Network, Options, Scenario
 
@@ -141,7 +140,7 @@ def contexts(scenario: Scenario, quantiles=DEFAULT_QUANTILES) -> list[AppContext
     Notes
     -----
     Complexity: O(C N (B + H)) for C distinct cards, plus the exit policies of each
-    application (``costs.policies_for``).
+    application (``policies.policies_for``).
     """
     tables: dict[int, CostTable] = {}
     out = []

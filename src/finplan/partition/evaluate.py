@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from finplan.errors import FinplanInputError
-from finplan.partition.costs import (
-    CostTable, ExitPolicy, accuracy_ok, cost_table, policy_from_thresholds, table_policies, within,
-)
+from finplan.partition.costs import CostTable, accuracy_ok, cost_table, within
+from finplan.partition.policies import ExitPolicy, policy_from_thresholds, table_policies
 from finplan.partition.problem import Application, Network, Options
 
 # A plan is "at" a limit when it uses at least this share of it: latency >= 0.99 max_latency_s,

@@ -8,7 +8,8 @@ from typing import Mapping
 from finplan.errors import FinplanInputError
 from finplan.partition.baselines import BASELINES
 from finplan.partition.context import SolveResult, contexts
-from finplan.partition.costs import DEFAULT_QUANTILES, is_close
+from finplan.partition.costs import is_close
+from finplan.partition.policies import DEFAULT_QUANTILES
 from finplan.partition.exhaustive import EXHAUSTIVE_LIMIT, exhaustive
 from finplan.partition.explain import policy_of
 from finplan.partition.fin import (
