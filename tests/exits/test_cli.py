@@ -134,7 +134,7 @@ def test_exits_without_torch_is_one_clear_line(tmp_path):
     code = ("import sys; sys.modules['torch'] = None; from finplan.cli.main import main; "
             f"sys.exit(main(['exits', 'export', '-o', {str(tmp_path / 'm.onnx')!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 1  # a missing package is the installation's fault (EnvironmentFault), not the input's
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "[torch]" in result.stderr
     assert not (tmp_path / "m.onnx").exists()

@@ -1,6 +1,7 @@
 """`finplan profile` and `finplan profiles show` through the CLI entry point: output and every bad input.
 
-Bad input must give exit code 2, one line on stderr, no traceback, and no output file.
+Bad input must give exit code 2, one line on stderr, no traceback, and no output file; a fault of the
+machine (an energy counter that is missing or reads NaN) the same with exit code 1.
 """
 import json
 import subprocess
@@ -23,13 +24,18 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2, err
+def assert_one_line_error(code, err, *fragments, exit_code=2):
+    assert code == exit_code, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("finplan: error:") and "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def assert_one_line_fault(code, err, *fragments):
+    """An EnvironmentFault: the machine, not the inputs (exit code 1), still one line."""
+    assert_one_line_error(code, err, *fragments, exit_code=1)
 
 
 def no_files_left(folder: Path, *names):
@@ -106,7 +112,7 @@ def test_unavailable_backend_says_why_and_what_to_use(capsys, tmp_path, tiny_pat
     monkeypatch.setenv("FINPLAN_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
     code, _, err = run_cli(capsys, "profile", tiny_path, "--energy", "rapl", "-o", tmp_path / "p.json",
                            "--budget-s", "0.2", "--quiet")
-    assert_one_line_error(code, err, "rapl is unavailable here", "power-model")
+    assert_one_line_fault(code, err, "rapl is unavailable here", "power-model")
     no_files_left(tmp_path, "p.json")
 
 
@@ -123,7 +129,7 @@ def test_counter_reading_nan_stops_without_output(capsys, tmp_path, tiny_path, m
     monkeypatch.setenv("FINPLAN_POWERCAP_ROOT", str(_fake_powercap(tmp_path / "powercap", "nan")))
     code, _, err = run_cli(capsys, "profile", tiny_path, "--energy", "rapl", "-o", tmp_path / "p.json",
                            "--budget-s", "0.2", "--energy-window-s", "0.05", "--quiet")
-    assert_one_line_error(code, err, "energy_uj", "nan")
+    assert_one_line_fault(code, err, "energy_uj", "nan")
     no_files_left(tmp_path, "p.json")
 
 
@@ -140,7 +146,7 @@ def test_counter_reading_backwards_stops_without_output(capsys, tmp_path, tiny_p
     monkeypatch.setattr(RaplMeter, "_read_zone", backwards)
     code, _, err = run_cli(capsys, "profile", tiny_path, "--energy", "rapl", "-o", tmp_path / "p.json",
                            "--budget-s", "0.2", "--energy-window-s", "0.05", "--quiet")
-    assert_one_line_error(code, err, "backwards")
+    assert_one_line_fault(code, err, "backwards")
     no_files_left(tmp_path, "p.json")
 
 

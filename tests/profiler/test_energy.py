@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 from finplan.profiler.energy import Workload, select_meter
 from finplan.profiler.energy.codecarbon import CodecarbonMeter
 from finplan.profiler.energy.external import ExternalMeter
@@ -59,7 +59,7 @@ def test_rapl_counter_reading_backwards_is_an_error(tmp_path):
     meter = RaplMeter(root)
     meter.read_j()
     set_uj(root, 4_999_000)  # 1 mJ back: a "wrap" would mean ~262 kJ in milliseconds
-    with pytest.raises(FinplanInputError, match="backwards"):
+    with pytest.raises(EnvironmentFault, match="backwards"):
         meter.read_j()
 
 
@@ -67,14 +67,14 @@ def test_rapl_counter_reading_backwards_is_an_error(tmp_path):
 def test_rapl_non_numbers_are_errors(tmp_path, text):
     root = fake_rapl(tmp_path)
     set_uj(root, text)
-    with pytest.raises(FinplanInputError, match="energy_uj"):
+    with pytest.raises(EnvironmentFault, match="energy_uj"):
         RaplMeter(root).read_j()
 
 
 def test_rapl_unavailable_says_why_and_what_to_use(tmp_path):
     ok, reason = RaplMeter(tmp_path / "absent").available()
     assert not ok and "power-model" in reason
-    with pytest.raises(FinplanInputError, match="rapl is unavailable here"):
+    with pytest.raises(EnvironmentFault, match="rapl is unavailable here"):
         select_meter("rapl", rapl_root=tmp_path / "absent")
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import click
 
 from finplan import textdata
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 
 MODEL_NAMES = ("b-lenet", "b-alexnet", "b-resnet", "b-bert")  # kept in step with finplan.exits.zoo.MODELS (tested)
 TEXT_MODEL_NAMES = ("b-bert",)  # token ids + attention mask; kept in step with finplan.exits.zoo.TEXT_MODELS (tested)
 DEFAULT_SHAPES = "b-lenet 1x28x28, b-alexnet 1x32x32, b-resnet 3x32x32, b-bert 16 (tokens)"
 TEXT_SAMPLES = 2000  # size of the generated keywords task (train + calibration)
-TORCH_MISSING = "`finplan exits` needs torch: install the [torch] extra (pip install 'finplan[torch]')"
+TORCH_MISSING = "`finplan exits` needs torch, which this Python does not have"
+TORCH_CHECK = "the [torch] extra: pip install 'finplan[torch]'"
 
 
 def _require_torch():
@@ -24,7 +25,7 @@ def _require_torch():
         import finplan.exits as exits
     except ImportError as exc:
         if getattr(exc, "name", None) in ("torch", "onnxscript") or "torch" in str(exc):
-            raise FinplanInputError(TORCH_MISSING) from None
+            raise EnvironmentFault(TORCH_MISSING, check=TORCH_CHECK) from None
         raise
     return exits
 

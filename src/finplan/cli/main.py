@@ -11,7 +11,7 @@ import sys
 import click
 
 from finplan import __version__
-from finplan.errors import FinplanInputError
+from finplan.errors import FinplanError
 
 # name -> (module under finplan.cli, one-line help shown by `finplan --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # standalone_mode=False hands back the command's return value: an int is its exit code.
         returned = cli.main(args=argv, prog_name="finplan", standalone_mode=False)
-    except FinplanInputError as exc:
-        click.echo(f"finplan: error: {exc}", err=True)
-        return 2
+    except FinplanError as exc:
+        # Two kinds, one line each, no traceback: an InputError (the user's files or options; the
+        # line names the file, the field and what was expected) exits 2, an EnvironmentFault (the
+        # machine: a counter, a provider, a missing package; the line says what to check) exits 1.
+        click.echo(f"finplan: error: {_lines_joined(str(exc))}", err=True)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("finplan: aborted", err=True)
         return 130
@@ -93,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _lines_joined(text: str) -> str:
+    """The message on one line; unlike ``_one_line`` its spacing is kept (the library wrote it)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _help_hint(ctx: click.Context | None) -> str:

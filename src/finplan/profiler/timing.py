@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 from finplan.fileio import available_cpus  # one definition: the runtimes and the CLI bound threads by it
 import finplan.profiler.stats as stats
 from finplan.profiler.device import physical_cores
@@ -75,8 +75,10 @@ def check_provider(config: SessionConfig) -> None:
 
     available = ort.get_available_providers()
     if config.execution_provider not in available:
-        raise FinplanInputError(f"execution provider {config.execution_provider!r} is not available in this "
-                                f"onnxruntime (available: {', '.join(available)})", field="--provider")
+        raise EnvironmentFault(f"--provider: execution provider {config.execution_provider!r} is not available in "
+                               f"this onnxruntime (available: {', '.join(available)})",
+                               check="the onnxruntime package installed (onnxruntime-gpu has CUDAExecutionProvider) "
+                                     "and its drivers, or choose an available provider")
 
 
 def make_session(model: onnx.ModelProto, config: SessionConfig, *, what: str, file=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 from finplan.profiler.energy.base import (DEFAULT_MIN_WINDOW_S, DEFAULT_WATTS_PER_CPU, CounterMeter, EnergyMeter,
                                           EnergyReading, Workload, run_window, run_window_cpu, unresolved)
 
@@ -34,7 +34,11 @@ def _power_given(power_w, idle_w, busy_w) -> bool:
 def select_meter(method: str = "auto", *, execution_provider: str = "CPUExecutionProvider",
                  power_w: float | None = None, idle_w: float | None = None, busy_w: float | None = None,
                  energy_file=None, rapl_root=None, nvml_index: int = 0, country_iso_code: str = "FRA") -> Selection:
-    """The meter for ``method``; FinplanInputError (with what to use instead) when it cannot work here."""
+    """The meter for ``method``.
+
+    FinplanInputError for options that do not go together; EnvironmentFault (with what to use
+    instead) when the backend cannot work on this machine.
+    """
     from finplan.profiler.energy.codecarbon import CodecarbonMeter
     from finplan.profiler.energy.external import ExternalMeter
     from finplan.profiler.energy.nvml import GPU_PROVIDERS, NvmlMeter
@@ -68,7 +72,8 @@ def select_meter(method: str = "auto", *, execution_provider: str = "CPUExecutio
         meter = build(method)
         ok, reason = meter.available()
         if not ok:
-            raise FinplanInputError(f"{method} is unavailable here: {reason}", field="--energy")
+            # the reason says what is missing here and which backend to use instead
+            raise EnvironmentFault(f"--energy: {method} is unavailable here: {reason}")
         if method == "nvml" and not on_gpu:
             reason += (f"; NOTE the model runs on {execution_provider}, so the GPU counter does not see its work")
         return Selection(meter, reason)

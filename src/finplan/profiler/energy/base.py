@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault
 
 DEFAULT_MIN_WINDOW_S = 1.0
 # Watts per busy CPU thread when nothing better is known: codecarbon's own figure for a CPU missing
@@ -176,7 +176,7 @@ class CounterMeter(EnergyMeter):
     """A meter over a cumulative hardware energy counter (joules since some origin).
 
     Subclasses implement ``read_j`` (monotone after their own wrap-around handling; raise
-    FinplanInputError on NaN or a counter that runs backwards). Idle power is measured once
+    EnvironmentFault on NaN or a counter that runs backwards). Idle power is measured once
     in ``start`` over ``idle_window_s`` with the process asleep.
     """
 
@@ -220,7 +220,12 @@ class CounterMeter(EnergyMeter):
         return EnergyReading(active_j / runs, self.method, True, runs, window_s, note, cpu_s / runs)
 
 
+# What a counter that returns no number points to: the machine, not the user's files.
+COUNTER_CHECK = "the energy counter this --energy backend reads; --energy power-model --power-w W estimates instead"
+
+
 def check_reading(value: float, what: str) -> float:
     if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
-        raise FinplanInputError(f"{what} is {value}; the energy counter returned no finite number")
+        raise EnvironmentFault(f"{what} is {value}; the energy counter returned no finite number",
+                               check=COUNTER_CHECK)
     return float(value)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault
 from finplan.profiler.energy.base import CounterMeter
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
+# What a failing counter points to: the driver, not the user's files.
+NVML_CHECK = "the NVIDIA driver (nvidia-smi -q -d POWER); --energy power-model --power-w W estimates instead"
 
 
 class NvmlMeter(CounterMeter):
@@ -55,14 +57,15 @@ class NvmlMeter(CounterMeter):
         try:
             raw = self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
         except Exception as exc:
-            raise FinplanInputError(f"NVML energy counter of GPU {self.device_index} failed ({exc})") from None
+            raise EnvironmentFault(f"NVML energy counter of GPU {self.device_index} failed ({exc})",
+                                   check=NVML_CHECK) from None
         value = float(raw)
         if math.isnan(value) or math.isinf(value) or value < 0:
-            raise FinplanInputError(f"NVML energy counter of GPU {self.device_index} reads {raw}; expected a "
-                                    "non-negative count of millijoules")
+            raise EnvironmentFault(f"NVML energy counter of GPU {self.device_index} reads {raw}; expected a "
+                                   "non-negative count of millijoules", check=NVML_CHECK)
         if self._last_mj is not None and raw < self._last_mj:
-            raise FinplanInputError(f"NVML energy counter of GPU {self.device_index} reads backwards "
-                                    f"({self._last_mj} -> {raw} mJ)")
+            raise EnvironmentFault(f"NVML energy counter of GPU {self.device_index} reads backwards "
+                                   f"({self._last_mj} -> {raw} mJ)", check=NVML_CHECK)
         self._last_mj = int(raw)
         return value / 1e3
 

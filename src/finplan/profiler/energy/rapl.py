@@ -13,13 +13,16 @@ import os
 import time
 from pathlib import Path
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault
 from finplan.profiler.energy.base import CounterMeter
 
 # FINPLAN_POWERCAP_ROOT: for containers that mount the host's sysfs elsewhere, and for tests (a fake tree).
 DEFAULT_ROOT = Path(os.environ.get("FINPLAN_POWERCAP_ROOT", "/sys/class/powercap"))
 # A wrap is accepted when the implied average power stays below this (a 2-socket server peaks < 1 kW).
 MAX_PLAUSIBLE_POWER_W = 5000.0
+# What to look at when a counter misbehaves: the machine, never the user's files.
+RAPL_CHECK = ("the powercap counters (readable by this user? reset by another tool? a VM passing a broken one?); "
+              "--energy power-model --power-w W estimates energy without them")
 
 
 class RaplMeter(CounterMeter):
@@ -70,15 +73,18 @@ class RaplMeter(CounterMeter):
         try:
             text = path.read_text().strip()
         except OSError as exc:
-            raise FinplanInputError(f"cannot read the energy counter ({exc.strerror or exc})", file=path) from None
+            raise EnvironmentFault(f"{path}: cannot read the energy counter ({exc.strerror or exc})",
+                                   check=RAPL_CHECK) from None
         try:
             value = float(text)
         except ValueError:
-            raise FinplanInputError(f"reads {text!r}; expected an integer count of microjoules", file=path) from None
+            raise EnvironmentFault(f"{path}: reads {text!r}; expected an integer count of microjoules",
+                                   check=RAPL_CHECK) from None
         if math.isnan(value) or math.isinf(value):
-            raise FinplanInputError(f"reads {text}; the energy counter returned no finite number", file=path)
+            raise EnvironmentFault(f"{path}: reads {text}; the energy counter returned no finite number", check=RAPL_CHECK)
         if value < 0 or value != int(value):
-            raise FinplanInputError(f"reads {text}; expected a non-negative integer count of microjoules", file=path)
+            raise EnvironmentFault(f"{path}: reads {text}; expected a non-negative integer count of microjoules",
+                                   check=RAPL_CHECK)
         return int(value)
 
     def read_j(self) -> float:
@@ -89,7 +95,8 @@ class RaplMeter(CounterMeter):
             raw = self._read_zone(zone, "energy_uj")
             span = self._read_zone(zone, "max_energy_range_uj")
             if raw > span:
-                raise FinplanInputError(f"reads {raw} uJ, above max_energy_range_uj {span}", file=zone / "energy_uj")
+                raise EnvironmentFault(f"{zone / 'energy_uj'}: reads {raw} uJ, above max_energy_range_uj {span}",
+                                       check=RAPL_CHECK)
             if zone in self._last:
                 last_raw, last_time = self._last[zone]
                 delta = raw - last_raw
@@ -97,9 +104,10 @@ class RaplMeter(CounterMeter):
                     delta += span + 1  # the counter wrapped through max_energy_range_uj back to 0
                     elapsed = max(now - last_time, 1e-3)
                     if delta / 1e6 / elapsed > MAX_PLAUSIBLE_POWER_W:
-                        raise FinplanInputError(
-                            f"the energy counter reads backwards ({last_raw} -> {raw} uJ in {elapsed:.3f} s; a wrap "
-                            f"at {span} would imply {delta / 1e6 / elapsed:.0f} W)", file=zone / "energy_uj")
+                        raise EnvironmentFault(
+                            f"{zone / 'energy_uj'}: the energy counter reads backwards ({last_raw} -> {raw} uJ in "
+                            f"{elapsed:.3f} s; a wrap at {span} would imply {delta / 1e6 / elapsed:.0f} W)",
+                            check=RAPL_CHECK)
                 self._total_uj += delta
             self._last[zone] = (raw, now)
         return self._total_uj / 1e6
