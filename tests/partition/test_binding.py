@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import CAPACITY_TAGS
 from finplan.partition.exhaustive import exhaustive
-from finplan.partition.plan import add_binding, binding_constraints
+from finplan.partition.binding import add_binding, binding_constraints
 from finplan.partition.context import contexts
 from finplan.partition.documents import card_from_dict, load_scenario, network_from_dict, scenario_from_dict
 from finplan.partition.problem import Application, Options, Scenario

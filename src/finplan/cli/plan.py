@@ -175,7 +175,8 @@ def command(scenario, output, solver, gamma, epsilon, lam, time_limit, compare, 
     plan is only printed with --json).
     """
     from finplan.partition.graphml import feasible_inference_graph
-    from finplan.partition.plan import add_binding, cost_warnings, plan_document, validate_plan
+    from finplan.partition.binding import add_binding
+    from finplan.partition.plan import cost_warnings, plan_document, validate_plan
     from finplan.partition.solve import solve
 
     gamma, lam, epsilon = _parameters(gamma, lam, epsilon)

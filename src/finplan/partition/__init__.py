@@ -6,7 +6,7 @@ Works on numbers only (never imports onnx, onnxruntime or torch). Public entry p
   ``documents.single_application(card, network, source, max_latency_s, min_accuracy)`` (the types they
   return are in ``problem``)
 - ``solve.solve(scenario, solver="fin", gamma=..., lam=...) -> SolveResult``
-- ``plan.add_binding(scenario, result, gamma)`` (which constraints bind, docs/planner.md),
+- ``binding.add_binding(scenario, result, gamma)`` (which constraints bind, docs/planner.md),
   ``plan.plan_document(scenario, result, timings=False, base_dir=None) -> dict`` (``finplan.plan/1``),
   ``plan.validate_plan(doc)``
 - ``evaluate.evaluate(app, network, options, placement, final_exit, thresholds=None, usage=None)``

@@ -42,7 +42,7 @@ class AppContext:
                         usage=usage, policy=policy, table=self.table)
 
     def relaxed(self, *, latency: bool = False, accuracy: bool = False, capacity: bool = False) -> "AppContext":
-        """The same application with some constraints dropped (for ``plan.add_binding`` and
+        """The same application with some constraints dropped (for ``binding.add_binding`` and
         the explanations): ``latency`` (bound set far above any placement's latency, see
         ``no_latency_bound_s``), ``accuracy`` (every exit policy qualifies), ``capacity`` (no
         rate, so no utilisation limit, and no memory_bytes; pass no usage with it). Shares
@@ -161,7 +161,7 @@ class AppResult:
     evaluation: Evaluation | None
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
-    # How evaluation.binding was decided (``plan.add_binding``): "relaxation" or "at_limit".
+    # How evaluation.binding was decided (``binding.add_binding``): "relaxation" or "at_limit".
     binding_basis: str | None = None
     # How far from the exact model's optimum the plan can be (FIN: ``fin.guarantee``); None: not stated.
     guarantee: dict | None = None

@@ -61,7 +61,7 @@ class Evaluation:
     # One tag per violation, in the same vocabulary plus "route" (no such link) and
     # "first_block_at_source", so callers need not parse the sentences.
     violated: list[str] = field(default_factory=list)
-    # Constraints that bind (set by ``finplan.partition.plan.add_binding``; empty until then).
+    # Constraints that bind (set by ``finplan.partition.binding.add_binding``; empty until then).
     binding: list[str] = field(default_factory=list)
     # Exit name -> latency of an input that leaves there (active early exits and the final exit).
     exit_latency_s: dict[str, float] = field(default_factory=dict)
