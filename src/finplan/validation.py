@@ -17,21 +17,24 @@ import math
 import numbers
 import os
 import re
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
+import referencing
+from referencing.jsonschema import DRAFT202012
 
 from finplan.errors import InputError
 from finplan.fileio import check_schema, parse_text, read_input_text, reject_non_finite
 
 # Every kind with a shipped schema; the schema file's name is "<kind>.schema.json" and the
 # document's "schema" field is "finplan.<kind>/<major>".
-KINDS = ("model", "profile", "plan")
+KINDS = ("network", "scenario", "model", "profile", "plan", "manifest", "deployment")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(kind: str) -> dict:
     try:
         text = resources.files("finplan.schemas").joinpath(f"{kind}.schema.json").read_text()
@@ -40,9 +43,18 @@ def _schema(kind: str) -> dict:
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
+def _registry() -> referencing.Registry:
+    """Every shipped schema under its file name, so that one schema refers to another's parts
+    (a scenario's inline network is ``network.schema.json#/$defs/network``) instead of
+    repeating them."""
+    return referencing.Registry().with_resources(
+        (f"{kind}.schema.json", DRAFT202012.create_resource(_schema(kind))) for kind in KINDS)
+
+
+@cache
 def _validator(kind: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_schema(kind))
+    return jsonschema.Draft202012Validator(_schema(kind), registry=_registry())
 
 
 def schema_of(kind: str) -> dict:
@@ -93,26 +105,41 @@ def schema_message(error: jsonschema.ValidationError, where: str) -> tuple[str, 
         return where, f"is {_shown(error.instance)}; expected {value!r}"
     bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
     if kind in bounds:
-        return where, f"is {_shown(error.instance)}; expected a number {bounds[kind]} {value}"
+        what = "an integer" if schema.get("type") in ("integer", ["integer"], ["integer", "null"]) else "a number"
+        return where, f"is {_shown(error.instance)}; expected {what} {bounds[kind]} {value}"
     if kind == "minItems":
         return where, f"has {len(error.instance)} entries; expected at least {value}"
     if kind == "maxItems":
         return where, f"has {len(error.instance)} entries; expected at most {value}"
+    if kind == "minLength" and value == 1:
+        return where, f"is {_shown(error.instance)}; expected a non-empty string"
     if kind == "minLength":
         return where, f"is {_shown(error.instance)}; expected text of at least {value} characters"
     if kind == "pattern":
         return where, f"is {_shown(error.instance)}; expected text matching {value}"
     if kind == "additionalProperties" and isinstance(error.instance, dict) and value is False:
-        known = sorted(schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in schema.get("properties", {})
-                       and not any(re.search(p, k) for p in schema.get("patternProperties", {})))
+        declared = schema.get("properties", {})
+        patterns = schema.get("patternProperties", {})
+        extra = [k for k in error.instance if k not in declared and not any(re.search(p, str(k)) for p in patterns)]
         if extra:
-            return field_path([extra[0]], where), f"unknown field {extra[0]!r}; expected one of {', '.join(known)}"
+            known = [k for k in declared if k != "description"]
+            notes = " (or description, x-... for your own notes)" if "^x-" in patterns else ""
+            return (field_path([extra[0]], where),
+                    f"unknown field {extra[0]!r}; expected one of {', '.join(known)}{notes}")
+    if kind in ("anyOf", "oneOf"):
+        alternatives = [s.get("required") for s in value]
+        if all(isinstance(names, list) and len(names) == 1 for names in alternatives):
+            first, *others = [names[0] for names in alternatives]
+            return field_path([first], where), f"missing; expected {first} (or {' or '.join(others)})"
+        kinds = [k for sub in error.context if sub.validator == "type" and not sub.relative_path
+                 for k in ([sub.validator_value] if isinstance(sub.validator_value, str) else sub.validator_value)]
+        if kinds:
+            return where, f"is {_shown(error.instance)}; expected {' or '.join(dict.fromkeys(_KINDS.get(k, k) for k in kinds))}"
     return where, error.message
 
 
 def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = None,
-                      majors: tuple[int, ...] = (1,)) -> dict:
+                      majors: tuple[int, ...] = (1,), hint: str | None = None) -> dict:
     """Check a parsed document against the shipped schema of ``kind``; return it unchanged.
 
     Parameters
@@ -125,6 +152,9 @@ def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = N
         The file it came from, named in the message.
     majors : tuple of int
         The major versions this finplan reads.
+    hint : str or None
+        What to do about any violation, appended to the message after "; " (for a file finplan
+        wrote: "re-run finplan emit").
 
     Returns
     -------
@@ -141,25 +171,47 @@ def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = N
     -----
     Complexity: linear in the document's size.
     """
-    check_schema(doc, kind, majors, file)
-    reject_non_finite(doc, file)
-    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(doc))
-    if error is not None:
-        field, message = schema_message(error, field_path(error.absolute_path))
-        raise InputError(message, file=file, field=field or "(document)")
+    try:
+        check_schema(doc, kind, majors, file)
+        reject_non_finite(doc, file)
+        error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(doc))
+        if error is not None:
+            field, message = schema_message(error, field_path(error.absolute_path))
+            raise InputError(message, file=file, field=field or "(document)")
+    except InputError as exc:
+        if hint is None:
+            raise
+        raise InputError(f"{exc.detail}; {hint}", file=exc.file, field=exc.field) from None
     return doc
 
 
-def read_document(path: str | os.PathLike, kind: str, *, majors: tuple[int, ...] = (1,)) -> dict:
+def read_document(path: str | os.PathLike, kind: str, *, majors: tuple[int, ...] = (1,),
+                  hint: str | None = None) -> dict:
     """Read a JSON or YAML file (bounded, one-line parse errors) and validate it as ``kind``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file; ``.yaml``/``.yml`` is read as YAML, anything else as JSON.
+    kind, majors, hint
+        As for ``validate_document``.
+
+    Returns
+    -------
+    dict
+        The parsed, validated document.
 
     Raises
     ------
     InputError
         A missing, oversized or unparsable file, or any violation ``validate_document`` reports.
+
+    Notes
+    -----
+    Complexity: linear in the file's size.
     """
     doc = parse_text(read_input_text(path), path)
-    return validate_document(doc, kind, file=path, majors=majors)
+    return validate_document(doc, kind, file=path, majors=majors, hint=hint)
 
 
 def check_scalar(value: Any, name: str, target_type: type | tuple = numbers.Real, *,

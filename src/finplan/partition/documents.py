@@ -9,18 +9,27 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import check_schema, finite_number, load_document
+from finplan.fileio import finite_number, load_document
 from finplan.hardware_profiles import load_profile, validate_card
 from finplan.links import Link
 from finplan.partition.problem import (
-    MODES, Application, Block, Calibration, Exit, ModelCard, Network, Node, Options, Scenario,
+    Application,
+    Block,
+    Calibration,
+    Exit,
+    ModelCard,
+    Network,
+    Node,
+    Options,
+    Scenario,
 )
 from finplan.partition.profile_costs import node_block_costs
+from finplan.validation import check_unique, read_document, validate_document
 
 # ---------------------------------------------------------------- model cards
 
@@ -132,42 +141,34 @@ def load_card_file(path: str | os.PathLike) -> ModelCard:
 
 # ---------------------------------------------------------------- network
 
-def _require(doc: Mapping, key: str, kind, *, file, field: str):
-    if key not in doc:
-        raise FinplanInputError(f"missing; expected {kind}", file=file, field=field)
-    return doc[key]
-
-
-def _string(value, *, file, field) -> str:
-    if not isinstance(value, str) or not value:
-        raise FinplanInputError(f"is {value!r}; expected a non-empty string", file=file, field=field)
-    return value
-
-
-# The fields a network node, a link and a scenario's application may have. A misspelt field
-# would otherwise be ignored in silence (a capacity limit or a rate that never binds);
-# "description" and "x-..." are free for users.
-NODE_FIELDS = ("name", "tier", "profile", "compute", "memory_bytes", "max_utilization", "capacity", "stage_overhead_s")
-LINK_FIELDS = ("from", "to", "bandwidth_bps", "latency_s", "energy_j_per_bit", "max_utilization", "capacity")
-APPLICATION_FIELDS = ("name", "model", "source", "max_latency_s", "min_accuracy", "rate_hz")
-
-
-def _check_fields(doc: dict, known: tuple[str, ...], *, file, where: str) -> None:
-    for key in doc:
-        if key not in known and key != "description" and not str(key).startswith("x-"):
-            raise FinplanInputError(f"unknown field {key!r}; expected one of {', '.join(known)} (or description, "
-                                    "x-... for your own notes)", file=file, field=f"{where}.{key}")
-
-
 def _max_utilization(doc: dict, *, file, where: str) -> float:
-    """``max_utilization``, or ``capacity`` (the design notes' name for the same share of time); default 1."""
+    """``max_utilization``, or ``capacity`` (the design notes' name for the same share of time;
+    the schema bounds both to (0, 1]); default 1."""
     if "capacity" in doc and "max_utilization" in doc and doc["capacity"] != doc["max_utilization"]:
         raise FinplanInputError(f"is {doc['capacity']!r} but max_utilization is {doc['max_utilization']!r}; they "
                                 "are the same limit (capacity is its other name): give one", file=file,
                                 field=f"{where}.capacity")
-    key = "capacity" if "capacity" in doc else "max_utilization"
-    # a share of the node's (or link's) time: above 1 would plan it more than 100% busy
-    return finite_number(doc.get(key, 1.0), file=file, field=f"{where}.{key}", positive=True, at_most=1.0)
+    return float(doc.get("capacity", doc.get("max_utilization", 1.0)))
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _node_profiles(nd: dict, base: Path, *, file, where: str) -> list[tuple[str, dict]]:
+    """A node's profile files (one path or a list), relative to ``base``, each read and checked."""
+    raw = nd.get("profile")
+    if raw is None:
+        return []
+    profiles = []
+    for j, ref in enumerate(raw if isinstance(raw, list) else [raw]):
+        pfield = f"{where}.profile" + (f"[{j}]" if isinstance(raw, list) else "")
+        ppath = Path(ref) if Path(ref).is_absolute() else base / ref
+        if not ppath.is_file():
+            what = "is a folder; expected a profile file" if ppath.is_dir() else "not found"
+            raise FinplanInputError(f"profile file {str(ppath)!r} {what}", file=file, field=pfield)
+        profiles.append((str(ppath), load_profile(ppath)))
+    return profiles
 
 
 def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
@@ -191,93 +192,50 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
     Raises
     ------
     FinplanInputError
-        Naming the file, the field and what was expected: unknown fields, duplicate names,
-        links between unknown nodes, missing or mismatched profiles, non-finite numbers.
+        Naming the file, the field and what was expected: whatever the shipped schema
+        (finplan/schemas/network.schema.json) refuses (unknown fields, wrong types, bounds,
+        non-finite numbers), then what it cannot say: duplicate names, links between unknown
+        nodes, a node with neither profile nor compute, missing or mismatched profiles.
 
     Notes
     -----
     Complexity: linear in the document's size plus the profiles read.
     """
-    check_schema(doc, "network", (1,), path)
+    validate_document(doc, "network", file=path)
     file = None if path is None else str(path)
     base = Path(base_dir) if base_dir is not None else (Path(path).parent if path is not None else Path("."))
-    nodes_doc = _require(doc, "nodes", "a list of nodes", file=file, field="nodes")
-    if not isinstance(nodes_doc, list) or not nodes_doc:
-        raise FinplanInputError("expected a non-empty list of nodes", file=file, field="nodes")
-    nodes, seen = [], set()
-    resolved_nodes = []
-    for i, nd in enumerate(nodes_doc):
+    check_unique([nd["name"] for nd in doc["nodes"]], file=file, field="nodes")
+    nodes, resolved_nodes = [], []
+    for i, nd in enumerate(doc["nodes"]):
         where = f"nodes[{i}]"
-        if not isinstance(nd, dict):
-            raise FinplanInputError("expected a mapping {name, tier, profile | compute}", file=file, field=where)
-        name = _string(_require(nd, "name", "a node name", file=file, field=f"{where}.name"), file=file, field=f"{where}.name")
-        if name in seen:
-            raise FinplanInputError(f"duplicate node name {name!r}; names must be unique", file=file, field=f"{where}.name")
-        seen.add(name)
-        tier = _string(nd.get("tier", "unknown"), file=file, field=f"{where}.tier")
-        ops = power = None
-        if nd.get("compute") is not None:
-            compute = nd["compute"]
-            if not isinstance(compute, dict):
-                raise FinplanInputError("expected a mapping {ops_per_s, power_w}", file=file, field=f"{where}.compute")
-            ops = finite_number(_require(compute, "ops_per_s", "a number > 0", file=file, field=f"{where}.compute.ops_per_s"),
-                                file=file, field=f"{where}.compute.ops_per_s", positive=True)
-            power = finite_number(_require(compute, "power_w", "a number > 0", file=file, field=f"{where}.compute.power_w"),
-                                  file=file, field=f"{where}.compute.power_w", positive=True)
-        profiles = []
-        raw_profiles = nd.get("profile")
-        if raw_profiles is not None:
-            listed = raw_profiles if isinstance(raw_profiles, list) else [raw_profiles]
-            for j, ref in enumerate(listed):
-                pfield = f"{where}.profile" + (f"[{j}]" if isinstance(raw_profiles, list) else "")
-                ref = _string(ref, file=file, field=pfield)
-                ppath = Path(ref) if Path(ref).is_absolute() else base / ref
-                if not ppath.is_file():
-                    what = "is a folder; expected a profile file" if ppath.is_dir() else "not found"
-                    raise FinplanInputError(f"profile file {str(ppath)!r} {what}", file=file, field=pfield)
-                profiles.append((str(ppath), load_profile(ppath)))
-        if ops is None and not profiles:
+        compute = nd.get("compute")
+        profiles = _node_profiles(nd, base, file=file, where=where)
+        if compute is None and not profiles:
             raise FinplanInputError("a node needs 'profile' (path) or 'compute' {ops_per_s, power_w}", file=file, field=where)
-        memory = nd.get("memory_bytes")
-        if memory is not None:
-            memory = finite_number(memory, file=file, field=f"{where}.memory_bytes", positive=True)
-        _check_fields(nd, NODE_FIELDS, file=file, where=where)
+        ops, power = (None, None) if compute is None else (float(compute["ops_per_s"]), float(compute["power_w"]))
         util = _max_utilization(nd, file=file, where=where)
-        stage_overhead = nd.get("stage_overhead_s")
-        if stage_overhead is not None:
-            stage_overhead = finite_number(stage_overhead, file=file, field=f"{where}.stage_overhead_s", nonnegative=True)
         resolved = dict(nd)
         if profiles:
-            resolved["profile"] = [p for p, _ in profiles] if isinstance(raw_profiles, list) else profiles[0][0]
+            resolved["profile"] = [p for p, _ in profiles] if isinstance(nd["profile"], list) else profiles[0][0]
         resolved_nodes.append(resolved)
-        nodes.append(Node(name, tier, ops, power, tuple(profiles), memory, util, resolved, stage_overhead))
-    links_doc = doc.get("links", [])
-    if not isinstance(links_doc, list):
-        raise FinplanInputError("expected a list of links", file=file, field="links")
+        nodes.append(Node(nd["name"], nd.get("tier", "unknown"), ops, power, tuple(profiles),
+                          _optional_float(nd.get("memory_bytes")), util, resolved,
+                          _optional_float(nd.get("stage_overhead_s"))))
+    names = [n.name for n in nodes]
     links, pairs = [], set()
-    for i, ld in enumerate(links_doc):
+    for i, ld in enumerate(doc.get("links", [])):
         where = f"links[{i}]"
-        if not isinstance(ld, dict):
-            raise FinplanInputError("expected a mapping {from, to, bandwidth_bps, latency_s, energy_j_per_bit}", file=file, field=where)
-        _check_fields(ld, LINK_FIELDS, file=file, where=where)
-        src = _string(_require(ld, "from", "a node name", file=file, field=f"{where}.from"), file=file, field=f"{where}.from")
-        dst = _string(_require(ld, "to", "a node name", file=file, field=f"{where}.to"), file=file, field=f"{where}.to")
+        src, dst = ld["from"], ld["to"]
         for key, value in (("from", src), ("to", dst)):
-            if value not in seen:
-                raise FinplanInputError(f"unknown node {value!r} (nodes: {', '.join(n.name for n in nodes)})",
-                                        file=file, field=f"{where}.{key}")
+            if value not in names:
+                raise FinplanInputError(f"unknown node {value!r} (nodes: {', '.join(names)})", file=file, field=f"{where}.{key}")
         if src == dst:
             raise FinplanInputError(f"links node {src!r} to itself; a link joins two different nodes", file=file, field=f"{where}.to")
         if (src, dst) in pairs:
             raise FinplanInputError(f"duplicate link {src} -> {dst}", file=file, field=where)
         pairs.add((src, dst))
-        bw = finite_number(_require(ld, "bandwidth_bps", "a number > 0", file=file, field=f"{where}.bandwidth_bps"),
-                           file=file, field=f"{where}.bandwidth_bps", positive=True)
-        lat = finite_number(ld.get("latency_s", 0.0), file=file, field=f"{where}.latency_s", nonnegative=True)
-        epb = finite_number(_require(ld, "energy_j_per_bit", "a number >= 0", file=file, field=f"{where}.energy_j_per_bit"),
-                            file=file, field=f"{where}.energy_j_per_bit", nonnegative=True)
-        util = _max_utilization(ld, file=file, where=where)
-        links.append(Link(src, dst, bw, lat, epb, util))
+        links.append(Link(src, dst, float(ld["bandwidth_bps"]), float(ld.get("latency_s", 0.0)),
+                          float(ld["energy_j_per_bit"]), _max_utilization(ld, file=file, where=where)))
     resolved_doc = dict(doc)
     resolved_doc["nodes"] = resolved_nodes
     return Network(tuple(nodes), tuple(links), file, resolved_doc)
@@ -304,35 +262,23 @@ def load_network(path: str | os.PathLike) -> Network:
     -----
     Complexity: linear in the file's size plus the profiles read.
     """
-    return network_from_dict(load_document(path, "network"), path)
+    return network_from_dict(read_document(path, "network"), path)
 
 
 # ---------------------------------------------------------------- scenario
 
-def _bool(value, *, file, field) -> bool:
-    if not isinstance(value, bool):
-        raise FinplanInputError(f"is {value!r}; expected true or false", file=file, field=field)
-    return value
-
-
-def options_from_dict(doc: Any, *, file=None) -> Options:
+def options_from_dict(doc: Any) -> Options:
     """A scenario's ``options`` mapping as Options.
 
     Parameters
     ----------
     doc : mapping or None
-        {mode, first_block_at_source, strict}; None gives the defaults.
-    file : str or None, optional
-        The scenario file, named in messages.
+        {mode, first_block_at_source, strict}, already checked against the scenario schema
+        (``scenario_from_dict`` does); None gives the defaults.
 
     Returns
     -------
     Options
-
-    Raises
-    ------
-    FinplanInputError
-        For unknown options, an unknown mode or a flag that is not true or false.
 
     Notes
     -----
@@ -340,17 +286,7 @@ def options_from_dict(doc: Any, *, file=None) -> Options:
     """
     if doc is None:
         return Options()
-    if not isinstance(doc, dict):
-        raise FinplanInputError("expected a mapping {mode, first_block_at_source, strict}", file=file, field="options")
-    unknown = set(doc) - {"mode", "first_block_at_source", "strict"}
-    if unknown:
-        raise FinplanInputError(f"unknown option(s) {', '.join(sorted(unknown))}; expected mode, first_block_at_source, strict",
-                                file=file, field="options")
-    mode = doc.get("mode", "static")
-    if mode not in MODES:
-        raise FinplanInputError(f"is {mode!r}; expected one of {', '.join(MODES)}", file=file, field="options.mode")
-    return Options(mode, _bool(doc.get("first_block_at_source", True), file=file, field="options.first_block_at_source"),
-                   _bool(doc.get("strict", True), file=file, field="options.strict"))
+    return Options(doc.get("mode", "static"), doc.get("first_block_at_source", True), doc.get("strict", True))
 
 
 def check_application(app: Application, network: Network, options: Options, *, file=None, field="applications[0]",
@@ -516,52 +452,36 @@ def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scena
     -----
     Complexity: linear in the documents read.
     """
-    check_schema(doc, "scenario", (1,), path)
+    validate_document(doc, "scenario", file=path)
     file = None if path is None else str(path)
     base = Path(path).parent if path is not None else Path(".")
-    net_ref = _require(doc, "network", "a network file path or an inline network", file=file, field="network")
+    net_ref = doc["network"]
     if isinstance(net_ref, str):
         npath = Path(net_ref) if Path(net_ref).is_absolute() else base / net_ref
         if not npath.is_file():
             raise FinplanInputError(f"network file {str(npath)!r} not found", file=file, field="network")
         network = load_network(npath)
-    elif isinstance(net_ref, dict):
-        inline = dict(net_ref)
-        inline.setdefault("schema", "finplan.network/1")
-        network = network_from_dict(inline, file, base)
     else:
-        raise FinplanInputError(f"is {type(net_ref).__name__}; expected a path or a mapping", file=file, field="network")
-    options = options_from_dict(doc.get("options"), file=file)
-    apps_doc = _require(doc, "applications", "a list of applications", file=file, field="applications")
-    if not isinstance(apps_doc, list) or not apps_doc:
-        raise FinplanInputError("expected a non-empty list of applications", file=file, field="applications")
+        network = network_from_dict({"schema": "finplan.network/1", **net_ref}, file, base)
+    options = options_from_dict(doc.get("options"))
+    apps_doc = doc["applications"]
+    names = [ad.get("name", f"app{i + 1}") for i, ad in enumerate(apps_doc)]
+    check_unique(names, file=file, field="applications")
     cards: dict[str, ModelCard] = {}
-    apps, names = [], set()
-    for i, ad in enumerate(apps_doc):
+    apps = []
+    for i, (name, ad) in enumerate(zip(names, apps_doc)):
         where = f"applications[{i}]"
-        if not isinstance(ad, dict):
-            raise FinplanInputError("expected a mapping {name, model, source, max_latency_s, min_accuracy}", file=file, field=where)
-        _check_fields(ad, APPLICATION_FIELDS, file=file, where=where)
-        name = _string(ad.get("name", f"app{i + 1}"), file=file, field=f"{where}.name")
-        if name in names:
-            raise FinplanInputError(f"duplicate application name {name!r}", file=file, field=f"{where}.name")
-        names.add(name)
-        model_ref = _string(_require(ad, "model", "a model card path", file=file, field=f"{where}.model"), file=file, field=f"{where}.model")
+        model_ref = ad["model"]
         mpath = Path(model_ref) if Path(model_ref).is_absolute() else base / model_ref
         if not mpath.is_file():
             raise FinplanInputError(f"model card {str(mpath)!r} not found", file=file, field=f"{where}.model")
         key = str(mpath.resolve())
         if key not in cards:
             cards[key] = load_card_file(mpath)
-        source = _string(_require(ad, "source", "a node name", file=file, field=f"{where}.source"), file=file, field=f"{where}.source")
-        max_latency = parse_duration_s(_require(ad, "max_latency_s", "seconds > 0", file=file, field=f"{where}.max_latency_s"),
-                                       file=file, field=f"{where}.max_latency_s")
-        min_acc = parse_fraction(_require(ad, "min_accuracy", "a fraction in [0, 1]", file=file, field=f"{where}.min_accuracy"),
-                                 file=file, field=f"{where}.min_accuracy")
-        rate = ad.get("rate_hz")
-        if rate is not None:
-            rate = finite_number(rate, file=file, field=f"{where}.rate_hz", positive=True)
-        app = Application(name, cards[key], model_ref, source, max_latency, min_acc, rate)
+        max_latency = parse_duration_s(ad["max_latency_s"], file=file, field=f"{where}.max_latency_s")
+        min_acc = parse_fraction(ad["min_accuracy"], file=file, field=f"{where}.min_accuracy")
+        rate = _optional_float(ad.get("rate_hz"))
+        app = Application(name, cards[key], model_ref, ad["source"], max_latency, min_acc, rate)
         check_application(app, network, options, file=file, field=where)
         apps.append(app)
     return Scenario(network, tuple(apps), options, file)
@@ -588,7 +508,7 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
     -----
     Complexity: linear in the documents read.
     """
-    return scenario_from_dict(load_document(path, "scenario"), path)
+    return scenario_from_dict(read_document(path, "scenario"), path)
 
 
 def single_application(card_path: str | os.PathLike, network_path: str | os.PathLike, source: str,
