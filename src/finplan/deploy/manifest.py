@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from finplan.errors import FinplanInputError
-from finplan.fileio import load_document
+from finplan.validation import read_document, validate_document
 
 MANIFEST_KIND = "manifest"
 MANIFEST_SCHEMA = "finplan.manifest/1"
 MANIFEST_FILE = "manifest.json"
-POLICIES = ("max_softmax", "max_probability")
 
 
 @dataclass(frozen=True)
@@ -141,39 +140,18 @@ def sha256_bytes(data: bytes) -> str:
 
 # ---------------------------------------------------------------- parsing
 
-def _get(doc: Any, key: str, *, file, field: str, kind: type | tuple = object, what: str = "a value"):
-    if not isinstance(doc, dict) or key not in doc:
-        raise FinplanInputError(f"missing; expected {what}", file=file, field=field)
-    value = doc[key]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool) and bool not in _as_tuple(kind)):
-        raise FinplanInputError(f"is {value!r}; expected {what}", file=file, field=field)
-    return value
-
-
-def _as_tuple(kind) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _tensor(doc: Any, *, file, field: str) -> TensorSpec:
-    name = _get(doc, "name", file=file, field=f"{field}.name", kind=str, what="a tensor name")
-    shape = _get(doc, "shape", file=file, field=f"{field}.shape", kind=list, what="a list of dimensions")
-    for i, dim in enumerate(shape):
-        if isinstance(dim, bool) or not isinstance(dim, (int, str)) or (isinstance(dim, int) and dim < 0):
-            raise FinplanInputError(f"is {dim!r}; expected an int >= 0 or a symbolic name", file=file, field=f"{field}.shape[{i}]")
-    dtype = _get(doc, "dtype", file=file, field=f"{field}.dtype", kind=str, what="a numpy dtype name")
+def _tensor(doc: dict, *, file, field: str) -> TensorSpec:
+    """A schema-checked tensor spec; its dtype must be one numpy knows (a schema cannot say)."""
     try:
-        np.dtype(dtype)
+        np.dtype(doc["dtype"])
     except TypeError:
-        raise FinplanInputError(f"is {dtype!r}; expected a numpy dtype name such as float32", file=file,
+        raise FinplanInputError(f"is {doc['dtype']!r}; expected a numpy dtype name such as float32", file=file,
                                 field=f"{field}.dtype") from None
-    return TensorSpec(name, tuple(shape), dtype)
+    return TensorSpec(doc["name"], tuple(doc["shape"]), doc["dtype"])
 
 
-def _tensors(doc: Any, key: str, *, file, field: str) -> tuple[TensorSpec, ...]:
-    """A non-empty list of tensor specs with distinct names."""
-    listed = _get(doc, key, file=file, field=field, kind=list, what="a non-empty list of tensor specs")
-    if not listed:
-        raise FinplanInputError("is empty; expected at least one tensor spec", file=file, field=field)
+def _tensors(listed: list, *, file, field: str) -> tuple[TensorSpec, ...]:
+    """A schema-checked, non-empty list of tensor specs; their names must be distinct."""
     specs = tuple(_tensor(t, file=file, field=f"{field}[{j}]") for j, t in enumerate(listed))
     names = [t.name for t in specs]
     if len(set(names)) != len(names):
@@ -212,60 +190,41 @@ def _check_flow(node: str, stages: list[Stage], entries: list[Entry], file: str)
             received[i + 1] = stage.next.tensors
 
 
-def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
-    """Validate a manifest document already checked for its schema (see ``load_manifest``)."""
+def parse_manifest(doc: Any, path: str | os.PathLike) -> Manifest:
+    """Validate a manifest document against finplan/schemas/manifest.schema.json, then what the
+    schema cannot say (distinct tensor names, numpy dtypes, part files inside the node folder,
+    exits and hops naming tensors of their stage, every stage fed, entries naming existing
+    stages), and turn it into a Manifest."""
     file = str(path)
-    node = _get(doc, "node", file=file, field="node", kind=str, what="the node name")
-    application = _get(doc, "application", file=file, field="application", kind=str, what="the application name")
-    model = _get(doc, "model", file=file, field="model", kind=dict, what="a mapping {name, hash}")
-    model_name = _get(model, "name", file=file, field="model.name", kind=str, what="the model name")
-    model_hash = model.get("hash")
-    if model_hash is not None and not isinstance(model_hash, str):
-        raise FinplanInputError(f"is {model_hash!r}; expected a string or null", file=file, field="model.hash")
-    is_source = _get(doc, "is_source", file=file, field="is_source", kind=bool, what="true or false")
+    validate_document(doc, MANIFEST_KIND, file=file)
+    model = doc["model"]
     if "inputs" in doc:  # several named tensors
-        input_specs = _tensors(doc, "inputs", file=file, field="inputs")
+        input_specs = _tensors(doc["inputs"], file=file, field="inputs")
     else:  # a manifest written before several inputs: one tensor
-        input_specs = (_tensor(_get(doc, "input", file=file, field="input", kind=dict, what="a tensor spec"),
-                               file=file, field="input"),)
-    stages_doc = _get(doc, "stages", file=file, field="stages", kind=list, what="a non-empty list of stages")
-    if not stages_doc:
-        raise FinplanInputError("is empty; expected at least one stage", file=file, field="stages")
+        input_specs = (_tensor(doc["input"], file=file, field="input"),)
     stages = []
-    for i, sd in enumerate(stages_doc):
+    for i, sd in enumerate(doc["stages"]):
         where = f"stages[{i}]"
-        part = _get(sd, "part", file=file, field=f"{where}.part", kind=str, what="a part file name")
-        if Path(part).name != part or part in ("", ".", ".."):
+        part = sd["part"]
+        if Path(part).name != part or part in (".", ".."):
             raise FinplanInputError(f"is {part!r}; expected a file name inside the node folder", file=file, field=f"{where}.part")
-        digest = _get(sd, "sha256", file=file, field=f"{where}.sha256", kind=str, what="a sha256 hex digest")
-        inputs = _tensors(sd, "inputs", file=file, field=f"{where}.inputs")
-        outputs_doc = _get(sd, "outputs", file=file, field=f"{where}.outputs", kind=list, what="a list")
-        outputs = tuple(_tensor(t, file=file, field=f"{where}.outputs[{j}]") for j, t in enumerate(outputs_doc))
-        roles = tuple(str(t.get("role", "block")) for t in outputs_doc)
-        blocks = tuple(_get(sd, "blocks", file=file, field=f"{where}.blocks", kind=list, what="a list of block names"))
-        exits = []
+        inputs = _tensors(sd["inputs"], file=file, field=f"{where}.inputs")
+        outputs = tuple(_tensor(t, file=file, field=f"{where}.outputs[{j}]") for j, t in enumerate(sd["outputs"]))
+        roles = tuple(t.get("role", "block") for t in sd["outputs"])
         output_names = {t.name for t in outputs}
-        for j, ed in enumerate(_get(sd, "exits", file=file, field=f"{where}.exits", kind=list, what="a list")):
-            ew = f"{where}.exits[{j}]"
-            ename = _get(ed, "name", file=file, field=f"{ew}.name", kind=str, what="an exit name")
-            eout = _get(ed, "output", file=file, field=f"{ew}.output", kind=str, what="a tensor name")
-            if eout not in output_names:
-                raise FinplanInputError(f"names tensor {eout!r}, which is not an output of the stage", file=file, field=f"{ew}.output")
-            policy = _get(ed, "policy", file=file, field=f"{ew}.policy", kind=str, what="an exit policy")
-            if policy not in POLICIES:
-                raise FinplanInputError(f"is {policy!r}; this finplan knows {', '.join(POLICIES)}", file=file, field=f"{ew}.policy")
+        exits = []
+        for j, ed in enumerate(sd["exits"]):
+            if ed["output"] not in output_names:
+                raise FinplanInputError(f"names tensor {ed['output']!r}, which is not an output of the stage", file=file,
+                                        field=f"{where}.exits[{j}].output")
             threshold = ed.get("threshold")
-            if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                          or not 0.0 <= float(threshold) <= 1.0):
-                raise FinplanInputError(f"is {threshold!r}; expected a number in [0, 1] or null", file=file, field=f"{ew}.threshold")
-            exits.append(ExitSpec(ename, eout, policy, None if threshold is None else float(threshold)))
+            exits.append(ExitSpec(ed["name"], ed["output"], ed["policy"], None if threshold is None else float(threshold)))
         nd = sd.get("next")
         hop = None
         if nd is not None:
-            hop_node = _get(nd, "node", file=file, field=f"{where}.next.node", kind=str, what="a node name")
-            key = _get(nd, "tensor", file=file, field=f"{where}.next.tensor", kind=str, what="a tensor name")
+            key = nd["tensor"]
             if "tensors" in nd:
-                sent = _tensors(nd, "tensors", file=file, field=f"{where}.next.tensors")
+                sent = _tensors(nd["tensors"], file=file, field=f"{where}.next.tensors")
             else:  # legacy: the one output named
                 sent = tuple(t for t in outputs if t.name == key)
                 if not sent:
@@ -274,46 +233,33 @@ def parse_manifest(doc: dict, path: str | os.PathLike) -> Manifest:
             if key not in {t.name for t in sent}:
                 raise FinplanInputError(f"names tensor {key!r}, which is not among the tensors sent "
                                         f"({', '.join(t.name for t in sent)})", file=file, field=f"{where}.next.tensor")
-            hop = NextHop(hop_node, key, sent)
+            hop = NextHop(nd["node"], key, sent)
         elif not exits or exits[-1].threshold is not None:
             raise FinplanInputError("is null but the stage has no final exit (threshold null); samples would be lost",
                                     file=file, field=f"{where}.next")
-        stages.append(Stage(part, digest, inputs, outputs, roles, blocks, tuple(exits), hop))
+        stages.append(Stage(part, sd["sha256"], inputs, outputs, roles, tuple(sd["blocks"]), tuple(exits), hop))
     entries = []
     for i, ed in enumerate(doc.get("entries") or [{"tensor": input_specs[0].name, "stage": 0, "from": None}]):
-        tensor = _get(ed, "tensor", file=file, field=f"entries[{i}].tensor", kind=str, what="a tensor name")
-        stage = _get(ed, "stage", file=file, field=f"entries[{i}].stage", kind=int, what="a stage index")
-        if not 0 <= stage < len(stages):
+        tensor, stage = ed["tensor"], ed["stage"]
+        if stage >= len(stages):
             raise FinplanInputError(f"names stage {stage}; the node has stages 0..{len(stages) - 1}", file=file,
                                     field=f"entries[{i}].stage")
-        received = _tensors(ed, "tensors", file=file, field=f"entries[{i}].tensors") if "tensors" in ed \
+        received = _tensors(ed["tensors"], file=file, field=f"entries[{i}].tensors") if "tensors" in ed \
             else stages[stage].inputs  # legacy: the stage's one input
         if tensor not in {t.name for t in received}:
             raise FinplanInputError(f"names stage {stage} for tensor {tensor!r}, which does not take that tensor",
                                     file=file, field=f"entries[{i}]")
         entries.append(Entry(tensor, stage, ed.get("from"), received))
-    _check_flow(node, stages, entries, file)
+    _check_flow(doc["node"], stages, entries, file)
     first = entries[0].tensors
     if input_specs != first:
         # runtimes check what arrives against ``inputs``, the part against its stage's spec: one truth
         raise FinplanInputError(f"is {', '.join(t.describe() for t in input_specs)}, but the first entry takes "
                                 f"{', '.join(t.describe() for t in first)} (entries[0]); re-run finplan emit",
                                 file=file, field="inputs" if "inputs" in doc else "input")
-    predicted = doc.get("predicted") or {}
-    if not isinstance(predicted, dict):
-        raise FinplanInputError("expected a mapping", file=file, field="predicted")
-    session = doc.get("session")
-    threads = None
-    if session is not None:
-        if not isinstance(session, dict):
-            raise FinplanInputError(f"is {session!r}; expected a mapping {{intra_op_threads, ...}}", file=file,
-                                    field="session")
-        threads = session.get("intra_op_threads")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise FinplanInputError(f"is {threads!r}; expected an integer >= 1", file=file,
-                                    field="session.intra_op_threads")
-    return Manifest(node, application, model_name, model_hash, is_source, input_specs, tuple(entries),
-                    tuple(stages), predicted, file, doc, threads)
+    threads = (doc.get("session") or {}).get("intra_op_threads")
+    return Manifest(doc["node"], doc["application"], model["name"], model.get("hash"), doc["is_source"], input_specs,
+                    tuple(entries), tuple(stages), doc.get("predicted") or {}, file, doc, threads)
 
 
 def load_manifest(folder: str | os.PathLike) -> Manifest:
@@ -325,4 +271,4 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise FinplanInputError("manifest not found; expected a node folder written by finplan emit", file=path)
-    return parse_manifest(load_document(path, MANIFEST_KIND), path)
+    return parse_manifest(read_document(path, MANIFEST_KIND), path)
