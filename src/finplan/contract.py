@@ -12,104 +12,27 @@ A contract written before several inputs were allowed (``"input": "x"``) loads a
 (every graph input or earlier tensor that later blocks or exit heads still read), computed
 from the graph by ``finplan.onnx_parts.boundaries``. ``validate_contract`` proves that every
 block and exit head can be cut out from its live set.
+
+The types (``Contract``, ``Block``, ``Exit``) live in ``finplan.contract_types``, below both this
+module and ``finplan.onnx_parts``, and are imported from here.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 
 import onnx
 
+from finplan.contract_types import METADATA_KEY, Block, Contract, Exit
 from finplan.errors import FinplanInputError
+from finplan.fileio import MAX_ONNX_BYTES, require_input_file
+from finplan.onnx_parts import CutError, GraphIndex, compute_layout, infer_shapes, layout_boundaries, tensor_shape
 from finplan.validation import check_unique
 
-METADATA_KEY = "finplan"
-
-
-@dataclass(frozen=True)
-class Block:
-    name: str
-    output: str
-
-
-@dataclass(frozen=True)
-class Exit:
-    name: str
-    after: str  # name of the block this exit head follows
-    output: str
-
-
-@dataclass(frozen=True, init=False)
-class Contract:
-    inputs: tuple[str, ...]  # the graph inputs, in graph order
-    blocks: tuple[Block, ...]
-    exits: tuple[Exit, ...]
-
-    def __init__(self, inputs: str | tuple[str, ...] | list[str] | None = None, blocks=(), exits=(), *,
-                 input: str | None = None):
-        # ``input=`` / a single string: contracts (and callers) from before several inputs were allowed.
-        if inputs is None:
-            inputs = () if input is None else (input,)
-        elif input is not None:
-            raise TypeError("give inputs or input, not both")
-        if isinstance(inputs, str):
-            inputs = (inputs,)
-        object.__setattr__(self, "inputs", tuple(inputs))
-        object.__setattr__(self, "blocks", tuple(blocks))
-        object.__setattr__(self, "exits", tuple(exits))
-
-    @property
-    def input(self) -> str:
-        """The sole graph input of a single-input model (kept for callers written before ``inputs``)."""
-        if len(self.inputs) != 1:
-            raise ValueError(f"the contract has {len(self.inputs)} inputs; use Contract.inputs")
-        return self.inputs[0]
-
-    def to_dict(self) -> dict:
-        return {
-            "inputs": list(self.inputs),
-            "blocks": [{"name": b.name, "output": b.output} for b in self.blocks],
-            "exits": [{"name": e.name, "after": e.after, "output": e.output} for e in self.exits],
-        }
-
-    @classmethod
-    def from_dict(cls, doc: dict, *, file: str | os.PathLike | None = None) -> "Contract":
-        field = f"metadata_props[{METADATA_KEY}]"
-        try:
-            if "inputs" in doc:
-                if isinstance(doc["inputs"], (str, bytes)) or not isinstance(doc["inputs"], list):
-                    raise TypeError("inputs")
-                inputs = tuple(str(i) for i in doc["inputs"])
-            else:
-                inputs = (str(doc["input"]),)
-            return cls(
-                inputs=inputs,
-                blocks=tuple(Block(str(b["name"]), str(b["output"])) for b in doc["blocks"]),
-                exits=tuple(Exit(str(e["name"]), str(e["after"]), str(e["output"])) for e in doc["exits"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise FinplanInputError(
-                f"malformed contract ({exc!r} missing or wrong type); expected "
-                '{"inputs": [...], "blocks": [{"name", "output"}], "exits": [{"name", "after", "output"}]}',
-                file=file, field=field) from None
-
-    def block_index(self, name: str) -> int:
-        for index, block in enumerate(self.blocks):
-            if block.name == name:
-                return index
-        raise KeyError(name)
-
-    def boundary_before(self, index: int) -> str:
-        """The contract tensor before block ``index`` (0-based): the sole input or the previous block's output.
-
-        Only the chain view: what really crosses a cut is the live set, ``finplan.onnx_parts.boundaries``.
-        """
-        return self.input if index == 0 else self.blocks[index - 1].output
-
-    def exits_after(self, block_name: str) -> tuple[Exit, ...]:
-        return tuple(e for e in self.exits if e.after == block_name)
+__all__ = ["METADATA_KEY", "Block", "Contract", "Exit", "FORBIDDEN_OPS", "contract_from_cli", "graph_input_names",
+           "load_branchy_model", "load_onnx", "model_hash", "read_contract", "strip_node_metadata",
+           "validate_contract", "write_contract"]
 
 
 # --------------------------------------------------------------------------- metadata
@@ -222,9 +145,6 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
     (e.g. the command line's --block/--exit). Raises FinplanInputError naming the file, the
     contract field and the offending tensor.
     """
-    # local: onnx_parts imports this module's types
-    from finplan.onnx_parts import CutError, GraphIndex, compute_layout, infer_shapes, layout_boundaries, tensor_shape
-
     field = where or f"metadata_props[{METADATA_KEY}]"
     for node in model.graph.node:
         if node.op_type in FORBIDDEN_OPS:
@@ -283,9 +203,6 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file with one clear error for anything that is not one."""
-
-    from finplan.fileio import MAX_ONNX_BYTES, require_input_file
-
     path = require_input_file(path, max_bytes=MAX_ONNX_BYTES, what="model file (.onnx)")
     try:
         model = onnx.load(str(path))

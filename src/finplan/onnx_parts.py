@@ -5,9 +5,13 @@ block and exit head on its own, and to emit the per-node deployment parts.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
 from onnx import helper, shape_inference
+
+from finplan.contract_types import Contract
 
 BATCH_DIM = "batch"
 DATA, SHAPE = "data", "shape"  # tensor kinds, see GraphIndex
@@ -235,10 +239,6 @@ def _initializer_bytes(init: onnx.TensorProto) -> int:
 
 
 # --------------------------------------------------------------------------- branchy split
-
-from dataclasses import dataclass, field  # noqa: E402  (kept next to its only users)
-
-from finplan.contract import Contract  # noqa: E402
 
 
 @dataclass(frozen=True)
