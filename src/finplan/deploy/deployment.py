@@ -6,17 +6,22 @@ predictions, the network's links, the profiles) for the executor, the report and
 from __future__ import annotations
 
 import json
-
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from finplan.deploy.emit_build import DEPLOYMENT_FILE, NETWORK_FILE, PLAN_FILE
-from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest, sha256_file
+from finplan.deploy.manifest import (
+    MANIFEST_FILE,
+    TensorSpec,
+    load_manifest,
+    sha256_file,
+)
 from finplan.errors import FinplanInputError
-from finplan.fileio import load_document
-from finplan.hardware_profiles import validate_plan_schema
 from finplan.links import Link
+from finplan.validation import read_document
+
+RERUN = "re-run finplan emit (a deployment folder is emitted, not edited)"
 
 
 @dataclass
@@ -94,48 +99,34 @@ def _as_json(value) -> str:
     return json.dumps(value, default=str)
 
 
-def _number(value, *, file, field) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise FinplanInputError(f"is {_as_json(value)}; expected a number >= 0", file=file, field=field)
-    return float(value)
-
-
 def load_deployment(folder: str | os.PathLike) -> Deployment:
-    """Read the shared files of a deployment folder; raises FinplanInputError naming file and field."""
+    """Read the shared files of a deployment folder, each through its shipped schema
+    (deployment, manifest, plan, network, profile); raises FinplanInputError naming file and field."""
     from finplan.hardware_profiles import load_profile
 
     folder = Path(folder)
     if not folder.is_dir():
         raise FinplanInputError("deployment folder not found" if not folder.exists() else "is not a folder", file=folder)
     index_path = folder / DEPLOYMENT_FILE
-    index = load_document(index_path, "deployment")
-    for key in ("application", "model", "source", "entry_node", "inputs" if "input" not in index else "input", "nodes"):
-        if key not in index:
-            raise FinplanInputError("missing; expected a folder written by finplan emit", file=index_path, field=key)
-    if not isinstance(index["nodes"], list) or not all(isinstance(n, str) for n in index["nodes"]):
-        raise FinplanInputError(f"is {_as_json(index['nodes'])}; expected a list of node names", file=index_path, field="nodes")
+    # the schema says what each field holds; what follows, what it cannot: the folders, hashes
+    # and the agreement of the index with the manifests and the plan
+    index = read_document(index_path, "deployment", hint=RERUN)
     for node in index["nodes"]:
         if not (folder / node).is_dir():
             raise FinplanInputError(f"node folder {node!r} is missing", file=index_path, field="nodes")
     check_recorded_hashes(folder, index)
     _check_index_against_manifests(folder, index)
-    plan = validate_plan_schema(load_document(folder / PLAN_FILE, "plan"), folder / PLAN_FILE)
+    plan = read_document(folder / PLAN_FILE, "plan", hint=RERUN)
     application = next((a for a in plan.get("applications", []) if a.get("name") == index["application"]), None)
     if application is None:
         raise FinplanInputError(f"has no application {index['application']!r} (named by {DEPLOYMENT_FILE})",
                                 file=folder / PLAN_FILE, field="applications")
     _check_index_against_plan(folder, index, plan, application)
     network_path = folder / NETWORK_FILE
-    network = load_document(network_path, "network")
-    links = {}
-    for i, ld in enumerate(network.get("links", [])):
-        where = f"links[{i}]"
-        bw = _number(ld.get("bandwidth_bps"), file=network_path, field=f"{where}.bandwidth_bps")
-        if bw <= 0:
-            raise FinplanInputError(f"is {bw}; expected a number > 0", file=network_path, field=f"{where}.bandwidth_bps")
-        links[(ld.get("from"), ld.get("to"))] = Link(
-            ld.get("from"), ld.get("to"), bw, _number(ld.get("latency_s", 0.0), file=network_path, field=f"{where}.latency_s"),
-            _number(ld.get("energy_j_per_bit", 0.0), file=network_path, field=f"{where}.energy_j_per_bit"))
+    network = read_document(network_path, "network", hint=RERUN)
+    links = {(ld["from"], ld["to"]): Link(ld["from"], ld["to"], float(ld["bandwidth_bps"]), float(ld.get("latency_s", 0.0)),
+                                          float(ld["energy_j_per_bit"]))
+             for ld in network.get("links", [])}
     profiles: dict[str, list[tuple[str, dict]]] = {}
     for i, nd in enumerate(network.get("nodes", [])):
         refs = nd.get("profile")
@@ -149,9 +140,6 @@ def load_deployment(folder: str | os.PathLike) -> Deployment:
                                         field=f"nodes[{i}].profile")
             profiles.setdefault(nd.get("name"), []).append((str(path), load_profile(path)))
     return Deployment(folder, index, plan, application, network, links, profiles)
-
-
-RERUN = "re-run finplan emit (a deployment folder is emitted, not edited)"
 
 
 def check_recorded_hashes(folder: Path, index: dict) -> None:
