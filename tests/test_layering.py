@@ -12,13 +12,13 @@ import finplan
 
 ROOT = Path(finplan.__file__).parent
 BASE = {"errors", "fileio", "contract", "contract_types", "onnx_parts", "data", "hardware_profiles", "schemas", "embedded",
-        "exit_policy", "links", "validation"}
+        "exit_policy", "links", "validation", "units"}
 ALLOWED = {
-    "partition": {"errors", "fileio", "validation", "links", "hardware_profiles", "partition"},
+    "partition": {"errors", "fileio", "validation", "links", "units", "hardware_profiles", "partition"},
     "profiler": BASE | {"profiler"},
     "deploy": BASE | {"deploy"},
     "exits": BASE | {"exits"},
-    "hardware_profiles": {"errors", "fileio", "validation", "hardware_profiles"},
+    "hardware_profiles": {"errors", "fileio", "validation", "units", "hardware_profiles"},
 }
 THIRD_PARTY_BANNED = {
     "partition": {"onnx", "onnxruntime", "torch", "ray"},

@@ -26,7 +26,7 @@ import onnx
 
 from finplan.contract_types import METADATA_KEY, Block, Contract, Exit
 from finplan.errors import FinplanInputError
-from finplan.fileio import MAX_ONNX_BYTES, require_input_file
+import finplan.fileio as fileio
 from finplan.onnx_parts import CutError, GraphIndex, compute_layout, infer_shapes, layout_boundaries, tensor_shape
 from finplan.validation import check_unique
 
@@ -203,7 +203,8 @@ def validate_contract(model: onnx.ModelProto, contract: Contract, file: str | os
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file with one clear error for anything that is not one."""
-    path = require_input_file(path, max_bytes=MAX_ONNX_BYTES, what="model file (.onnx)")
+    # the limit read at call time, through the module, so a caller (or a test) that changes it is heard
+    path = fileio.require_input_file(path, max_bytes=fileio.MAX_ONNX_BYTES, what="model file (.onnx)")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, onnx may raise ValueError/OSError

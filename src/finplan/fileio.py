@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finplan.errors import FinplanInputError
+from finplan.units import binary_bytes
 
 
 def schema_id(kind: str, major: int = 1) -> str:
@@ -57,13 +58,6 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _size_text(count: int) -> str:
-    for factor, unit in ((1024 ** 3, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB")):
-        if count >= factor:
-            return f"{count / factor:.1f} {unit}"
-    return f"{count} bytes"
-
-
 def require_input_file(path: str | os.PathLike, *, max_bytes: int | None = None, what: str = "file",
                        label: str | os.PathLike | None = None, field: str | None = None) -> Path:
     """``path`` as a Path when it is a readable regular file of at most ``max_bytes``; else one
@@ -83,8 +77,8 @@ def require_input_file(path: str | os.PathLike, *, max_bytes: int | None = None,
     if not stat.S_ISREG(info.st_mode):
         raise FinplanInputError(f"is not a regular file; expected a {what}", file=name, field=field)
     if max_bytes is not None and info.st_size > max_bytes:
-        raise FinplanInputError(f"is {_size_text(info.st_size)}; finplan reads a {what} of at most "
-                                f"{_size_text(max_bytes)}", file=name, field=field)
+        raise FinplanInputError(f"is {binary_bytes(info.st_size)}; finplan reads a {what} of at most "
+                                f"{binary_bytes(max_bytes)}", file=name, field=field)
     if not os.access(path, os.R_OK):
         raise FinplanInputError("cannot read (permission denied)", file=name, field=field)
     return path
@@ -122,8 +116,8 @@ def load_npz(path: str | os.PathLike, *, label: str | os.PathLike | None = None)
         raise FinplanInputError(f"cannot read as a .npz archive ({exc.__class__.__name__}: {_first_line(exc)}); "
                                 "expected a file written by numpy.savez", file=name) from None
     if inflated > MAX_ARRAY_BYTES:
-        raise FinplanInputError(f"holds {_size_text(inflated)} of arrays once inflated; finplan reads at most "
-                                f"{_size_text(MAX_ARRAY_BYTES)}", file=name)
+        raise FinplanInputError(f"holds {binary_bytes(inflated)} of arrays once inflated; finplan reads at most "
+                                f"{binary_bytes(MAX_ARRAY_BYTES)}", file=name)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

@@ -7,14 +7,11 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, stdout
 from finplan.contract import load_onnx
+from finplan.units import grouped
 
 
 def _shape(shape) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
-
-
-def _bytes(value) -> str:
-    return "?" if value is None else f"{value:,}"
 
 
 @click.command("cuts")
@@ -50,11 +47,11 @@ def command(model_path, single_only, as_json):
                          no_wrap=column in ("#", "tensor"))
     for cut in cuts:
         crosses = "-" if not cut.live_set else ("(itself)" if cut.single else
-                                                " + ".join(f"{t.name} {_bytes(t.bytes_per_sample)}" for t in cut.live_set))
+                                                " + ".join(f"{t.name} {grouped(t.bytes_per_sample, missing='?')}" for t in cut.live_set))
         # "end of M": the outermost module whose last node this is (cut here to cut "after M")
         module = f"end of {cut.ends[-1]}" if cut.ends else (cut.module or "-")
         table.add_row(str(cut.position), "*" if cut.single else "", cut.tensor, cut.op, module,
-                      _shape(cut.shape), crosses, _bytes(cut.live_set_bytes))
+                      _shape(cut.shape), crosses, grouped(cut.live_set_bytes, missing="?"))
     stdout.print(table)
     stdout.print(f"{len(cuts)} cut(s); * = only the cut tensor crosses (a natural block boundary). "
                  "Module paths come from the exporter's node metadata (torch.onnx: pkg.torch.onnx.name_scopes).")

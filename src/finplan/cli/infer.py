@@ -6,10 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from finplan.cli._console import print_json, progress_bar, stdout
-
-
-def _ms(value) -> str:
-    return "-" if value is None else f"{value * 1e3:.2f} ms"
+from finplan.units import ms
 
 
 @click.command("infer")
@@ -58,8 +55,8 @@ def command(url, source, limit, concurrency, batch_size, timeout_s, seed, show, 
         lat = summary["latency_s"]
         stdout.print(f"[bold]{escape(url)}[/bold]: {report.samples} inputs from {escape(name)} in {report.requests} "
                      f"requests, concurrency {concurrency}")
-        stdout.print(f"answered {report.answered}, failed {report.failed}; latency p50 {_ms(lat['p50'])}  "
-                     f"p90 {_ms(lat['p90'])}  p99 {_ms(lat['p99'])} ({lat['how']}); "
+        stdout.print(f"answered {report.answered}, failed {report.failed}; latency p50 {ms(lat['p50'], '.2f')}  "
+                     f"p90 {ms(lat['p90'], '.2f')}  p99 {ms(lat['p99'], '.2f')} ({lat['how']}); "
                      f"throughput {summary['throughput_samples_per_s'] or 0:.1f} inputs/s")
         if summary["accuracy"] is not None:
             stdout.print(f"accuracy {100 * summary['accuracy']:.1f}% over the answered inputs")

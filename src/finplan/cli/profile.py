@@ -12,6 +12,7 @@ from finplan.errors import FinplanInputError
 from finplan.cli._types import Threads
 from finplan.cli._outputs import existing, refuse_outputs_over_inputs
 from finplan.fileio import require_writable
+from finplan.units import grouped, si
 
 ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external")
 
@@ -19,19 +20,6 @@ ENERGY_CHOICES = ("auto", "rapl", "nvml", "codecarbon", "power-model", "external
 OPTION_FLAGS = {"budget_s": "--budget-s", "threads": "--threads", "limit": "--limit",
                 "min_window_s": "--energy-window-s", "batch_size": "--batch-size", "calib": "--calib",
                 "need_card": "--card"}
-
-
-def _si(value: float, unit: str, sep: str = " ") -> str:
-    if value is None:
-        return "-"
-    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g}{sep}{prefix}{unit}"
-    return f"{value:.3g}{sep}{unit}"
-
-
-def _bytes(value) -> str:
-    return "-" if value is None else f"{int(value):,}"
 
 
 @click.command("profile")
@@ -127,7 +115,7 @@ def _threads_note(profile: dict) -> str:
     choice = profile["session_options"].get("threads_choice")
     if not choice:
         return ""
-    tried = ", ".join(f"{k}: {_si(v, 's')}" for k, v in choice["whole_model_p50_s"].items())
+    tried = ", ".join(f"{k}: {si(v, 's')}" for k, v in choice["whole_model_p50_s"].items())
     return f", the fastest of {tried}"
 
 
@@ -157,8 +145,8 @@ def _print_human(model_path, result, output, card_path) -> None:
             method = (energy["method"] + ("" if energy["measured"] else "*")
                       + ("!" if energy.get("fallback_from") else ""))
             cells = [row["name"]] + ([row["after"]] if title == "Exits" else []) + [
-                _si(row["flops"], "", ""), _bytes(row["params_bytes"]), _bytes(row["output_bytes"]),
-                _si(latency["p50"], "s", ""), ci_text, str(latency["n"]), _si(energy["value"], "J", ""), method]
+                si(row["flops"], "", ""), grouped(row["params_bytes"]), grouped(row["output_bytes"]),
+                si(latency["p50"], "s", ""), ci_text, str(latency["n"]), si(energy["value"], "J", ""), method]
             table.add_row(*cells)
         stdout.print(table)
         if any(not row["energy_j"]["measured"] for row in rows):
@@ -177,10 +165,10 @@ def _print_human(model_path, result, output, card_path) -> None:
             if row.get("unknown_ops"):
                 stdout.print(f"  {row['name']}: FLOPs exclude unknown ops {', '.join(row['unknown_ops'])}")
     whole = profile["whole_model"]
-    stdout.print(f"whole model p50 {_si(whole['latency_s']['p50'], 's')}; sum of blocks {_si(whole['sum_of_blocks_p50_s'], 's')}, "
-                 f"sum of blocks and exits {_si(whole['sum_of_parts_p50_s'], 's')} "
+    stdout.print(f"whole model p50 {si(whole['latency_s']['p50'], 's')}; sum of blocks {si(whole['sum_of_blocks_p50_s'], 's')}, "
+                 f"sum of blocks and exits {si(whole['sum_of_parts_p50_s'], 's')} "
                  f"({whole['parts_over_whole']:.2f}x the whole, {whole['parts_over_whole_overhead_corrected']:.2f}x without "
-                 f"the extra per-call overheads of {_si(whole['call_overhead_p50_s'], 's')}); "
+                 f"the extra per-call overheads of {si(whole['call_overhead_p50_s'], 's')}); "
                  f"split check max |diff| {whole['split_check_max_abs_diff']:.2g}")
     timing = summary["timing"]
     stdout.print(f"timing input: {summary['timing_input']}", soft_wrap=True)
@@ -202,7 +190,7 @@ def _print_human(model_path, result, output, card_path) -> None:
         table.add_column("expected FLOPs", justify="right")
         for row in calibration["table"]:
             table.add_row(f"{row['threshold']:g}", *[f"{row['exit_rates'][n]:.3f}" for n in exit_names],
-                          f"{row['accuracy']:.3f}" if "accuracy" in row else "-", _si(row.get("expected_flops"), "FLOP"))
+                          f"{row['accuracy']:.3f}" if "accuracy" in row else "-", si(row.get("expected_flops"), "FLOP"))
         stdout.print(table)
     energy = summary["energy"]
     if energy.get("fallbacks"):

@@ -8,12 +8,7 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, stdout
 from finplan.errors import FinplanInputError
-
-
-def _si(value, unit: str) -> str:
-    from finplan.cli.profile import _si as si
-
-    return si(value, unit)
+from finplan.units import si
 
 
 def compare(paths: list[str]) -> dict:
@@ -82,7 +77,7 @@ def show(files, as_json):
         stage = device["stage_overhead_s"]
         devices.add_row(device["label"], device["cpu"], f"{device['cores']}/{device['threads']}",
                         device["execution_provider"], str(device["intra_op_threads"] or "-"),
-                        "-" if stage is None else _si(stage, "s"),
+                        si(stage, "s"),
                         f"{energy['method']} ({'measured' if energy['measured'] else 'ESTIMATED'})")
     stdout.print(devices)
     table = Table(title="p50 latency | energy per run", title_justify="left")
@@ -94,7 +89,7 @@ def show(files, as_json):
         for device in summary["devices"]:
             cell = row["devices"].get(device["label"])
             cells.append("-" if cell is None else
-                         f"{_si(cell['p50_s'], 's')} | {_si(cell['energy_j'], 'J')}{'' if cell['measured'] else '*'}")
+                         f"{si(cell['p50_s'], 's')} | {si(cell['energy_j'], 'J')}{'' if cell['measured'] else '*'}")
         table.add_row(f"{row['kind']} {row['name']}", *cells)
     stdout.print(table)
     if any(not d["energy"]["measured"] for d in summary["devices"]):

@@ -5,6 +5,7 @@ import click
 
 from finplan.cli._console import print_json, stdout
 from finplan.fileio import atomic_write_bytes, load_document, refuse_outputs_over_inputs, require_writable
+from finplan.units import decimal_bytes, duration, ms
 
 
 def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
@@ -13,8 +14,6 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
     ``solve_time_s``: the time measured in this run (plan files hold one only with --timings).
     """
     from rich.table import Table
-
-    from finplan.partition.evaluate import ms
 
     solver = doc["solver"]
     params = ", ".join(f"{k}={v}" for k, v in solver["parameters"].items())
@@ -44,14 +43,14 @@ def print_summary(doc: dict, solve_time_s: float | None = None) -> None:
             exits_at.setdefault(ex["after"], []).append(f"{ex['name']} (>= {ex['threshold']:.3g})")
         if "input" in sent:
             t = sent["input"]
-            table.add_row("input", app["source"], "", f"{_bytes(t['bytes'])} -> {t['to']}")
+            table.add_row("input", app["source"], "", f"{decimal_bytes(t['bytes'])} -> {t['to']}")
         for i, p in enumerate(app["placement"]):
             ex = list(exits_at.get(p["block"], []))
             if i == len(app["placement"]) - 1:
                 ex.append(f"{app['final_exit']} (final)")
             t = sent.get(p["block"])
             table.add_row(p["block"], p["node"], ", ".join(ex),
-                          f"{_bytes(t['bytes'])} -> {t['to']}" + (f" (p={t['probability']:.2f})" if t["probability"] < 1 else "")
+                          f"{decimal_bytes(t['bytes'])} -> {t['to']}" + (f" (p={t['probability']:.2f})" if t["probability"] < 1 else "")
                           if t else "")
         stdout.print(table)
         pred = app["predicted"]
@@ -159,7 +158,7 @@ def print_comparison(rows: list[dict], times: dict | None = None) -> None:
         seconds = (times or {}).get(r["solver"], r.get("solve_time_s"))
         first = r["solver"] not in seen
         seen.add(r["solver"])
-        took = "-" if seconds is None else duration(seconds)
+        took = duration(seconds)
         if not first:
             took = ""
         app = r["application"] if several else None
@@ -173,7 +172,7 @@ def print_comparison(rows: list[dict], times: dict | None = None) -> None:
         saving = "-" if r["fin_saving"] is None or not r["feasible"] else f"{r['fin_saving']:.1%}"
         table.add_row(*([r["solver"] + (" " + " ".join(marks) if marks else "")]
                         + ([r["application"]] if several else []) + [
-            energy, "-" if r["latency_s"] is None else f"{r['latency_s'] * 1e3:.4g} ms",
+            energy, ms(r["latency_s"]),
             "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}", _compact(r["placement"]),
             r["final_exit"] or "-", saving, took]))
     # Piped output gets rich's 80 columns by default, which folds every cell; a file or a
@@ -200,7 +199,7 @@ def print_comparison_totals(totals: list[dict], times: dict | None = None) -> No
                                                            else "")
         table.add_row(t["solver"], served, f"{t['energy_j']:.6g}",
                       "-" if t.get("lower_bound_j") is None else f"{t['lower_bound_j']:.6g}",
-                      "-" if t.get("gap") is None else f"{t['gap']:.3%}", "-" if seconds is None else duration(seconds))
+                      "-" if t.get("gap") is None else f"{t['gap']:.3%}", duration(seconds))
     stdout.print(table)
 
 
@@ -212,17 +211,6 @@ def _labels(labels: list[tuple]) -> str:
         if app is not None:
             grouped[solver].append(app)
     return ", ".join(solver + (f" ({', '.join(apps)})" if apps else "") for solver, apps in grouped.items())
-
-
-def duration(seconds: float) -> str:
-    """A solve time: milliseconds below one second, else seconds (8.21 s, not 8.21e+03 ms)."""
-    return f"{seconds * 1e3:.3g} ms" if seconds * 1e3 < 999.5 else f"{seconds:.3g} s"
-
-
-def _bytes(n: float) -> str:
-    from finplan.partition.draw import human_bytes
-
-    return human_bytes(n)
 
 
 @click.command("show")

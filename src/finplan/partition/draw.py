@@ -4,36 +4,9 @@ from __future__ import annotations
 import io
 
 from finplan.errors import FinplanInputError
+from finplan.units import decimal_bytes, ms
 
 TIER_ORDER = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 1, "cloud": 2}
-
-
-def human_bytes(n: float) -> str:
-    """A byte count in a sentence (decimal units).
-
-    Parameters
-    ----------
-    n : float
-        Bytes.
-
-    Returns
-    -------
-    str
-
-    Notes
-    -----
-    Complexity: O(1).
-
-    Examples
-    --------
-    >>> human_bytes(186600), human_bytes(512)
-    ('186.6 kB', '512 B')
-    """
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} GB"
 
 
 def plan_png(doc: dict) -> bytes:
@@ -92,7 +65,7 @@ def plan_png(doc: dict) -> bytes:
             for t in app["transfers"]:
                 x = 0.5 if t["after_block"] == "input" else blocks.index(t["after_block"]) + 1.5
                 y = (row[t["from"]] + row[t["to"]]) / 2
-                ax.annotate(human_bytes(t["bytes"]) + (f" x{t['probability']:.2f}" if t["probability"] < 1 else ""),
+                ax.annotate(decimal_bytes(t["bytes"]) + (f" x{t['probability']:.2f}" if t["probability"] < 1 else ""),
                             (x, y), ha="center", fontsize=7, color="tab:red",
                             bbox={"boxstyle": "round", "fc": "white", "ec": "tab:red", "lw": 0.5})
             ax.scatter([xs[-1] + 0.35], [ys[-1]], marker=">", s=80, color="tab:green", zorder=3)
@@ -102,7 +75,7 @@ def plan_png(doc: dict) -> bytes:
             ax.set_xlim(0.3, len(xs) + 0.8)
             pred = app["predicted"]
             if app["feasible"] and pred:
-                ax.set_title(f"{title}: {pred['energy_j']:.4g} J, {pred['latency_s'] * 1e3:.4g} ms, "
+                ax.set_title(f"{title}: {pred['energy_j']:.4g} J, {ms(pred['latency_s'])}, "
                              f"accuracy {pred['accuracy']:.4f}", fontsize=9)
         ax.set_xlabel("block")
         ax.grid(axis="y", color="0.92")

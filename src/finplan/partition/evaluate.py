@@ -13,6 +13,7 @@ from finplan.errors import FinplanInputError
 from finplan.partition.costs import CostTable, accuracy_ok, cost_table, within
 from finplan.partition.policies import ExitPolicy, policy_from_thresholds, table_policies
 from finplan.partition.problem import Application, Network, Options
+from finplan.units import decimal_bytes, ms
 
 # A plan is "at" a limit when it uses at least this share of it: latency >= 0.99 max_latency_s,
 # min_accuracy >= 0.99 accuracy, or >= 0.99 of a node's or link's max_utilization or memory_bytes
@@ -65,29 +66,6 @@ class Evaluation:
     binding: list[str] = field(default_factory=list)
     # Exit name -> latency of an input that leaves there (active early exits and the final exit).
     exit_latency_s: dict[str, float] = field(default_factory=dict)
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds in a sentence, four significant digits.
-
-    Parameters
-    ----------
-    seconds : float
-
-    Returns
-    -------
-    str
-
-    Notes
-    -----
-    Complexity: O(1).
-
-    Examples
-    --------
-    >>> ms(0.00532)
-    '5.32 ms'
-    """
-    return f"{seconds * 1e3:.4g} ms"
 
 
 def percent(share: float) -> str:
@@ -231,12 +209,10 @@ def node_memory_text(name: str, total: float, limit: float, parts: Sequence[tupl
     -----
     Complexity: O(len(parts)).
     """
-    from finplan.partition.draw import human_bytes
-
-    detail = ", ".join(f"{block} {human_bytes(nbytes)}" for block, nbytes in parts)
+    detail = ", ".join(f"{block} {decimal_bytes(nbytes)}" for block, nbytes in parts)
     if taken:
-        detail = f"{human_bytes(taken)} taken by the other applications + {detail}"
-    return (f"{name} would hold {human_bytes(total)} of parameters, over its memory_bytes {human_bytes(limit)} "
+        detail = f"{decimal_bytes(taken)} taken by the other applications + {detail}"
+    return (f"{name} would hold {decimal_bytes(total)} of parameters, over its memory_bytes {decimal_bytes(limit)} "
             f"({detail})")
 
 
@@ -261,10 +237,8 @@ def sent_text(after: str, nbytes: float, probability: float) -> str:
     -----
     Complexity: O(1).
     """
-    from finplan.partition.draw import human_bytes
-
     what = "the input" if after == "input" else f"{after}'s output"
-    return f"{what} {human_bytes(nbytes)}" + (f" (p={probability:.2f})" if probability < 1 else "")
+    return f"{what} {decimal_bytes(nbytes)}" + (f" (p={probability:.2f})" if probability < 1 else "")
 
 
 def link_busy_text(src: str, dst: str, total: float, limit: float, sent: Sequence[str], bits: float, bandwidth: float,

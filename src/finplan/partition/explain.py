@@ -9,10 +9,11 @@ import numpy as np
 from finplan.partition.context import AppContext
 from finplan.partition.costs import within
 from finplan.partition.evaluate import (
-    CAPACITY_TAGS, Evaluation, Usage, bits_per_s, ms, node_busy_text, node_memory_text, sent_text,
+    CAPACITY_TAGS, Evaluation, Usage, bits_per_s, node_busy_text, node_memory_text, sent_text,
 )
 from finplan.partition.paths import layered_shortest
 from finplan.partition.search import count_placements, enumerate_best, fastest_within_capacity
+from finplan.units import ms
 
 
 def _policy_label(ctx: AppContext, index: int) -> str:

@@ -24,10 +24,11 @@ from finplan.errors import FinplanInputError
 from finplan.partition import pareto
 from finplan.partition.context import AppContext, AppResult, better
 from finplan.partition.costs import is_close
-from finplan.partition.evaluate import Usage, ms
+from finplan.partition.evaluate import Usage
 from finplan.partition.explain import compact_placement, explain, gamma_for
 from finplan.partition.fin_graph import METHODS, build_graph, graph_path, graph_terminals
 from finplan.partition.pareto import label_layers, label_path, label_terminals, trim_factor
+from finplan.units import ms
 
 # Default: no latency units, the exact label DP (pareto.py).
 DEFAULT_GAMMA = None
