@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from finplan.errors import FinplanInputError
-from finplan.validation import read_document, validate_document
+from finplan.fileio import load_document
+from finplan.validation import validate_document
 
 MANIFEST_KIND = "manifest"
 MANIFEST_SCHEMA = "finplan.manifest/1"
@@ -271,4 +272,4 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise FinplanInputError("manifest not found; expected a node folder written by finplan emit", file=path)
-    return parse_manifest(read_document(path, MANIFEST_KIND), path)
+    return parse_manifest(load_document(path, MANIFEST_KIND), path)  # validated there

@@ -44,45 +44,10 @@ def validate_profile(doc: Any, path: str | os.PathLike | None = None) -> dict:
     return doc
 
 
-# The fields a model card may have (finplan.model/1 as written by hand, by `finplan profile` and in
-# examples/). A misspelt field would otherwise be ignored in silence (params instead of
-# params_bytes: a memory limit that never binds); "description" and "x-..." are free for users.
-CARD_FIELDS = ("schema", "name", "hash", "input_bytes", "blocks", "exits", "calibration", "about")
-CARD_BLOCK_FIELDS = ("name", "flops", "output_bytes", "params_bytes", "live_set")
-CARD_EXIT_FIELDS = ("name", "after", "flops", "params_bytes", "accuracy")
-CALIBRATION_FIELDS = ("score", "policy", "source", "samples", "labels", "exits", "table")
-CALIBRATION_EXIT_FIELDS = ("name", "confidence", "entropy", "predicted")
-CALIBRATION_ROW_FIELDS = ("thresholds", "exit_rates", "accuracy", "threshold", "expected_flops")
-
-
-def _check_fields(doc: dict, known: tuple[str, ...], path, where: str) -> None:
-    for key in doc:
-        if key not in known and key != "description" and not str(key).startswith("x-"):
-            field = f"{where}.{key}" if where else str(key)
-            raise FinplanInputError(f"unknown field {key!r}; expected one of {', '.join(known)} (or description, "
-                                    "x-... for your own notes)", file=path, field=field)
-
-
-def _check_card_fields(doc: dict, path) -> None:
-    _check_fields(doc, CARD_FIELDS, path, "")
-    for index, block in enumerate(doc["blocks"]):
-        _check_fields(block, CARD_BLOCK_FIELDS, path, f"blocks[{index}]")
-    for index, exit_ in enumerate(doc["exits"]):
-        _check_fields(exit_, CARD_EXIT_FIELDS, path, f"exits[{index}]")
-    calibration = doc.get("calibration")
-    if isinstance(calibration, dict):
-        _check_fields(calibration, CALIBRATION_FIELDS, path, "calibration")
-        for index, scores in enumerate(calibration.get("exits") or []):
-            _check_fields(scores, CALIBRATION_EXIT_FIELDS, path, f"calibration.exits[{index}]")
-        for index, row in enumerate(calibration.get("table") or []):
-            _check_fields(row, CALIBRATION_ROW_FIELDS, path, f"calibration.table[{index}]")
-
-
 def validate_card(doc: Any, path: str | os.PathLike | None = None) -> dict:
     """Check a model card document; return it unchanged. Raises FinplanInputError (also for a
-    field finplan does not know, see CARD_FIELDS)."""
+    field finplan does not know: the schema lists every field, description and x-... aside)."""
     validate_document(doc, "model", file=path)
-    _check_card_fields(doc, path)
     check_unique([b["name"] for b in doc["blocks"]], file=path, field="blocks")
     check_unique([e["name"] for e in doc["exits"]], file=path, field="exits")
     order = {b["name"]: i for i, b in enumerate(doc["blocks"])}

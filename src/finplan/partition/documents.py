@@ -29,7 +29,7 @@ from finplan.partition.problem import (
     Scenario,
 )
 from finplan.partition.profile_costs import node_block_costs
-from finplan.validation import check_unique, read_document, validate_document
+from finplan.validation import check_unique, validate_document
 
 # ---------------------------------------------------------------- model cards
 
@@ -57,28 +57,22 @@ def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard
     -----
     Complexity: linear in the document's size.
     """
-    validate_card(doc, path)
+    validate_card(doc, path)  # the schema (types, bounds, finite numbers, known fields) and the names
     path = None if path is None else str(path)
     blocks = []
     for i, b in enumerate(doc["blocks"]):
-        flops = finite_number(b["flops"], file=path, field=f"blocks[{i}].flops", positive=True)
-        output_bytes = finite_number(b["output_bytes"], file=path, field=f"blocks[{i}].output_bytes", nonnegative=True)
-        blocks.append(Block(b["name"], flops, output_bytes,
-                            finite_number(b.get("params_bytes", 0), file=path, field=f"blocks[{i}].params_bytes", nonnegative=True),
+        output_bytes = float(b["output_bytes"])
+        blocks.append(Block(b["name"], float(b["flops"]), output_bytes, float(b.get("params_bytes", 0)),
                             _live_set(b, output_bytes, path, i)))
     order = {b.name: i for i, b in enumerate(blocks)}
-    exits = []
-    for i, e in enumerate(doc["exits"]):
-        exits.append(Exit(e["name"], order[e["after"]],
-                          finite_number(e.get("flops", 0), file=path, field=f"exits[{i}].flops", nonnegative=True),
-                          finite_number(e.get("params_bytes", 0), file=path, field=f"exits[{i}].params_bytes", nonnegative=True),
-                          finite_number(e["accuracy"], file=path, field=f"exits[{i}].accuracy", nonnegative=True)))
+    exits = [Exit(e["name"], order[e["after"]], float(e.get("flops", 0)), float(e.get("params_bytes", 0)),
+                  float(e["accuracy"])) for e in doc["exits"]]
     calibration = None
     cal = doc.get("calibration")
     if cal:
         labels = np.asarray(cal["labels"], dtype=np.int64) if cal.get("labels") is not None else None
         confidence, predicted = {}, {}
-        for i, scores in enumerate(cal.get("exits", [])):
+        for scores in cal.get("exits", []):
             if labels is None:
                 raise FinplanInputError("per-sample exit scores need 'labels'", file=path, field="calibration.labels")
             confidence[scores["name"]] = np.asarray(scores["confidence"], dtype=float)
@@ -89,30 +83,23 @@ def card_from_dict(doc: Any, path: str | os.PathLike | None = None) -> ModelCard
                 if key not in exit_names:
                     raise FinplanInputError(f"names exit {key!r}, which the card does not have",
                                             file=path, field=f"calibration.table[{i}]")
-            for key, value in row["exit_rates"].items():
-                finite_number(value, file=path, field=f"calibration.table[{i}].exit_rates.{key}", nonnegative=True)
         calibration = Calibration(labels, confidence, predicted, tuple(cal.get("table", [])))
-    return ModelCard(doc["name"], doc.get("hash"), finite_number(doc["input_bytes"], file=path, field="input_bytes", positive=True),
-                     tuple(blocks), tuple(exits), calibration, path)
+    return ModelCard(doc["name"], doc.get("hash"), float(doc["input_bytes"]), tuple(blocks), tuple(exits), calibration, path)
 
 
 def _live_set(block: dict, output_bytes: float, path, index: int) -> tuple[tuple[str, float], ...]:
-    """A block's optional per-tensor ``live_set``; its bytes must add up to ``output_bytes`` (what is charged)."""
+    """A block's optional per-tensor ``live_set`` (schema-checked); its bytes must add up to
+    ``output_bytes`` (what is charged), which a schema cannot say."""
     entries = block.get("live_set")
     if entries is None:
         return ()
-    field = f"blocks[{index}].live_set"
-    result = []
-    for j, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("tensor"), str):
-            raise FinplanInputError("expected {\"tensor\": NAME, \"bytes\": BYTES}", file=path, field=f"{field}[{j}]")
-        result.append((entry["tensor"], finite_number(entry.get("bytes"), file=path, field=f"{field}[{j}].bytes",
-                                                      nonnegative=True)))
+    result = tuple((entry["tensor"], float(entry["bytes"])) for entry in entries)
     total = sum(size for _, size in result)
     if abs(total - output_bytes) > 1e-9 * max(1.0, output_bytes):
         raise FinplanInputError(f"adds up to {total:g} bytes, but output_bytes is {output_bytes:g}; output_bytes is the "
-                                "live set's sum (what a transfer after the block carries)", file=path, field=field)
-    return tuple(result)
+                                "live set's sum (what a transfer after the block carries)", file=path,
+                                field=f"blocks[{index}].live_set")
+    return result
 
 
 def load_card_file(path: str | os.PathLike) -> ModelCard:
@@ -262,7 +249,7 @@ def load_network(path: str | os.PathLike) -> Network:
     -----
     Complexity: linear in the file's size plus the profiles read.
     """
-    return network_from_dict(read_document(path, "network"), path)
+    return network_from_dict(load_document(path, "network"), path)  # validated there
 
 
 # ---------------------------------------------------------------- scenario
@@ -508,7 +495,7 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
     -----
     Complexity: linear in the documents read.
     """
-    return scenario_from_dict(read_document(path, "scenario"), path)
+    return scenario_from_dict(load_document(path, "scenario"), path)  # validated there
 
 
 def single_application(card_path: str | os.PathLike, network_path: str | os.PathLike, source: str,
