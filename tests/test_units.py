@@ -42,7 +42,7 @@ def test_binary_bytes_as_the_readers_limits_say_them():
 
 def test_no_second_formatter_is_defined_elsewhere():
     """The helpers the units module replaced stay gone (one of each, issue 13)."""
-    old = {"_si", "_bytes", "_ms", "human_bytes", "ms", "duration", "_size_text"}
+    old = {"_si", "_bytes", "_ms", "human_bytes", "ms", "duration", "_size_text", "shape_text"}
     root = Path(finplan.__file__).parent
     found = [f"{path.relative_to(root)}:{node.name}"
              for path in root.rglob("*.py") if path.name != "units.py"

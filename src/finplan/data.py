@@ -52,7 +52,8 @@ import numpy as np
 from finplan.errors import FinplanInputError
 from finplan.fileio import atomic_write_bytes, load_npz
 from finplan.sample_files import IMAGE_SUFFIXES, PIXEL_MEAN, PIXEL_STD  # noqa: F401 (finplan.data's constants)
-from finplan.sample_files import as_labels, digits, fashion_mnist, pixels_to_input, read_image_tree, read_npz, shape_text
+from finplan.sample_files import as_labels, digits, fashion_mnist, pixels_to_input, read_image_tree, read_npz
+from finplan.units import shape_text
 
 BUILTIN_SOURCES = ("digits", "fashion-mnist", "embedded")
 SPLITS = ("train", "calibration", "all")

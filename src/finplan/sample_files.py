@@ -14,6 +14,7 @@ import numpy as np
 
 from finplan.errors import FinplanInputError
 from finplan.fileio import load_npz
+from finplan.units import shape_text
 
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.5
@@ -179,7 +180,3 @@ def as_labels(array: np.ndarray, label: str) -> np.ndarray:
         return array.astype(np.int64)
     raise FinplanInputError(f"y has dtype {array.dtype} with non-integer values; expected integer class labels",
                             file=label, field="y")
-
-
-def shape_text(shape) -> str:
-    return "x".join(str(d) for d in shape) if len(shape) else "()"

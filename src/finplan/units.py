@@ -1,15 +1,24 @@
-"""Numbers with their units, as finplan prints them: the one place for bytes, SI prefixes and durations.
+"""Numbers with their units, as finplan prints them: the one place for bytes, SI prefixes, durations, shapes.
 
 A base module (it imports nothing of finplan), so the planner, the profiler, the CLI and the
 file readers all print a size or a time the same way. Each function takes ``missing``, what
 to print for None (a value a document leaves out), so a table cell needs no test of its own.
 
->>> si(0.00123, "s"), decimal_bytes(186600), grouped(1234567), ms(0.00532), duration(8.21)
-('1.23 ms', '186.6 kB', '1,234,567', '5.32 ms', '8.21 s')
+>>> si(0.00123, "s"), decimal_bytes(186600), grouped(1234567), ms(0.00532), duration(8.21), shape_text((1, 8, 8))
+('1.23 ms', '186.6 kB', '1,234,567', '5.32 ms', '8.21 s', '1x8x8')
 """
 from __future__ import annotations
 
 SI_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
+
+
+def shape_text(dims, *, unknown: str = "?", empty: str = "()") -> str:
+    """A tensor shape as sizes joined by "x"; ``unknown`` for a size ONNX cannot tell, ``empty`` for a scalar.
+
+    >>> shape_text((1, 32, 32)), shape_text(["batch", None, 10]), shape_text(()), shape_text((), empty="scalar")
+    ('1x32x32', 'batchx?x10', '()', 'scalar')
+    """
+    return "x".join(unknown if d is None else str(d) for d in dims) if len(dims) else empty
 
 
 def si(value: float | None, unit: str, sep: str = " ", *, missing: str = "-") -> str:

@@ -7,11 +7,7 @@ from rich.table import Table
 
 from finplan.cli._console import print_json, stdout
 from finplan.contract import load_onnx
-from finplan.units import grouped
-
-
-def _shape(shape) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape)
+from finplan.units import grouped, shape_text
 
 
 @click.command("cuts")
@@ -51,7 +47,7 @@ def command(model_path, single_only, as_json):
         # "end of M": the outermost module whose last node this is (cut here to cut "after M")
         module = f"end of {cut.ends[-1]}" if cut.ends else (cut.module or "-")
         table.add_row(str(cut.position), "*" if cut.single else "", cut.tensor, cut.op, module,
-                      _shape(cut.shape), crosses, grouped(cut.live_set_bytes, missing="?"))
+                      shape_text(cut.shape, empty=""), crosses, grouped(cut.live_set_bytes, missing="?"))
     stdout.print(table)
     stdout.print(f"{len(cuts)} cut(s); * = only the cut tensor crosses (a natural block boundary). "
                  "Module paths come from the exporter's node metadata (torch.onnx: pkg.torch.onnx.name_scopes).")

@@ -7,10 +7,7 @@ from rich.table import Table
 from finplan.cli._console import print_json, stdout
 from finplan.contract import load_branchy_model, model_hash
 from finplan.onnx_parts import describe_branchy
-
-
-def _shape(shape) -> str:
-    return "x".join(str(d) for d in shape)
+from finplan.units import grouped, shape_text
 
 
 @click.command("inspect")
@@ -36,8 +33,8 @@ def command(model_path, blocks, exits, as_json):
         return
     stdout.print(f"[bold]{model_path}[/bold]  {summary['hash'][:19]}…")
     for tensor in summary["inputs"]:
-        stdout.print(f"input {tensor['name']!r}  {tensor['dtype']}  shape {_shape(tensor['shape'])}  "
-                     f"{tensor['bytes']:,} bytes per sample")
+        stdout.print(f"input {tensor['name']!r}  {tensor['dtype']}  shape {shape_text(tensor['shape'], empty='')}  "
+                     f"{grouped(tensor['bytes'])} bytes per sample")
     for title, rows in (("Blocks", summary["blocks"]), ("Exits", summary["exits"])):
         table = Table(title=title, title_justify="left")
         for column in ("name", "after", "output", "output shape", "params bytes", "output bytes/sample"):
@@ -48,9 +45,10 @@ def command(model_path, blocks, exits, as_json):
             table.add_column("crossing bytes/sample", justify="right")
         for r in rows:
             cells = [r["name"]] + ([r["after"]] if title == "Exits" else [])
-            cells += [r["output"], _shape(r["output_shape"]), f"{r['params_bytes']:,}", f"{r['output_bytes']:,}"]
+            cells += [r["output"], shape_text(r["output_shape"], empty=""), grouped(r["params_bytes"]),
+                      grouped(r["output_bytes"])]
             if title == "Blocks":
-                cells.append(f"{r['live_set_bytes']:,}" if r["live_set"] else "-")
+                cells.append(grouped(r["live_set_bytes"]) if r["live_set"] else "-")
             table.add_row(*cells)
         stdout.print(table)
     # what a transfer after each block carries, tensor by tensor (its live set)
@@ -59,5 +57,5 @@ def command(model_path, blocks, exits, as_json):
         table.add_column(column, justify="right" if "bytes" in column else "left")
     for r in summary["blocks"][:-1]:
         for t in r["live_set"]:
-            table.add_row(r["name"], t["name"], t["dtype"], _shape(t["shape"]), f"{t['bytes']:,}")
+            table.add_row(r["name"], t["name"], t["dtype"], shape_text(t["shape"], empty=""), grouped(t["bytes"]))
     stdout.print(table)

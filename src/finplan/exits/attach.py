@@ -24,7 +24,8 @@ from torch import nn
 from finplan.data import InputSpec
 from finplan.exits.branchy import BranchyNet, ExitNames, make_contract, make_exit_head
 from finplan.exits.model_io import (AttachError, class_scores, describe, dry_run, is_scores, model_inputs,
-                                    pick_tensor, shape_text)
+                                    pick_tensor)
+from finplan.units import shape_text
 
 TOKEN_POOLING = ("first", "mean")
 NEAREST_NAMES = 5  # how many submodule names a misspelt ``after`` name suggests
@@ -243,7 +244,7 @@ def exit_head(tensor: torch.Tensor, num_classes: int, *, pool_to: int = 2, token
         return TokenHead(int(tensor.shape[-1]), num_classes, token_pooling)
     if tensor.dim() == 2:
         return nn.Linear(int(tensor.shape[-1]), num_classes)
-    raise AttachError(f"{where} gives a tensor of shape {shape_text(tensor)}; expected (N, C, H, W), (N, T, D) or (N, D) "
+    raise AttachError(f"{where} gives a tensor of shape {shape_text(tensor.shape, empty='scalar')}; expected (N, C, H, W), (N, T, D) or (N, D) "
                       "to put an exit head on", field="after")
 
 

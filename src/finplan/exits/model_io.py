@@ -11,6 +11,7 @@ from torch import nn
 
 from finplan.data import InputSpec
 from finplan.errors import FinplanInputError
+from finplan.units import shape_text
 
 
 class AttachError(FinplanInputError, ValueError):
@@ -127,13 +128,9 @@ def pick_tensor(value, name: str, select):
                       f"after=[({name!r}, {hint})]", field="after")
 
 
-def shape_text(tensor: torch.Tensor) -> str:
-    return "x".join(map(str, tensor.shape)) or "scalar"
-
-
 def describe(value) -> str:
     if isinstance(value, torch.Tensor):
-        return f"{shape_text(value)} {str(value.dtype).replace('torch.', '')}"
+        return f"{shape_text(value.shape, empty='scalar')} {str(value.dtype).replace('torch.', '')}"
     if isinstance(value, Mapping):
         return "a dict (" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + ")"
     if isinstance(value, (tuple, list)):
