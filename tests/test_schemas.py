@@ -14,6 +14,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import pytest
 import tomllib
 
@@ -67,6 +68,7 @@ def test_every_document_kind_has_a_shipped_schema_with_examples_and_a_reader():
     for kind in KINDS:
         schema = schema_of(kind)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", kind
+        jsonschema.Draft202012Validator.check_schema(schema)  # a valid schema of its draft
         assert schema["title"].startswith(f"finplan.{kind}/1: "), kind
         assert _examples(kind), f"{kind}.schema.json has no examples"
     # shipped in the wheel, not only in the source tree
