@@ -228,6 +228,14 @@ def test_an_inline_network_is_checked_by_the_network_schema_under_its_own_path(t
     assert _refused("scenario", doc, tmp_path) == "network.nodes[0].compute.ops_per_s: is 0; expected a number > 0"
 
 
+def test_an_inline_network_is_named_under_its_own_path_by_the_checks_beyond_the_schema(tmp_path):
+    doc = _edited("scenario", lambda d: d["network"]["nodes"].append(dict(d["network"]["nodes"][0])), index=1)
+    assert _refused("scenario", doc, tmp_path) == "network.nodes[1].name: duplicate name 'device'; names must be unique"
+    links = [{"from": "device", "to": "moon", "bandwidth_bps": 1e9, "energy_j_per_bit": 0}]
+    doc = _edited("scenario", lambda d: d["network"].update(links=links), index=1)
+    assert _refused("scenario", doc, tmp_path) == "network.links[0].to: unknown node 'moon' (nodes: device)"
+
+
 def test_the_manifest_schema_knows_the_exit_policies_finplan_scores():
     stage = schema_of("manifest")["$defs"]["stage"]
     assert sorted(stage["properties"]["exits"]["items"]["properties"]["policy"]["enum"]) == sorted(SCORERS)

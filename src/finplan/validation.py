@@ -139,7 +139,7 @@ def schema_message(error: jsonschema.ValidationError, where: str) -> tuple[str, 
 
 
 def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = None,
-                      majors: tuple[int, ...] = (1,), hint: str | None = None) -> dict:
+                      majors: tuple[int, ...] = (1,), hint: str | None = None, field_prefix: str = "") -> dict:
     """Check a parsed document against the shipped schema of ``kind``; return it unchanged.
 
     Parameters
@@ -155,6 +155,9 @@ def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = N
     hint : str or None
         What to do about any violation, appended to the message after "; " (for a file finplan
         wrote: "re-run finplan emit").
+    field_prefix : str
+        Where the document sits inside ``file`` (``network`` for a scenario's inline network),
+        put before the field named in a schema violation.
 
     Returns
     -------
@@ -173,10 +176,10 @@ def validate_document(doc: Any, kind: str, *, file: str | os.PathLike | None = N
     """
     try:
         check_schema(doc, kind, majors, file)
-        reject_non_finite(doc, file)
+        reject_non_finite(doc, file, field_prefix)
         error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(doc))
         if error is not None:
-            field, message = schema_message(error, field_path(error.absolute_path))
+            field, message = schema_message(error, field_path(error.absolute_path, field_prefix))
             raise InputError(message, file=file, field=field or "(document)")
     except InputError as exc:
         if hint is None:

@@ -29,7 +29,7 @@ from finplan.partition.problem import (
     Scenario,
 )
 from finplan.partition.profile_costs import node_block_costs
-from finplan.validation import check_unique, validate_document
+from finplan.validation import check_unique, field_path, validate_document
 
 # ---------------------------------------------------------------- model cards
 
@@ -158,7 +158,8 @@ def _node_profiles(nd: dict, base: Path, *, file, where: str) -> list[tuple[str,
     return profiles
 
 
-def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None) -> Network:
+def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None, *,
+                      field_prefix: str = "") -> Network:
     """Validate a ``finplan.network/1`` document and turn it into a Network.
 
     Parameters
@@ -170,6 +171,9 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
     base_dir : path-like or None, optional
         The folder profile paths are relative to (default: the network file's folder, else the
         current folder).
+    field_prefix : str, optional
+        Where the network sits in ``path`` (``network`` for a scenario's inline network), put
+        before every field named in messages.
 
     Returns
     -------
@@ -188,13 +192,13 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
     -----
     Complexity: linear in the document's size plus the profiles read.
     """
-    validate_document(doc, "network", file=path)
+    validate_document(doc, "network", file=path, field_prefix=field_prefix)
     file = None if path is None else str(path)
     base = Path(base_dir) if base_dir is not None else (Path(path).parent if path is not None else Path("."))
-    check_unique([nd["name"] for nd in doc["nodes"]], file=file, field="nodes")
+    check_unique([nd["name"] for nd in doc["nodes"]], file=file, field=field_path(["nodes"], field_prefix))
     nodes, resolved_nodes = [], []
     for i, nd in enumerate(doc["nodes"]):
-        where = f"nodes[{i}]"
+        where = field_path(["nodes", i], field_prefix)
         compute = nd.get("compute")
         profiles = _node_profiles(nd, base, file=file, where=where)
         if compute is None and not profiles:
@@ -211,7 +215,7 @@ def network_from_dict(doc: Any, path: str | os.PathLike | None = None, base_dir:
     names = [n.name for n in nodes]
     links, pairs = [], set()
     for i, ld in enumerate(doc.get("links", [])):
-        where = f"links[{i}]"
+        where = field_path(["links", i], field_prefix)
         src, dst = ld["from"], ld["to"]
         for key, value in (("from", src), ("to", dst)):
             if value not in names:
@@ -449,7 +453,7 @@ def scenario_from_dict(doc: Any, path: str | os.PathLike | None = None) -> Scena
             raise FinplanInputError(f"network file {str(npath)!r} not found", file=file, field="network")
         network = load_network(npath)
     else:
-        network = network_from_dict({"schema": "finplan.network/1", **net_ref}, file, base)
+        network = network_from_dict({"schema": "finplan.network/1", **net_ref}, file, base, field_prefix="network")
     options = options_from_dict(doc.get("options"))
     apps_doc = doc["applications"]
     names = [ad.get("name", f"app{i + 1}") for i, ad in enumerate(apps_doc)]
