@@ -17,7 +17,7 @@ ROOT = Path(finplan.__file__).parent
 REPOSITORY = ROOT.parent.parent
 ENTRY_POINTS = {"__main__", "demo"}  # above the cli
 ROOMS = {"cli", "exits", "profiler", "deploy", "partition"}
-BASE = {"errors", "units", "fileio", "validation", "schemas", "contract_types", "onnx_parts", "contract", "cuts",
+BASE = {"errors", "units", "fileio", "validation", "schemas", "contract_types", "onnx_graph", "onnx_parts", "contract", "cuts",
         "data", "sample_files", "textdata", "exit_policy", "links", "hardware_profiles", "embedded"}
 ALLOWED = {  # room -> what it may import besides itself (and the package root's __version__)
     "cli": BASE | {"exits", "profiler", "deploy", "partition"},

@@ -27,7 +27,8 @@ import onnx
 from finplan.contract_types import METADATA_KEY, Block, Contract, Exit
 from finplan.errors import FinplanInputError
 import finplan.fileio as fileio
-from finplan.onnx_parts import CutError, GraphIndex, compute_layout, infer_shapes, layout_boundaries, tensor_shape
+from finplan.onnx_graph import GraphIndex, infer_shapes, tensor_shape
+from finplan.onnx_parts import CutError, compute_layout, layout_boundaries
 from finplan.validation import check_unique
 
 __all__ = ["METADATA_KEY", "Block", "Contract", "Exit", "FORBIDDEN_OPS", "contract_from_cli", "graph_input_names",

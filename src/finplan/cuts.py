@@ -2,7 +2,7 @@
 
 A cut after node p (graph order, which ONNX requires to be topological) splits the graph into
 what has run (nodes 0..p) and what has not. Its live set: every DATA tensor (see
-``finplan.onnx_parts.GraphIndex``) produced up to p, the graph inputs included, that a node
+``finplan.onnx_graph.GraphIndex``) produced up to p, the graph inputs included, that a node
 after p still reads, directly or through a SHAPE computation that would be redone after the
 cut, when that node depends on the cut or feeds something that does (an exit head of an earlier
 block that the graph lists later runs before the cut). That is the live set
@@ -20,7 +20,7 @@ import onnx
 import numpy as np
 from onnx import helper
 
-from finplan.onnx_parts import DATA, SHAPE, GraphIndex, _value_infos, infer_shapes, value_info_shape
+from finplan.onnx_graph import DATA, SHAPE, GraphIndex, infer_shapes, value_info_shape, value_infos
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # torch.onnx (dynamo) records the module path of each node here
 
@@ -117,16 +117,16 @@ def candidate_cuts(model: onnx.ModelProto) -> list[Cut]:
         for name in node.input:
             if name and kind.get(name) is not None:
                 last_use[name] = max(last_use.get(name, -1), reach)
-    value_infos = _value_infos(inferred)  # once: a lookup per tensor, not a scan of the graph
+    typed = value_infos(inferred)  # once: a lookup per tensor, not a scan of the graph
     infos: dict[str, LiveTensor] = {}
 
     def shape_of(name: str) -> tuple:
-        return tuple(value_info_shape(value_infos[name])) if name in value_infos else ()
+        return tuple(value_info_shape(typed[name])) if name in typed else ()
 
     def info(name: str) -> LiveTensor:
         if name not in infos:
             shape = shape_of(name)
-            value = value_infos.get(name)
+            value = typed.get(name)
             if value is None or not value.type.tensor_type.elem_type:
                 infos[name] = LiveTensor(name, "unknown", shape, None)
                 return infos[name]

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from finplan.onnx_parts import infer_shapes, tensor_shape
+from finplan.onnx_graph import infer_shapes, tensor_shape
 
 FLOPS_CONVENTION = (
     "finplan-flops/1: per sample (batch 1); a multiply-add counts as 2 FLOPs (Conv, ConvTranspose, Gemm, MatMul); "

@@ -16,8 +16,8 @@ import onnx
 from finplan.contract import Contract, load_branchy_model
 from finplan.errors import FinplanInputError
 from finplan.exit_policy import policy_of
-from finplan.onnx_parts import (Part, TensorInfo, bytes_per_sample, compute_layout, extract_part, infer_shapes,
-                                layout_boundaries, params_bytes, split_branchy, tensor_shape)
+from finplan.onnx_graph import bytes_per_sample, extract_part, infer_shapes, params_bytes, tensor_shape
+from finplan.onnx_parts import Part, TensorInfo, compute_layout, layout_boundaries, split_branchy
 from finplan.profiler.documents import WHOLE
 from finplan.profiler.energy import select_meter
 from finplan.profiler.energy.external import ExternalMeter

@@ -12,7 +12,7 @@ import onnx
 
 from finplan.contract import Contract
 from finplan.exit_policy import StageRunner, run_chain
-from finplan.onnx_parts import extract_part
+from finplan.onnx_graph import extract_part
 from finplan.profiler.timing import SessionConfig, make_session
 
 
