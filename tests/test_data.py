@@ -9,7 +9,7 @@ import pytest
 import finplan.data as data_module
 from finplan.data import (CALIBRATION_FRACTION, Dataset, embedded_calibration_path, embedded_model_path,
                           load_data, parse_shape, save_dataset)
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 
 DIGITS = 1797
 
@@ -78,7 +78,7 @@ def test_fashion_mnist_when_installed():
 
 def test_fashion_mnist_absent_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "FASHION_MNIST_DIR", tmp_path)
-    with pytest.raises(FinplanInputError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(EnvironmentFault, match="apt-get install dataset-fashion-mnist"):
         load_data("fashion-mnist", (1, 28, 28))
 
 

@@ -64,3 +64,13 @@ def test_a_missing_execution_provider_is_the_machines_fault():
 
     with pytest.raises(EnvironmentFault, match="NoSuchExecutionProvider.*not available.*check: the onnxruntime"):
         check_provider(SessionConfig.default(1, provider="NoSuchExecutionProvider"))
+
+
+def test_a_missing_package_is_the_machines_fault(monkeypatch):
+    import sys as system
+
+    from finplan.partition.draw import plan_png
+
+    monkeypatch.setitem(system.modules, "matplotlib", None)  # as if the [plot] extra were not installed
+    with pytest.raises(EnvironmentFault, match=r"needs matplotlib.*; check: pip install 'finplan\[plot\]'"):
+        plan_png({"applications": []})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 from finplan.fileio import load_npz
 from finplan.units import shape_text
 
@@ -25,7 +25,8 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise FinplanInputError("needs scikit-learn (pip install scikit-learn)", file="digits") from None
+        raise EnvironmentFault("the digits dataset needs scikit-learn, which this Python does not have",
+                               check="pip install scikit-learn") from None
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0  # digits pixels are 0..16
     return images, bunch.target.astype(np.int64)
@@ -39,8 +40,9 @@ def fashion_mnist(split: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
         label_file = folder / f"{prefix}-labels-idx1-ubyte.gz"
         for needed in (image_file, label_file):
             if not needed.is_file():
-                raise FinplanInputError(f"{needed} not found; install it with: apt-get install dataset-fashion-mnist "
-                                        f"(or set FINPLAN_FASHION_MNIST_DIR)", file="fashion-mnist")
+                raise EnvironmentFault(f"fashion-mnist: {needed} not found",
+                                       check="apt-get install dataset-fashion-mnist (or set FINPLAN_FASHION_MNIST_DIR "
+                                             "to the folder holding its files)")
         images.append(read_idx(image_file).astype(np.float32) / 255.0)
         labels.append(read_idx(label_file).astype(np.int64))
     return np.concatenate(images), np.concatenate(labels)
@@ -99,7 +101,8 @@ def read_image_tree(root: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarra
     try:
         from PIL import Image
     except ImportError:
-        raise FinplanInputError("reading an image folder needs Pillow (pip install pillow)", file=root) from None
+        raise EnvironmentFault(f"{root}: reading an image folder needs Pillow, which this Python does not have",
+                               check="pip install pillow") from None
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise FinplanInputError("has no class subfolders; expected one subfolder per class holding images", file=root)

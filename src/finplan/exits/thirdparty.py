@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault
 
-ZOO_MISSING = "needs the [zoo] extra (pip install 'finplan[zoo]'): {name} is not installed"
+ZOO_MISSING = "{name} is not installed; this model needs the [zoo] extra"
+ZOO_CHECK = "pip install 'finplan[zoo]'"
 _SCHEMAS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -50,7 +51,7 @@ def _load(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         if getattr(exc, "name", None) and exc.name.split(".")[0] == name.split(".")[0]:
-            raise FinplanInputError(ZOO_MISSING.format(name=name)) from None
+            raise EnvironmentFault(ZOO_MISSING.format(name=name), check=ZOO_CHECK) from None
         raise
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault
 from finplan.units import decimal_bytes, ms
 
 TIER_ORDER = {"mobile": 0, "device": 0, "iot": 0, "phone": 0, "edge": 1, "fog": 1, "cloud": 2}
@@ -24,7 +24,7 @@ def plan_png(doc: dict) -> bytes:
 
     Raises
     ------
-    FinplanInputError
+    EnvironmentFault
         When matplotlib (the ``[plot]`` extra) is not installed.
 
     Notes
@@ -34,7 +34,8 @@ def plan_png(doc: dict) -> bytes:
     try:
         import matplotlib
     except ImportError:
-        raise FinplanInputError("drawing needs matplotlib: pip install 'finplan[plot]'", field="--png") from None
+        raise EnvironmentFault("drawing needs matplotlib, which this Python does not have",
+                               check="pip install 'finplan[plot]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
