@@ -88,6 +88,6 @@ def duration(seconds: float | None, *, missing: str = "-") -> str:
     >>> duration(0.0421), duration(0.9996), duration(8.21), duration(None)
     ('42.1 ms', '1 s', '8.21 s', '-')
     """
-    if seconds is None:
-        return missing
-    return f"{seconds * 1e3:.3g} ms" if seconds * 1e3 < 999.5 else f"{seconds:.3g} s"
+    if seconds is not None and seconds * 1e3 >= 999.5:  # would print as "1e+03 ms"
+        return f"{seconds:.3g} s"
+    return ms(seconds, ".3g", missing=missing)
