@@ -74,3 +74,19 @@ def test_a_missing_package_is_the_machines_fault(monkeypatch):
     monkeypatch.setitem(system.modules, "matplotlib", None)  # as if the [plot] extra were not installed
     with pytest.raises(EnvironmentFault, match=r"needs matplotlib.*; check: pip install 'finplan\[plot\]'"):
         plan_png({"applications": []})
+
+
+def test_a_machine_out_of_threads_is_not_a_bad_model(monkeypatch):
+    import onnxruntime as ort
+
+    from finplan.profiler.timing import SessionConfig, make_session
+    from onnx_builders import tiny_branchy_model as model
+
+    def refused(*args, **kwargs):  # what onnxruntime raises when the process table is full
+        raise RuntimeError("pthread_create failed: Resource temporarily unavailable")
+    monkeypatch.setattr(ort, "InferenceSession", refused)
+    with pytest.raises(EnvironmentFault, match="could not start the threads of the model.*check: the thread limits"):
+        make_session(model(), SessionConfig.default(2), what="the model")
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad graph")))
+    with pytest.raises(InputError, match="onnxruntime cannot load the model: bad graph"):
+        make_session(model(), SessionConfig.default(2), what="the model")

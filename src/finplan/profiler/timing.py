@@ -81,8 +81,13 @@ def check_provider(config: SessionConfig) -> None:
                                      "and its drivers, or choose an available provider")
 
 
+# What onnxruntime says when the system refuses it a thread (a process table exhausted by other runs).
+THREAD_FAILURES = ("pthread_create", "Resource temporarily unavailable")
+
+
 def make_session(model: onnx.ModelProto, config: SessionConfig, *, what: str, file=None):
-    """An onnxruntime session for ``model``; FinplanInputError when onnxruntime cannot load it."""
+    """An onnxruntime session for ``model``; FinplanInputError when onnxruntime cannot load it,
+    EnvironmentFault when the machine would not give it the threads it asks for."""
     import onnxruntime as ort
 
     try:
@@ -90,6 +95,10 @@ def make_session(model: onnx.ModelProto, config: SessionConfig, *, what: str, fi
                                     providers=[config.execution_provider])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if any(sign in str(exc) for sign in THREAD_FAILURES):  # the machine ran out of threads, not a bad model
+            raise EnvironmentFault(f"onnxruntime could not start the threads of {what}: {first[:300]}",
+                                   check="the thread limits (ulimit -u, the container's pids limit) and what else "
+                                         "runs here; fewer --threads") from None
         raise FinplanInputError(f"onnxruntime cannot load {what}: {first[:300]}", file=file) from None
 
 
