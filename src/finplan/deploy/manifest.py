@@ -1,7 +1,9 @@
 """The per-node manifest (``finplan.manifest/1``): parse and validate once, at load time.
 
-The format is documented in docs/deployment-format.md. Everything a runtime needs to run one
-node comes from here; after parsing, the runtime trusts these dataclasses.
+The format is documented in docs/deployment-format.md and written down as
+finplan/schemas/manifest.schema.json, which every manifest is checked against first
+(finplan.validation); this module checks what a schema cannot say. Everything a runtime needs to
+run one node comes from here; after parsing, the runtime trusts these dataclasses.
 """
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """The planner's input documents read and checked: model cards, networks, scenarios.
 
-Everything a person writes is validated here, once, at the boundary; every error is a
-FinplanInputError naming the file and the field. Library functions take the names to print
-from their caller (``single_application(source_field=...)``: the CLI passes ``--source``).
+Everything a person writes is validated here, once, at the boundary: first against its shipped
+schema (finplan/schemas/{model,network,scenario}.schema.json, through finplan.validation), then
+for what a schema cannot say (unique names, links between existing nodes, files that exist, a
+source that can run block 1). Every error is a FinplanInputError naming the file and the field.
+Library functions take the names to print from their caller (``single_application(source_field=...)``:
+the CLI passes ``--source``).
 """
 from __future__ import annotations
 
