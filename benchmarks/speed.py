@@ -19,6 +19,7 @@
    FIN's default on the 87 paper points and its time against gamma 1000 there.
 
     .venv/bin/python benchmarks/speed.py --only-quality
+    .venv/bin/python benchmarks/speed.py --skip-quality   # sections 1-3 only
 
 Writes speed.md, speed.csv (scaling), speed_milp.csv, speed_headline.json, speed.png and
 speed_quality.{md,csv,json} into --out.
@@ -474,6 +475,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/results.md")
     parser.add_argument("--only-quality", action="store_true",
                         help="run only FIN's quality against the MILP (issue 16; a few minutes): speed_quality.*")
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="leave FIN's quality section (and speed_quality.*) as the last run left it")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     out = args.out
@@ -497,7 +500,8 @@ def main(argv=None) -> int:
     scale_rows = scaling(args.quick, repeats, log)
     big_rows = big_instance(args.quick, 1 if args.quick else 3, log)
     milp_rows = fin_vs_milp(3 if args.quick else 20, 1 if args.quick else 3, log)
-    run_quality(args.quick, out, log, start)
+    if not args.skip_quality:
+        run_quality(args.quick, out, log, start)
 
     both = [r for r in milp_rows if r["fin_feasible"] and r["milp_feasible"]]
     ratios = [r["time_ratio_fin_milp"] for r in milp_rows]
