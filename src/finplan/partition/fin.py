@@ -40,7 +40,7 @@ from finplan.partition.costs import Chain, LinkLists, is_close
 from finplan.partition.evaluate import Usage, ms
 from finplan.partition.explain import compact_placement, explain, gamma_for
 from finplan.partition.hops import (  # noqa: F401 (the _chain_hops_* are tested through this module)
-    Hops, _chain_hops_numpy, _chain_hops_small, chain_hops, closed_links, first_hops,
+    SMALL_HOPS, Hops, _chain_hops_numpy, _chain_hops_small, chain_hops, closed_links, first_hops,
 )
 from finplan.partition.hops import layer_key as _layer_key
 from finplan.partition import pareto
@@ -58,6 +58,8 @@ DEFAULT_LAMBDA = 0.0
 DEFAULT_EPSILON = 1e-3
 # Terminal states re-checked with the exact model before giving up on a chain.
 MAX_EXACT_CHECKS = 64
+# Scalarised placements evaluated for an incumbent before the label DP of a large chain.
+MAX_INCUMBENT_CHECKS = 3
 METHODS = ("auto", "sparse", "dense")
 
 # Cost model of one DP step (seconds; fitted on random instances of 5-200 nodes and gamma
@@ -437,8 +439,10 @@ def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage
             if b < chain.n_blocks:
                 ok[b, n] = False
         if gamma is None:
-            labels = label_layers(ctx, chain, usage, ok, link_bans, lam=lam, trim=trim,
-                                  upper_j=None if best is None else best[0], shared=shared)
+            upper = None if best is None else best[0]
+            if (chain.n_blocks - 1) * len(ctx.table.links.tails) > SMALL_HOPS:
+                upper = _incumbent_energy(ctx, i, chain, usage, ok, link_bans, upper)
+            labels = label_layers(ctx, chain, usage, ok, link_bans, lam=lam, trim=trim, upper_j=upper, shared=shared)
             bound = max(bound, labels.bound)
             terminals = [(e, m, j) for e, _t, m, j in label_terminals(labels)]
             path = lambda m, j: label_path(labels, m, j)  # noqa: E731
@@ -463,6 +467,20 @@ def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage
         if not settled and len(terminals) > MAX_EXACT_CHECKS:
             complete = False
     return best, best_eval, {"bound": bound, "complete": complete}
+
+
+def _incumbent_energy(ctx: AppContext, i: int, chain: Chain, usage, ok, link_bans, upper: float | None):
+    """The lower of ``upper`` and the energy of the cheapest scalarised placement of policy i that
+    the exact evaluation accepts as the DP loop would (``pareto.incumbent_placements``): a plan
+    the label DP then only has to beat, so it drops most labels. Never changes the answer: every
+    label that can lead to a plan at most that costly is kept."""
+    for energy, nodes in pareto.incumbent_placements(ctx, chain, usage, ok, link_bans)[:MAX_INCUMBENT_CHECKS]:
+        if upper is not None and energy >= upper:
+            break
+        ev = ctx.evaluate(i, nodes, usage)
+        if _latency_ok(ev):
+            return ev.energy_j if upper is None else min(upper, ev.energy_j)
+    return upper
 
 
 def _latency_ok(ev) -> bool:
