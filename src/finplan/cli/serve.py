@@ -76,13 +76,13 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
     try:
         with foreign_output_to_stderr() as real_stdout, session:
             info = {"url": session.url, "application": graph.application, "ray": address or "local (started by finplan)",
-                    **graph.describe()}
+                    "serve_mode": session.mode, **graph.describe()}
             if as_json:
                 print_json(info, file=real_stdout)
             else:
                 out = Console(file=real_stdout, highlight=False, soft_wrap=True)
                 out.print(f"[bold]serving[/bold] {escape(str(folder))} at {session.url}")
-                out.print(f"Ray: {escape(info['ray'])}; placement by {graph.placement.mode}; "
+                out.print(f"Ray: {escape(info['ray'])}; Serve mode: {escape(session.mode)}; placement by {graph.placement.mode}; "
                           f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes; "
                           f"at most {max_concurrent_requests} requests at once")
                 _print_graph(graph, out)

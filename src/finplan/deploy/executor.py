@@ -33,15 +33,20 @@ def link_key(src: str, dst: str) -> str:
 SLEEP_MARGIN_S = 2e-3
 
 
-def emulate_delay(delay_s: float) -> float:
+def emulate_delay(delay_s: float, *, start: float | None = None) -> float:
     """Wait ``delay_s`` seconds as accurately as this process can; returns the seconds that
-    actually elapsed (>= ``delay_s``: the wait never ends early)."""
+    actually elapsed (>= ``delay_s``: the wait never ends early).
+
+    ``start`` (a ``time.perf_counter`` reading) counts time already waited since then, e.g. an
+    ``asyncio.sleep`` of the bulk in the Ray layer, which then spins the rest here.
+    """
     if delay_s <= 0:
         return 0.0
     clock = time.perf_counter
-    start = clock()
-    if delay_s > SLEEP_MARGIN_S:
-        time.sleep(delay_s - SLEEP_MARGIN_S)
+    start = clock() if start is None else start
+    bulk_s = delay_s - SLEEP_MARGIN_S - (clock() - start)
+    if bulk_s > 0:
+        time.sleep(bulk_s)
     # compare elapsed time, not start + delay_s with now: the sum can round below the deadline
     elapsed = clock() - start
     while elapsed < delay_s:

@@ -22,12 +22,14 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from finplan.deploy.executor import SLEEP_MARGIN_S
+from finplan.deploy.executor import emulate_delay as spin_delay
 from finplan.deploy.manifest import TensorSpec
 from finplan.deploy.ray_serve.wire import (
     NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, WireError, answer_from_result, decode_inputs, decode_tensor, decode_tensors,
     encode_tensors, hop_record, is_npz, merge_forwarded,
 )
 from finplan.errors import FinplanInputError
+from finplan.links import Link
 
 Call = Callable[[str, dict], Awaitable[dict]]
 # Each callee gets this share of its caller's remaining time, so the deepest timeout fires
@@ -59,30 +61,24 @@ def _first_line(exc: BaseException) -> str:
 
 
 def link_delay_s(link: tuple[float, float] | None, nbytes: int) -> float:
+    """The link model's seconds for ``nbytes`` over ``link`` (bandwidth_bps, latency_s): the
+    planner's own formula (``Link.time_s``), so emulation and plan cannot disagree."""
     if link is None:
         return 0.0
     bandwidth_bps, latency_s = link
-    return 8.0 * nbytes / bandwidth_bps + latency_s
+    return Link("", "", float(bandwidth_bps), float(latency_s), 0.0).time_s(nbytes)
 
 
 async def emulate_delay(delay_s: float) -> float:
-    """Wait ``delay_s`` seconds on the event loop as accurately as it allows; returns the seconds
-    that actually elapsed (never fewer than ``delay_s``).
-
-    ``asyncio.sleep`` alone rounds up to the loop's timer resolution (about 1 ms under epoll),
-    which would swamp the microsecond transfers of fast links: the last ``SLEEP_MARGIN_S`` is
-    spun, which holds this replica's loop for at most that long (emulation only).
-    """
+    """``executor.emulate_delay`` on the event loop: the bulk is an ``asyncio.sleep`` (other
+    requests go on meanwhile), the last ``SLEEP_MARGIN_S`` is spun by the executor's function,
+    which holds this replica's loop for at most that long (emulation only)."""
     if delay_s <= 0:
         return 0.0
-    clock = time.perf_counter
-    start = clock()
+    start = time.perf_counter()
     if delay_s > SLEEP_MARGIN_S:
         await asyncio.sleep(delay_s - SLEEP_MARGIN_S)
-    elapsed = clock() - start
-    while elapsed < delay_s:
-        elapsed = clock() - start
-    return elapsed
+    return spin_delay(delay_s, start=start)
 
 
 # ---------------------------------------------------------------------------------- validation

@@ -157,11 +157,6 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def empty_answer(n: int) -> dict:
-    return {"exit_names": [None] * n, "predictions": [-1] * n, "confidences": [float("nan")] * n,
-            "logits": [None] * n, "hops": []}
-
-
 def answer_from_result(result) -> dict:
     """The per-sample part of a ``NodeResult`` as a plain dict (forwarded samples left empty)."""
     return {
