@@ -84,6 +84,8 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     latency, predicted = result["latency_s"], result["predicted_latency_s"]
     stdout.print(f"[bold]{folder}[/bold]: {result['samples']} inputs from {name}, engine {engine}, batch "
                  f"{batch_size}, links {'emulated' if emulate_links else 'not emulated'}")
+    if result.get("engine_mode"):
+        stdout.print(f"engine mode: {escape(result['engine_mode'])}")
     stdout.print(f"latency p50 {_fmt(latency['p50'], 's')}  p90 {_fmt(latency['p90'], 's')}  "
                  f"p99 {_fmt(latency['p99'], 's')}  mean {_fmt(latency['mean'], 's')} (measured)")
     stdout.print(f"latency p50 {_fmt(predicted['p50'], 's')}  p90 {_fmt(predicted['p90'], 's')}  "
@@ -114,7 +116,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
     for note in notes:
         stdout.print(f"  note: {escape(note)}")
-    if engine == "ray":
+    if engine != "local":
         from finplan.cli.serve import print_engine_overhead
 
         print_engine_overhead(result)

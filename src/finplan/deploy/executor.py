@@ -83,6 +83,8 @@ class Measurements:
     link_delay_actual_s: dict[str, float] | None = None
     # "a->b" -> tensor name -> bytes sent in total (the live set, tensor by tensor); empty: not recorded
     link_tensor_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # how the engine ran, in words (e.g. Ray Serve's mode and batching); None: nothing to say
+    engine_mode: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -93,7 +95,7 @@ class Measurements:
             "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
             "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
             "link_tensor_bytes": self.link_tensor_bytes,
-            "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
+            "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s, "engine_mode": self.engine_mode,
         }
 
 

@@ -49,7 +49,7 @@ def _stage_class():
         """One plan node: a NodeRuntime, exit or forward per sample."""
 
         def __init__(self, node: str, files: dict, routes: dict, app_name: str, links: dict, emulate_links: bool,
-                     threads, timeout_s: float):
+                     threads, timeout_s: float, max_batch_size: int = 1, batch_wait_s: float = 0.0):
             from finplan.deploy.node_runtime import NodeRuntime
             from finplan.deploy.ray_serve.core import StageCore
 
@@ -64,7 +64,7 @@ def _stage_class():
             self.app_name = app_name
             self._handles: dict = {}
             self.core = StageCore(self.runtime, self._call, links=links, emulate_links=emulate_links,
-                                  default_budget_s=timeout_s)
+                                  default_budget_s=timeout_s, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
 
         def _handle(self, node: str):
             # Handles are looked up by name, once: a chain may come back to a node it left
@@ -163,7 +163,8 @@ def build_application(graph: AppGraph):
             name=spec.deployment, num_replicas=spec.num_replicas, ray_actor_options=dict(spec.actor_options),
             max_ongoing_requests=graph.stage_max_ongoing(node),
         ).bind(node, node_files(spec.folder), dict(spec.routes), graph.app_name,
-               {k: list(v) for k, v in spec.links.items()}, graph.emulate_links, graph.threads, graph.ingress.timeout_s)
+               {k: list(v) for k, v in spec.links.items()}, graph.emulate_links, graph.threads, graph.ingress.timeout_s,
+               graph.max_batch_size, graph.batch_wait_s)
     ingress = graph.ingress
     # Serve counts a request as queued while it routes it, even with room at the replica, so
     # the queue cannot be tiny (a limit of 1 refused half of a 200-request burst with 503);

@@ -14,6 +14,7 @@ receives a Ray traceback and the node that failed is named in the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -158,15 +159,165 @@ class StageCore:
     """One plan node: exit or forward, per sample. ``runtime`` is a NodeRuntime (or alike)."""
 
     def __init__(self, runtime, call: Call, *, links: dict[str, tuple[float, float]] | None = None,
-                 emulate_links: bool = False, default_budget_s: float = 30.0):
+                 emulate_links: bool = False, default_budget_s: float = 30.0, max_batch_size: int = 1,
+                 batch_wait_s: float = 0.0):
         self.runtime = runtime
         self.node = runtime.node
         self.call = call
         self.links = dict(links or {})
         self.emulate_links = emulate_links
         self.default_budget_s = default_budget_s
+        self.max_batch_size = int(max_batch_size)
+        self.batch_wait_s = float(batch_wait_s)
+        self._queue: list[tuple[dict, asyncio.Future]] = []
+        self._queued_samples = 0
+        self._filled: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     async def handle(self, message: dict) -> dict:
+        """The answer for ``message``; with ``max_batch_size`` > 1 it runs in a batch with the
+        requests waiting at the same time (see ``_run_batch``)."""
+        if self.max_batch_size <= 1:
+            return await self.handle_one(message)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((message, future))
+        self._queued_samples += _message_samples(message)
+        if self._filled is None:
+            self._filled = asyncio.Event()
+        if self._queued_samples >= self.max_batch_size:
+            self._filled.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Form batches while requests wait: under load (a batch of this stage still in flight)
+        the first request waits at most ``batch_wait_s`` for the batch to fill; a lone request
+        (concurrency 1) runs at once, so batching never delays it. Each batch runs as a task of
+        its own so that the next can form meanwhile."""
+        while self._queue:
+            if self._queued_samples < self.max_batch_size and self.batch_wait_s > 0 and self._tasks:
+                self._filled.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._filled.wait(), timeout=self.batch_wait_s)
+            batch, taken = [], 0
+            entry = self._queue[0][0].get("entry")
+            rest = []
+            for item in self._queue:
+                samples = _message_samples(item[0])
+                if item[0].get("entry") == entry and (not batch or taken + samples <= self.max_batch_size):
+                    batch.append(item)
+                    taken += samples
+                else:
+                    rest.append(item)
+            self._queue = rest
+            self._queued_samples -= taken
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # let the batch start (it runs the parts) before the next forms
+
+    async def _run_batch(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        """Run the node's parts once on the requests of ``batch`` put together; answer each request
+        whose samples all exited here at once, and forward the remaining samples of all of them as
+        one message, splitting its answer back per request.
+
+        The batch's hop record (busy time, block and exit counts, bytes) goes in the answer of one
+        request only (the first that forwarded, else the first), so that summing the hops of all
+        answers counts every sample once and every batch as one call."""
+        if len(batch) == 1:
+            message, future = batch[0]
+            _resolve(future, await self.handle_one(message))
+            return
+        received = time.perf_counter()
+        decoded, sizes, live = [], [], []
+        for message, future in batch:
+            try:
+                tensors = decode_tensors(message["tensors"]) if "tensors" in message else decode_tensor(message["tensor"])
+            except (WireError, KeyError) as exc:
+                _resolve(future, error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node))
+                continue
+            tensors = tensors if isinstance(tensors, dict) else {message["entry"]: tensors}
+            decoded.append(tensors)
+            sizes.append(int(next(iter(tensors.values())).shape[0]))
+            live.append((message, future))
+        if not live:
+            return
+        names = list(decoded[0])
+        if any(list(t) != names for t in decoded):  # not one batch: answer them one by one
+            for message, future in live:
+                _resolve(future, await self.handle_one(message))
+            return
+        joined = {name: np.concatenate([t[name] for t in decoded]) for name in names}
+        entry = live[0][0]["entry"]
+        try:
+            result = self.runtime.process(joined, entry=entry)
+        except (FinplanInputError, ValueError) as exc:
+            for _, future in live:
+                _resolve(future, error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node))
+            return
+        except Exception as exc:  # onnxruntime failures: name the node, keep the replica alive
+            for _, future in live:
+                _resolve(future, error_answer(500, f"node {self.node!r} failed: {_first_line(exc)}", self.node))
+            return
+        whole = answer_from_result(result)
+        bounds = np.cumsum([0] + sizes)
+        answers = [{key: whole[key][bounds[i]:bounds[i + 1]] for key in ("exit_names", "predictions", "confidences",
+                                                                          "logits")} | {"hops": []}
+                   for i in range(len(live))]
+        hop = hop_record(result)
+        hop["batch_requests"] = len(live)
+        forward = result.forward
+        owner = np.searchsorted(bounds, forward.indices, side="right") - 1 if forward is not None else np.array([], int)
+        forwarding = set(int(i) for i in owner)
+        lead = min(forwarding) if forwarding else 0
+        for i, (_, future) in enumerate(live):
+            if i not in forwarding and i != lead:
+                _resolve(future, answers[i])  # every sample exited here: answered now, nothing downstream
+        if forward is None:
+            hop["handled_s"] = time.perf_counter() - received
+            answers[lead]["hops"] = [hop]
+            _resolve(live[lead][1], answers[lead])
+            return
+        delay = link_delay_s(self.links.get(forward.node), result.bytes_out) if self.emulate_links else 0.0
+        hop["emulated_delay_s"] = delay
+        hop["emulated_delay_actual_s"] = await emulate_delay(delay)
+        budget_s = min(float(m.get("budget_s") or self.default_budget_s) for m, _ in live)
+        remaining = budget_s - (time.perf_counter() - received)
+        waiting = [i for i in range(len(live)) if i in forwarding]
+        if remaining <= 0:
+            for i in waiting:
+                _resolve(live[i][1], error_answer(504, f"the request ran out of time at node {self.node!r}", self.node))
+            return
+        message = {"tensors": encode_tensors(forward.tensors), "entry": forward.tensor_name, "from": self.node,
+                   "budget_s": remaining * CALLEE_BUDGET_SHARE}
+        called = time.perf_counter()
+        downstream = await call_with_timeout(self.call, forward.node, message, remaining, caller=self.node)
+        round_trip = time.perf_counter() - called
+        if "error" not in downstream and len(downstream.get("exit_names", ())) != len(forward.indices):
+            downstream = error_answer(502, f"node {forward.node!r}: the next node answered for "
+                                           f"{len(downstream.get('exit_names', ()))} samples; "
+                                           f"{len(forward.indices)} were sent", forward.node)
+        if "error" in downstream:
+            for i in waiting:
+                _resolve(live[i][1], downstream)
+            return
+        for local, (position, i) in enumerate(zip(forward.indices, owner)):
+            row = int(position) - int(bounds[i])
+            for key in ("exit_names", "predictions", "confidences", "logits"):
+                answers[i][key][row] = downstream[key][local]
+        downstream_hops = downstream["hops"]
+        hop["round_trip_s"] = round_trip
+        callee = downstream_hops[0].get("handled_s") if downstream_hops else None
+        hop["overhead_s"] = None if callee is None else max(round_trip - callee, 0.0)
+        hop["handled_s"] = time.perf_counter() - received
+        answers[lead]["hops"] = [hop] + downstream_hops
+        for i in waiting:
+            _resolve(live[i][1], answers[i])
+
+    async def handle_one(self, message: dict) -> dict:
         received = time.perf_counter()
         budget_s = float(message.get("budget_s") or self.default_budget_s)
         try:
@@ -206,6 +357,19 @@ class StageCore:
         hop["handled_s"] = time.perf_counter() - received
         answer["hops"] = [hop] + downstream_hops
         return answer
+
+
+def _message_samples(message: dict) -> int:
+    """Samples in a stage message, read from the first tensor's .npy header only (no decoding)."""
+    from finplan.deploy.ray_serve.wire import npy_rows
+
+    data = next(iter(message["tensors"].values())) if "tensors" in message else message.get("tensor", b"")
+    return npy_rows(data)
+
+
+def _resolve(future: asyncio.Future, answer: dict) -> None:
+    if not future.done():  # its caller may have given up (cancelled) meanwhile
+        future.set_result(answer)
 
 
 async def call_with_timeout(call: Call, node: str, message: dict, timeout_s: float, *, caller: str) -> dict:
