@@ -85,6 +85,8 @@ class Measurements:
     link_tensor_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
     # how the engine ran, in words (e.g. Ray Serve's mode and batching); None: nothing to say
     engine_mode: str | None = None
+    # what went wrong and was recovered during the run (e.g. an actor died, the graph rebuilt)
+    engine_events: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -96,6 +98,7 @@ class Measurements:
             "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
             "link_tensor_bytes": self.link_tensor_bytes,
             "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s, "engine_mode": self.engine_mode,
+            "engine_events": list(self.engine_events),
         }
 
 

@@ -31,6 +31,21 @@ def node_files(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in names}
 
 
+def runtime_from_files(node: str, files: dict[str, bytes], threads) -> tuple[str, "NodeRuntime"]:
+    """Write ``node_files`` to a private temporary folder on this machine and load them (the
+    caller removes the folder): ``(folder, runtime)``."""
+    from finplan.deploy.node_runtime import NodeRuntime
+
+    tmp = tempfile.mkdtemp(prefix=f"finplan-{node}-")
+    for name, data in files.items():
+        Path(tmp, name).write_bytes(data)
+    runtime = NodeRuntime(Path(tmp), threads=threads)
+    if runtime.node != node:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"the files given for node {node!r} are node {runtime.node!r}'s")
+    return tmp, runtime
+
+
 def replica_placement() -> dict:
     """Where this replica runs, as Ray sees it (for tests and ``describe``)."""
     import ray
@@ -50,15 +65,9 @@ def _stage_class():
 
         def __init__(self, node: str, files: dict, routes: dict, app_name: str, links: dict, emulate_links: bool,
                      threads, timeout_s: float, max_batch_size: int = 1, batch_wait_s: float = 0.0):
-            from finplan.deploy.node_runtime import NodeRuntime
             from finplan.deploy.ray_serve.core import StageCore
 
-            self._tmp = tempfile.mkdtemp(prefix=f"finplan-{node}-")
-            for name, data in files.items():
-                Path(self._tmp, name).write_bytes(data)
-            self.runtime = NodeRuntime(Path(self._tmp), threads=threads)
-            if self.runtime.node != node:
-                raise ValueError(f"the files given for node {node!r} are node {self.runtime.node!r}'s")
+            self._tmp, self.runtime = runtime_from_files(node, files, threads)
             self.node = node
             self.routes = dict(routes)
             self.app_name = app_name

@@ -355,10 +355,16 @@ class ServeSession:
 
     # ------------------------------------------------------------------ helpers for tests and the runner
 
-    def deployment_handle(self, deployment: str):
+    def deployment_handle(self, deployment: str, *, blocking: bool = False):
+        """A handle on ``deployment``; ``blocking``: one whose calls may be waited on with
+        ``.result()`` from plain threads (throughput-optimised Serve otherwise routes on the
+        caller's event loop, which a thread does not have)."""
         from ray import serve
 
-        return serve.get_deployment_handle(deployment, app_name=self.graph.app_name)
+        handle = serve.get_deployment_handle(deployment, app_name=self.graph.app_name)
+        if blocking:
+            handle._init(_run_router_in_separate_loop=True)
+        return handle
 
 
 def _shutdown_serve_within(timeout_s: float) -> None:
