@@ -120,5 +120,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
         from finplan.cli.serve import print_engine_overhead
 
         print_engine_overhead(result)
+    for event in result.get("engine_events") or []:
+        click.echo(f"warning: {event}", err=True)
     for warning in result["warnings"]:  # one line each, so that logs can be grepped
         click.echo(f"warning: {warning}", err=True)

@@ -131,7 +131,7 @@ def engine_overhead_table(report: dict) -> Table | None:
     rows = engine_overhead_rows(report.get("engine_overhead_s") or {})
     if not rows:
         return None
-    table = Table(title="Engine overhead per hop (measured; round trip minus the next node's own time)",
+    table = Table(title="Engine overhead per hop (measured)",
                   title_justify="left")
     for column in ("hop", "engine mean", "engine p50", "link model"):
         table.add_column(column, justify="left" if column == "hop" else "right")
@@ -147,5 +147,11 @@ def print_engine_overhead(report: dict) -> None:
     if table is None:
         return
     stdout.print(table)
-    stdout.print("  note: engine overhead is Ray Serve's cost per hop (serialisation, routing, scheduling; between "
-                 "machines also the real network), not device latency; the link model is the plan's bytes*8/bandwidth + latency")
+    if report.get("engine") == "ray-compiled":
+        what = ("the compiled graph's one-way delivery per hop (sender's send to receiver's receipt: channel, "
+                "serialisation; between machines also the real network and the clocks' offset)")
+    else:
+        what = ("Ray Serve's cost per hop (round trip minus the next node's own time: serialisation, routing, "
+                "scheduling; between machines also the real network)")
+    stdout.print(f"  note: engine overhead is {what}, not device latency; the link model is the plan's "
+                 "bytes*8/bandwidth + latency")
