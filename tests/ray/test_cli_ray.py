@@ -1,8 +1,10 @@
 """``finplan serve`` / ``finplan infer`` argument handling and one-line errors (no Ray started)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import signal
 
 import pytest
 
@@ -93,3 +95,49 @@ def test_run_on_ray_carries_several_named_inputs_and_the_live_sets(live_set_depl
     for key in hops:
         link = report["links"][key]
         assert link["bytes_per_sample_sent"] == link["predicted_bytes_per_sample"], (key, link)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_cleanly_on_sigint_and_sigterm(ray_deployments, tiny_inputs, signum):
+    """A real ``finplan serve``: it answers, then the signal stops it with exit 0, no traceback,
+    and no process of the Ray instance it started left behind."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from finplan.deploy.ray_serve.client import infer_many
+
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "finplan", "serve", str(ray_deployments["three-dynamic"]),
+                                "--json", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, start_new_session=True)
+    try:
+        lines = [process.stdout.readline()]
+        assert lines[0], process.stderr.read()
+        while not lines[-1].startswith("}"):  # print_json: an indented document ending in "}"
+            lines.append(process.stdout.readline())
+        info = json.loads("".join(lines))
+        assert info["max_batch_size"] == 32 and info["serve_mode"]
+        report = infer_many(info["url"], tiny_inputs[0][:8], concurrency=2, timeout_s=60)
+        assert report.answered == 8 and report.failed == 0, report.errors
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+        left_behind = True
+        for _ in range(100):  # the instance's processes exit with it; give the last a moment
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                left_behind = False
+                break
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # only this test's serve and what it started
+    assert not left_behind, "a process of the Ray instance that serve started outlived it"
+    assert process.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "Aborted" not in err and "core dumped" not in err, err[-2000:]

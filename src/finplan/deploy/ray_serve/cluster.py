@@ -355,14 +355,14 @@ class ServeSession:
 
     # ------------------------------------------------------------------ helpers for tests and the runner
 
-    def deployment_handle(self, deployment: str, *, blocking: bool = False):
-        """A handle on ``deployment``; ``blocking``: one whose calls may be waited on with
-        ``.result()`` from plain threads (throughput-optimised Serve otherwise routes on the
-        caller's event loop, which a thread does not have)."""
+    def deployment_handle(self, deployment: str, *, blocking: bool = True):
+        """A handle on ``deployment``; ``blocking`` (the default: every caller here is a plain
+        thread): one whose calls may be waited on with ``.result()`` (throughput-optimised Serve
+        otherwise routes on the caller's event loop, which a thread does not have)."""
         from ray import serve
 
         handle = serve.get_deployment_handle(deployment, app_name=self.graph.app_name)
-        if blocking:
+        if blocking and not handle.is_initialized:  # Serve hands out one handle per deployment, once set up
             handle._init(_run_router_in_separate_loop=True)
         return handle
 

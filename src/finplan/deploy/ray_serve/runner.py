@@ -151,7 +151,7 @@ def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch
             return run_on_ray(folder, x, labels, batch_size=batch_size, emulate_links=emulate_links, threads=threads,
                               progress=progress, concurrency=concurrency, timeout_s=timeout_s, session=own)
 
-    handle = session.deployment_handle(session.graph.ingress.deployment, blocking=True)
+    handle = session.deployment_handle(session.graph.ingress.deployment)
     n = int(next(iter(x.values())).shape[0])
     collector = RunCollector(deployment, n)
     batches = [np.arange(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
