@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from finplan.deploy.deployment import load_deployment
-from finplan.deploy.executor import Measurements
+from finplan.deploy.executor import Measurements, emulate_delay
 from finplan.deploy.ray_serve.core import link_delay_s
 from finplan.deploy.ray_serve.graph import build_graph
 from finplan.deploy.ray_serve.runner import RunCollector
@@ -118,9 +118,11 @@ def _actor_class():
 
 
 @contextlib.contextmanager
-def ray_instance(graph, address: str | None):
+def ray_instance(graph, address: str | None, *, throughput_optimized: bool = False):
     """Ray for the compiled graph: a local instance with one labelled Ray node per plan node
-    (stopped on exit, its temporary folder removed), or the cluster at ``address`` (left running)."""
+    (stopped on exit, its temporary folder removed), or the cluster at ``address`` (left running).
+    ``throughput_optimized``: the local instance's processes run Serve in that mode (benchmarks
+    put a Serve application of their own on it)."""
     from finplan.deploy.ray_serve import cluster as c
 
     workdir = None
@@ -129,7 +131,7 @@ def ray_instance(graph, address: str | None):
         env = c.patched_environ(c.quiet_environment(None))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="finplan-ray-", dir="/tmp"))  # short: Ray's socket paths
-        env = c.patched_environ(c.quiet_environment(workdir))
+        env = c.patched_environ(c.quiet_environment(workdir, throughput_optimized=throughput_optimized))
     local = None
     connected = False
     # the graph's own teardown (also when Ray's monitor sees an actor die) logs each dead actor's
@@ -264,14 +266,32 @@ def _message(rows: dict[str, np.ndarray], positions: np.ndarray, entry: str, to:
                       "sent_at": time.time()}]}
 
 
+@contextlib.contextmanager
+def compiled_chain(folder: str | Path, *, threads: int | None = None, emulate_links: bool = False,
+                   inflight: int = DEFAULT_INFLIGHT, address: str | None = None):
+    """Ray (local or joined) plus the compiled graph of ``folder``, closed on exit: for running
+    ``run_compiled`` several times on one graph (benchmarks). ``inflight`` bounds the batches a
+    run may keep in the graph at once."""
+    if inflight < 1:
+        raise FinplanInputError(f"is {inflight}; expected an integer >= 1", field="inflight")
+    graph = build_graph(folder, threads=threads, emulate_links=emulate_links)
+    with ray_instance(graph, address):
+        chain = CompiledChain(graph, threads=threads, emulate_links=emulate_links, inflight=inflight)
+        try:
+            yield chain
+        finally:
+            chain.close()
+
+
 def run_compiled(folder: str | Path, x, labels: np.ndarray | None = None, *, batch_size: int = 1,
                  emulate_links: bool = False, threads: int | None = None,
                  progress: Callable[[str, int, int], None] | None = None, address: str | None = None,
                  inflight: int = DEFAULT_INFLIGHT, on_chain: Callable[[CompiledChain], None] | None = None,
-                 ) -> Measurements:
+                 chain: CompiledChain | None = None) -> Measurements:
     """Run ``x`` through the deployment as a Ray Compiled Graph and measure it like the local executor.
 
-    ``inflight`` batches are in the graph at once. ``on_chain`` (tests, benchmarks) is called
+    ``inflight`` batches are in the graph at once. Without ``chain`` (from ``compiled_chain``)
+    the run starts Ray and the graph and stops them afterwards. ``on_chain`` (tests) is called
     with the ``CompiledChain`` once it is built and after each batch's answer (e.g. to kill an
     actor mid-run). Raises FinplanInputError when any batch could not be answered, saying how
     many and why: no input is silently left out of the report.
@@ -288,73 +308,73 @@ def run_compiled(folder: str | Path, x, labels: np.ndarray | None = None, *, bat
             raise FinplanInputError(f"input {spec.name!r} is missing (the model takes {', '.join(s.name for s in specs)})",
                                     field="input")
         spec.check(x[spec.name][:1], field="input")
-    graph = build_graph(folder, threads=threads, emulate_links=emulate_links, deployment=deployment)
+    if chain is None:
+        with compiled_chain(folder, threads=threads, emulate_links=emulate_links, inflight=inflight,
+                            address=address) as own:
+            return run_compiled(folder, x, labels, batch_size=batch_size, emulate_links=emulate_links, threads=threads,
+                                progress=progress, inflight=inflight, on_chain=on_chain, chain=own)
+    if inflight > chain.inflight:
+        raise ValueError(f"inflight {inflight} exceeds the {chain.inflight} the graph was compiled for")
+    graph = chain.graph
     n = int(next(iter(x.values())).shape[0])
     collector = RunCollector(deployment, n)
     batches = [np.arange(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
     events: list[str] = []
     source, entry_node = graph.ingress.node, graph.ingress.entry_node
     delays_in: dict[int, tuple[float, float]] = {}  # batch -> (link model's delay, what the wait took)
-    with ray_instance(graph, address):
-        chain = CompiledChain(graph, threads=threads, emulate_links=emulate_links, inflight=inflight)
-        try:
+    if on_chain is not None:
+        on_chain(chain)
+    pending = list(range(len(batches)))  # batch indices without an answer yet
+    done = 0
+    rebuilds = 0
+    wall_start = time.perf_counter()
+    while pending:
+        failed_at = None
+        queue = list(pending)
+        in_graph: list[tuple[int, object, float]] = []
+        while queue or in_graph:
+            try:
+                while queue and len(in_graph) < inflight:
+                    index = queue.pop(0)
+                    positions = batches[index]
+                    rows = {name: np.ascontiguousarray(array[positions]) for name, array in x.items()}
+                    if emulate_links and source != entry_node:
+                        delay = link_delay_s(graph.ingress.link, sum(int(a.nbytes) for a in rows.values()))
+                        delays_in[index] = (delay, emulate_delay(delay))
+                    message = _message(rows, positions, specs[0].name, entry_node, source)
+                    in_graph.append((index, chain.dag.execute(message), time.perf_counter()))
+                index, ref, started = in_graph.pop(0)
+                answer = ref.get(timeout=EXECUTE_TIMEOUT_S)
+            except Exception as exc:  # an actor died (or the graph broke): rebuild, resubmit
+                failed_at = exc
+                break
+            latency_s = time.perf_counter() - started
+            if "error" in answer:
+                collector.add(batches[index], {"error": {"message": answer["error"]}}, latency_s)
+            else:
+                intended, actual = delays_in.get(index, (0.0, 0.0))
+                answer["hops"][0]["emulated_delay_s"] = intended
+                answer["hops"][0]["emulated_delay_actual_s"] = actual
+                collector.add(batches[index], answer, latency_s)
+            pending.remove(index)
+            done += len(batches[index])
+            if progress is not None:
+                progress("running on a ray compiled graph", done, n)
             if on_chain is not None:
                 on_chain(chain)
-            pending = list(range(len(batches)))  # batch indices without an answer yet
-            done = 0
-            rebuilds = 0
-            wall_start = time.perf_counter()
-            while pending:
-                failed_at = None
-                queue = list(pending)
-                in_graph: list[tuple[int, object, float]] = []
-                while queue or in_graph:
-                    try:
-                        while queue and len(in_graph) < inflight:
-                            index = queue.pop(0)
-                            positions = batches[index]
-                            rows = {name: np.ascontiguousarray(array[positions]) for name, array in x.items()}
-                            if emulate_links and source != entry_node:
-                                from finplan.deploy.executor import emulate_delay
-
-                                delay = link_delay_s(graph.ingress.link, sum(int(a.nbytes) for a in rows.values()))
-                                delays_in[index] = (delay, emulate_delay(delay))
-                            message = _message(rows, positions, specs[0].name, entry_node, source)
-                            in_graph.append((index, chain.dag.execute(message), time.perf_counter()))
-                        index, ref, started = in_graph.pop(0)
-                        answer = ref.get(timeout=EXECUTE_TIMEOUT_S)
-                    except Exception as exc:  # an actor died (or the graph broke): rebuild, resubmit
-                        failed_at = exc
-                        break
-                    latency_s = time.perf_counter() - started
-                    if "error" in answer:
-                        collector.add(batches[index], {"error": {"message": answer["error"]}}, latency_s)
-                    else:
-                        intended, actual = delays_in.get(index, (0.0, 0.0))
-                        answer["hops"][0]["emulated_delay_s"] = intended
-                        answer["hops"][0]["emulated_delay_actual_s"] = actual
-                        collector.add(batches[index], answer, latency_s)
-                    pending.remove(index)
-                    done += len(batches[index])
-                    if progress is not None:
-                        progress("running on a ray compiled graph", done, n)
-                    if on_chain is not None:
-                        on_chain(chain)
-                if failed_at is None:
-                    break
-                rebuilds += 1
-                if rebuilds > MAX_REBUILDS:
-                    for index in pending:
-                        collector.add(batches[index], {"error": {"message": f"the graph failed {rebuilds} times "
-                                                                            f"({_first_line(failed_at)})"}}, np.nan)
-                    break
-                dead = chain.rebuild()
-                what = ", ".join(repr(node) for node in dead) if dead else "no node (every actor answered)"
-                events.append(f"the compiled graph failed ({_first_line(failed_at)}); dead actor of plan node {what}; "
-                              f"graph rebuilt, {len(pending)} unanswered batches sent again")
-            wall_s = time.perf_counter() - wall_start
-        finally:
-            chain.close()
+        if failed_at is None:
+            break
+        rebuilds += 1
+        if rebuilds > MAX_REBUILDS:
+            for index in pending:
+                collector.add(batches[index], {"error": {"message": f"the graph failed {rebuilds} times "
+                                                                    f"({_first_line(failed_at)})"}}, np.nan)
+            break
+        dead = chain.rebuild()
+        what = ", ".join(repr(node) for node in dead) if dead else "no node (every actor answered)"
+        events.append(f"the compiled graph failed ({_first_line(failed_at)}); dead actor of plan node {what}; "
+                      f"graph rebuilt, {len(pending)} unanswered batches sent again")
+    wall_s = time.perf_counter() - wall_start
     if collector.errors:
         raise FinplanInputError(f"{len(collector.errors)} of {len(batches)} batches failed on the compiled graph "
                                 f"(first: {collector.errors[0]})", field=f"--engine {ENGINE}")
