@@ -169,55 +169,70 @@ class StageCore:
         self.default_budget_s = default_budget_s
         self.max_batch_size = int(max_batch_size)
         self.batch_wait_s = float(batch_wait_s)
-        self._queue: list[tuple[dict, asyncio.Future]] = []
-        self._queued_samples = 0
-        self._filled: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        # batches still forming, by entry: the leading request's list, which later ones join
+        self._forming: dict[str, list[tuple[dict, asyncio.Future]]] = {}
+        self._forming_samples: dict[int, int] = {}  # id(list) -> samples in it
+        self._forming_full: dict[int, asyncio.Future] = {}  # id(list) -> resolved when it is full
+        self._running = 0  # batches of this stage between the start of their parts and their answer
+        self._orphans: set[asyncio.Task] = set()  # batches whose leader was cancelled while they formed
 
     async def handle(self, message: dict) -> dict:
         """The answer for ``message``; with ``max_batch_size`` > 1 it runs in a batch with the
-        requests waiting at the same time (see ``_run_batch``)."""
+        requests that arrive meanwhile (see ``_run_batch``).
+
+        The first request of a batch leads it, in its own coroutine: when no batch of this stage
+        is running (concurrency 1) it runs at once, alone, so batching never delays it; under
+        load it waits at most ``batch_wait_s`` (less when the batch fills) for others to join,
+        then runs them all. A request that joins waits for its answer only. No task is created
+        per batch: each hand-over between tasks costs a turn of the replica's event loop, which
+        in Serve's throughput-optimised mode costs far more than the parts of a small model."""
         if self.max_batch_size <= 1:
             return await self.handle_one(message)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((message, future))
-        self._queued_samples += _message_samples(message)
-        if self._filled is None:
-            self._filled = asyncio.Event()
-        if self._queued_samples >= self.max_batch_size:
-            self._filled.set()
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        """Form batches while requests wait: under load (a batch of this stage still in flight)
-        the first request waits at most ``batch_wait_s`` for the batch to fill; a lone request
-        (concurrency 1) runs at once, so batching never delays it. Each batch runs as a task of
-        its own so that the next can form meanwhile."""
-        while self._queue:
-            if self._queued_samples < self.max_batch_size and self.batch_wait_s > 0 and self._tasks:
-                self._filled.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._filled.wait(), timeout=self.batch_wait_s)
-            batch, taken = [], 0
-            entry = self._queue[0][0].get("entry")
-            rest = []
-            for item in self._queue:
-                samples = _message_samples(item[0])
-                if item[0].get("entry") == entry and (not batch or taken + samples <= self.max_batch_size):
-                    batch.append(item)
-                    taken += samples
-                else:
-                    rest.append(item)
-            self._queue = rest
-            self._queued_samples -= taken
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            await asyncio.sleep(0)  # let the batch start (it runs the parts) before the next forms
+        entry = message.get("entry")
+        samples = _message_samples(message)
+        forming = self._forming.get(entry)
+        if forming is not None and self._forming_samples[id(forming)] + samples <= self.max_batch_size:
+            forming.append((message, future))
+            self._forming_samples[id(forming)] += samples
+            if self._forming_samples[id(forming)] >= self.max_batch_size:
+                del self._forming[entry]  # full: later requests lead a batch of their own
+                _resolve(self._forming_full[id(forming)], None)
+            return await future
+        batch = [(message, future)]
+        if self._running and self.batch_wait_s > 0 and samples < self.max_batch_size:
+            full = loop.create_future()
+            self._forming[entry] = batch
+            self._forming_samples[id(batch)] = samples
+            self._forming_full[id(batch)] = full
+            timer = loop.call_later(self.batch_wait_s, _resolve, full, None)
+            try:
+                await full
+            except asyncio.CancelledError:  # no longer led: those that joined run as a batch of their own
+                if len(batch) > 1:
+                    task = loop.create_task(self._run_batch(batch[1:]))
+                    self._orphans.add(task)
+                    task.add_done_callback(self._orphans.discard)
+                raise
+            finally:
+                timer.cancel()
+                if self._forming.get(entry) is batch:
+                    del self._forming[entry]
+                self._forming_samples.pop(id(batch), None)
+                self._forming_full.pop(id(batch), None)
+        self._running += 1
+        try:
+            await self._run_batch(batch)
+        except asyncio.CancelledError:  # the leader's caller gave up: the others still get an answer
+            for _, other in batch[1:]:
+                _resolve(other, error_answer(503, f"node {self.node!r}: the batch was cancelled with the request "
+                                                  "that led it; send again", self.node))
+            raise
+        finally:
+            self._running -= 1
+        return future.result() if future.done() else error_answer(
+            500, f"node {self.node!r} lost the answer of a batched request", self.node)
 
     async def _run_batch(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
         """Run the node's parts once on the requests of ``batch`` put together; answer each request
