@@ -11,9 +11,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest
 from finplan.deploy.ray_serve.graph import AppGraph
+
+if TYPE_CHECKING:
+    from finplan.deploy.node_runtime import NodeRuntime
 
 # Lowered so that deleting the application takes about a second instead of about ten;
 # requests still in flight then get an error answer, which the caller counts.

@@ -22,7 +22,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from finplan.deploy.ray_serve.graph import AppGraph

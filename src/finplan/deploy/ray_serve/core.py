@@ -14,7 +14,6 @@ receives a Ray traceback and the node that failed is named in the answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from dataclasses import dataclass
