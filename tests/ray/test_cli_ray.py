@@ -141,3 +141,41 @@ def test_serve_stops_cleanly_on_sigint_and_sigterm(ray_deployments, tiny_inputs,
     assert not left_behind, "a process of the Ray instance that serve started outlived it"
     assert process.returncode == 0, err[-2000:]
     assert "Traceback" not in err and "Aborted" not in err and "core dumped" not in err, err[-2000:]
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main([str(a) for a in argv]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--max-batch-size", "0"], "--max-batch-size"), (["--max-batch-size", "two"], "--max-batch-size"),
+    (["--batch-wait-s", "nan"], "--batch-wait-s"), (["--batch-wait-s", "inf"], "--batch-wait-s"),
+    (["--batch-wait-s", "-1"], "--batch-wait-s")])
+def test_bad_batching_options_are_one_line(ray_deployments, capsys, extra, fragment):
+    assert fragment in _one_line_error(capsys, ["serve", ray_deployments["three-dynamic"], "--dry-run", *extra])
+
+
+def test_ray_compiled_on_a_bad_folder_is_one_line_before_ray_starts(ray_deployments, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from finplan.deploy.ray_serve import compiled
+
+    monkeypatch.setattr(compiled, "ray_instance", lambda *a, **k: pytest.fail("Ray was about to start"))
+    run = ["run", "--engine", "ray-compiled", "--data", "embedded", "--limit", "4"]
+    missing = tmp_path / "nowhere"
+    assert str(missing) in _one_line_error(capsys, [run[0], missing, *run[1:]])
+    (tmp_path / "empty").mkdir()
+    assert "deployment.json" in _one_line_error(capsys, [run[0], tmp_path / "empty", *run[1:]])
+    folder = shutil.copytree(ray_deployments["three-dynamic"], tmp_path / "swapped")
+    parts = sorted((folder / "device").glob("*.onnx")) + sorted((folder / "cloud").glob("*.onnx"))
+    shutil.copyfile(parts[-1], parts[0])  # another part's bytes: the manifest's sha256 no longer matches
+    data = tmp_path / "inputs.npz"
+    import numpy as np
+
+    np.savez(data, x=np.zeros((4, 1, 8, 8), np.float32))
+    err = _one_line_error(capsys, ["run", folder, "--engine", "ray-compiled", "--data", data])
+    assert parts[0].name in err and "sha256" in err
