@@ -386,10 +386,16 @@ def _resolve(future: asyncio.Future, answer: dict) -> None:
         future.set_result(answer)
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
 async def call_with_timeout(call: Call, node: str, message: dict, timeout_s: float, *, caller: str) -> dict:
     """``call(node, message)`` within ``timeout_s``; a failure or a timeout becomes an error answer
     naming the node (a dead replica or a departed machine gives an error, never a hang)."""
     try:
+        if _timeout is not None:  # Python >= 3.11: no task per call (wait_for wraps the call in one)
+            async with _timeout(max(timeout_s, 1e-3)):
+                return await call(node, message)
         return await asyncio.wait_for(call(node, message), timeout=max(timeout_s, 1e-3))
     except asyncio.TimeoutError:
         return error_answer(504, f"node {node!r} did not answer within {timeout_s:.2f} s "
