@@ -21,6 +21,7 @@ def _batched_ingress(folder, *, max_batch_size, batch_wait_s):
     stages = {}
 
     async def call(node, message):
+        await asyncio.sleep(0)  # a remote call suspends the caller, as a DeploymentHandle call does
         return await stages[node].handle(message)
 
     for node in deployment.nodes:
