@@ -45,7 +45,9 @@ def _error(row) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inputs per batch (samples that exit leave the batch; the rest go on together).")
 @click.option("--emulate-links", is_flag=True, help="Delay each transfer by bytes*8/bandwidth + latency from network.json.")
-@click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True)
+@click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True,
+              help="local: this process; ray: the Serve application on a local Ray instance; ray-compiled: a Ray "
+                   "Compiled Graph, one actor per plan node (per-hop engine cost beside the link model).")
 @click.option("--threads", type=Threads(), default=None,
               help="onnxruntime intra-op threads per part, for every node (1 .. this machine's CPUs; default: each "
                    "node's profiled count, or for a node without a profile the source's).")
@@ -64,6 +66,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     Examples:
       finplan run deploy/ --data embedded
       finplan run deploy/ --data digits --limit 200 --emulate-links --json
+      finplan run deploy/ --data embedded --engine ray-compiled    (a Ray Compiled Graph, one actor per node)
     """
     from finplan.deploy.deployment import load_deployment
     from finplan.deploy.engines import get_engine
