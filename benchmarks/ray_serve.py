@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -286,6 +287,7 @@ def main() -> int:
             rows, hops = bench_compiled(folder, x, 1)
             per_round += rows
             compiled_hops.append(hops)
+    shutil.rmtree(work, ignore_errors=True)  # the model and the deployment folder: this run's only
     rows = merge_rounds(per_round)
     serve_hops, compiled_hops = median_hops(serve_hops), median_hops(compiled_hops)
     rows.append(local)
