@@ -228,6 +228,11 @@ def main(argv=None) -> int:
     write_text(out / "multi_app_joint.json", json.dumps({"machine": common.machine(), "rows": rows,
                                                           "fin_time_exponent": growth}, indent=1, default=float) + "\n")
     log(f"wrote {out / 'multi_app_joint.md'}")
+    if not args.quick and out.resolve() == common.DEFAULT_OUT.resolve():
+        from results_doc import render
+
+        render()  # the README's Results section reads multi_app_joint.json
+        log("docs/results.md written")
     return 0
 
 

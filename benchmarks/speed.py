@@ -13,8 +13,16 @@
    peak memory (targets < 2 s and < 1 GiB), on a sparse and on a dense (every upward link) network.
 3. FIN against the exact MILP on 20 random mid-size instances (10 nodes, 12 blocks): time
    ratio and energy gap.
+4. FIN's quality (issue 16; alone with --only-quality, a few minutes): FIN at default settings
+   and at the old fixed gamma 1000 against the MILP (time limit 20 s: stopped runs are reported
+   as incumbent and bound, not as optima) on 20-100 nodes x 20-100 blocks, three seeds each;
+   FIN's default on the 87 paper points and its time against gamma 1000 there.
 
-Writes speed.md, speed.csv (scaling), speed_milp.csv, speed_headline.json and speed.png into --out.
+    .venv/bin/python benchmarks/speed.py --only-quality
+    .venv/bin/python benchmarks/speed.py --skip-quality   # sections 1-3 only
+
+Writes speed.md, speed.csv (scaling), speed_milp.csv, speed_headline.json, speed.png and
+speed_quality.{md,csv,json} into --out.
 Profiler run time/repeatability and split-execution overhead are measured by
 benchmarks/profile_repeatability.py and benchmarks/runtime_overhead.py.
 """
@@ -227,6 +235,156 @@ def fin_vs_milp(count: int, repeats: int, log) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- FIN's quality (issue 16)
+
+QUALITY_SHAPES = ((20, 20), (20, 50), (50, 50), (100, 50), (50, 100), (100, 100))
+QUALITY_SEEDS = (0, 1, 2)
+QUALITY_MILP_LIMIT_S = 20.0
+
+
+def _fin_row(scenario, repeats: int, **kw):
+    times, result = [], None
+    for _ in range(repeats):
+        result = _solve(scenario, "fin", **kw)
+        times.append(result.solve_time_s)
+    return result.apps[0], statistics.median(times)
+
+
+def fin_quality(quick: bool, log) -> list[dict]:
+    """FIN at default settings (exact latencies) and at the old fixed gamma 1000, against the
+    exact MILP on seeded random instances of 20-100 nodes x 20-100 blocks. The MILP runs under
+    a time limit; where it stops there, its incumbent and its dual bound (incumbent x (1 - MIP
+    gap)) are reported, not an optimum, and FIN's ratio to the optimum is only known to lie
+    between FIN / incumbent and FIN / bound."""
+    shapes = ((20, 20), (20, 30)) if quick else QUALITY_SHAPES
+    seeds = (0,) if quick else QUALITY_SEEDS
+    limit_s = 5.0 if quick else QUALITY_MILP_LIMIT_S
+    rows = []
+    for n, b in shapes:
+        for seed in seeds:
+            scenario = random_instance(n, b, seed=seed)
+            fa, ft = _fin_row(scenario, 1 if quick else 3)
+            ga, gt = _fin_row(scenario, 1, gamma=1000)
+            milp_result = _solve(scenario, "milp", time_limit_s=limit_s)
+            ma, mt = milp_result.apps[0], milp_result.solve_time_s
+            proven = milp_result.extra.get("proven_optimal", True)
+            gap = milp_result.extra.get("mip_gap")
+            row = {"nodes": n, "blocks": b, "seed": seed, "links": len(scenario.network.links),
+                   "fin_feasible": fa.feasible, "fin_energy_j": fa.evaluation.energy_j if fa.feasible else None,
+                   "fin_exact": fa.guarantee["exact"] if fa.feasible else None,
+                   "fin_epsilon": fa.guarantee["epsilon"] if fa.feasible else None, "fin_s": ft,
+                   "gamma1000_energy_j": ga.evaluation.energy_j if ga.feasible else None, "gamma1000_s": gt,
+                   "milp_feasible": ma.feasible, "milp_energy_j": ma.evaluation.energy_j if ma.feasible else None,
+                   "milp_proven_optimal": proven, "milp_gap": gap, "milp_s": mt,
+                   "milp_bound_j": (ma.evaluation.energy_j * (1 - gap) if ma.feasible and not proven and gap is not None
+                                    else None)}
+            ref = row["milp_energy_j"]
+            row["fin_ratio"] = row["fin_energy_j"] / ref if ref and row["fin_energy_j"] is not None else None
+            row["gamma1000_ratio"] = row["gamma1000_energy_j"] / ref if ref and row["gamma1000_energy_j"] else None
+            row["fin_ratio_to_bound"] = (row["fin_energy_j"] / row["milp_bound_j"]
+                                         if row["milp_bound_j"] and row["fin_energy_j"] is not None else None)
+            row["time_ratio_fin_milp"] = ft / mt
+            rows.append(row)
+            log(f"quality {n} nodes x {b} blocks seed {seed}: FIN {row['fin_ratio']}, gamma 1000 "
+                f"{row['gamma1000_ratio']}, MILP {'optimal' if proven else 'stopped'} in {mt:.1f} s")
+    return rows
+
+
+def fin_paper_quality(repeats: int) -> dict:
+    """FIN's default on the 87 reference optima, and its time against the old fixed gamma 1000
+    on the paper instance (interleaved, solver clocks)."""
+    reference = json.loads(common.REFERENCE.read_text())
+    network = paper_network()
+    cards = {m: paper_card(m) for m in common.MODELS}
+    exact = matches = 0
+    for vec in reference["optimum_vectors"]:
+        card = cards[vec["model"]]
+        scenario = one_app(network, card, vec["max_latency_s_exclusive"], vec["min_accuracy_exclusive"])
+        app = _solve(scenario, "fin").apps[0]
+        opt = vec["optimum"]
+        exact += bool(app.feasible and app.guarantee["exact"])
+        matches += bool(app.feasible and app.evaluation.placement == opt["placement"]
+                        and abs(app.evaluation.energy_j - opt["energy_j"]) <= 1e-9 * opt["energy_j"])
+    scenario = one_app(network, cards["b-alexnet"], 0.005, 0.80)
+    new_t, old_t = [], []
+    for _ in range(repeats):
+        new_t.append(_solve(scenario, "fin").solve_time_s)
+        old_t.append(_solve(scenario, "fin", gamma=1000).solve_time_s)
+    new, old = statistics.median(new_t), statistics.median(old_t)
+    return {"points": len(reference["optimum_vectors"]), "fin_matches_optimum": matches, "fin_exact": exact,
+            "fin_s": new, "gamma1000_s": old, "ratio": new / old, "repeats": repeats}
+
+
+def quality_summary(rows: list[dict], paper: dict, limit_s: float) -> dict:
+    proven = [r for r in rows if r["milp_proven_optimal"] and r["fin_ratio"] is not None]
+    stopped = [r for r in rows if not r["milp_proven_optimal"]]
+    return {"instances": len(rows), "milp_time_limit_s": limit_s, "milp_proven": len(proven),
+            "fin_worst_ratio": max((r["fin_ratio"] for r in proven), default=None),
+            "gamma1000_worst_ratio": max((r["gamma1000_ratio"] for r in proven if r["gamma1000_ratio"]), default=None),
+            "gamma1000_above_0_1pct": sum(1 for r in rows if r["gamma1000_ratio"] and r["gamma1000_ratio"] > 1.001),
+            "fin_exact": sum(1 for r in rows if r["fin_exact"]),
+            "fin_vs_incumbent_worst": max((r["fin_ratio"] for r in stopped if r["fin_ratio"]), default=None),
+            "fin_vs_bound_worst": max((r["fin_ratio_to_bound"] for r in stopped if r["fin_ratio_to_bound"]),
+                                      default=None),
+            "time_ratio_max_proven": max((r["time_ratio_fin_milp"] for r in proven), default=None),
+            "time_ratio_max": max(r["time_ratio_fin_milp"] for r in rows),
+            "fin_s_max": max(r["fin_s"] for r in rows), "paper": paper}
+
+
+def quality_report(q: dict, rows: list[dict], command: str, machine: str, elapsed_s: float) -> str:
+    p = q["paper"]
+    out = ["# FIN's quality and time against the exact MILP (issue 16)\n",
+           f"Command: `{command}` (finished in {elapsed_s:.0f} s). Machine: {machine}.\n",
+           "FIN at default settings (exact latencies, epsilon 0.001) and at the old fixed gamma 1000 (the "
+           "discretised graph), against the MILP (HiGHS) under a time limit of "
+           f"{q['milp_time_limit_s']:g} s, on `random_instance` (this file's generator; sparse tiered networks, "
+           f"{SPARSE_DEGREE} out-links per node). Times are the solvers' own clocks (FIN: median of 3), in one run. "
+           "Where the MILP stopped at its limit its energy is an incumbent, not an optimum: the ratio column is "
+           "then FIN / incumbent, and FIN / the MILP's dual bound is an upper bound of FIN's true ratio.\n",
+           "## Summary\n"]
+    table = [["FIN default on the 87 paper points", "exact on all 87",
+              f"optimum at {p['fin_matches_optimum']} of {p['points']}; the plan says exact at {p['fin_exact']}"],
+             ["FIN default time / FIN gamma 1000 time, paper instance", "<= 2x", f"{p['ratio']:.2f}x "
+              f"({p['fin_s'] * 1e3:.3f} ms vs {p['gamma1000_s'] * 1e3:.3f} ms, median of {p['repeats']})"],
+             [f"FIN default vs MILP optimum, {q['milp_proven']} instances the MILP proved", "within 0.1%",
+              f"worst ratio {q['fin_worst_ratio']:.6f}" if q["fin_worst_ratio"] else "none proven"],
+             ["FIN default, plans that say exact", "-", f"{q['fin_exact']} of {q['instances']}"],
+             ["FIN default vs MILP incumbent where the MILP stopped", "-",
+              f"worst {q['fin_vs_incumbent_worst']:.6f}; vs its dual bound at most {q['fin_vs_bound_worst']:.3f}"
+              if q["fin_vs_incumbent_worst"] else "MILP proved every instance"],
+             ["FIN gamma 1000 (old default) vs MILP optimum", "-",
+              f"worst ratio {q['gamma1000_worst_ratio']:.4f}; {q['gamma1000_above_0_1pct']} of {q['instances']} "
+              "instances more than 0.1% above the MILP"],
+             ["FIN default time / MILP time", "<= 0.05x",
+              f"max {q['time_ratio_max']:.4f}x (FIN at most {q['fin_s_max']:.2f} s)"]]
+    out.append(md_table(["what", "target", "measured"], table, "lll"))
+    out.append("\n## Every instance\n")
+    out.append(md_table(["nodes", "blocks", "seed", "links", "FIN / MILP", "FIN says", "gamma 1000 / MILP",
+                         "MILP", "FIN (s)", "gamma 1000 (s)", "MILP (s)", "FIN/MILP time"],
+                        [[r["nodes"], r["blocks"], r["seed"], r["links"],
+                          f"{r['fin_ratio']:.6f}" if r["fin_ratio"] else "n/a",
+                          "exact" if r["fin_exact"] else (f"<= {r['fin_epsilon']:.3g}" if r["fin_epsilon"] else "-"),
+                          f"{r['gamma1000_ratio']:.4f}" if r["gamma1000_ratio"] else "n/a",
+                          "optimal" if r["milp_proven_optimal"] else f"stopped, gap {pct(r['milp_gap'])}",
+                          f"{r['fin_s']:.3f}", f"{r['gamma1000_s']:.3f}", f"{r['milp_s']:.1f}",
+                          f"{r['time_ratio_fin_milp']:.4f}x"] for r in rows]))
+    return "\n".join(out) + "\n"
+
+
+def run_quality(quick: bool, out: Path, log, start: float) -> dict:
+    rows = fin_quality(quick, log)
+    paper = fin_paper_quality(20 if quick else 200)
+    log("quality: paper points done")
+    limit_s = 5.0 if quick else QUALITY_MILP_LIMIT_S
+    q = quality_summary(rows, paper, limit_s)
+    command = "python benchmarks/speed.py --only-quality" + (" --quick" if quick else "")
+    q.update(command=command, machine=common.machine(), elapsed_s=time.perf_counter() - start)
+    write_csv(out / "speed_quality.csv", rows)
+    write_text(out / "speed_quality.md", quality_report(q, rows, command, q["machine"], q["elapsed_s"]))
+    write_text(out / "speed_quality.json", json.dumps(q, indent=1, default=common.fmt) + "\n")
+    return q
+
+
 # ---------------------------------------------------------------- report
 
 def figure(rows, out: Path):
@@ -316,6 +474,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="output folder")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (default 5; --quick 1)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/results.md")
+    parser.add_argument("--only-quality", action="store_true",
+                        help="run only FIN's quality against the MILP (issue 16; a few minutes): speed_quality.*")
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="leave FIN's quality section (and speed_quality.*) as the last run left it")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     out = args.out
@@ -325,11 +487,22 @@ def main(argv=None) -> int:
     def log(msg):
         print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
 
+    if args.only_quality:
+        run_quality(args.quick, out, log, start)
+        if not args.quick and not args.no_docs and out.resolve() == common.DEFAULT_OUT.resolve():
+            from results_doc import render
+
+            render()
+            log("docs/results.md written")
+        log(f"done: {out}")
+        return 0
     paper = paper_instance(20 if args.quick else 200)
     log("paper instance done")
     scale_rows = scaling(args.quick, repeats, log)
     big_rows = big_instance(args.quick, 1 if args.quick else 3, log)
     milp_rows = fin_vs_milp(3 if args.quick else 20, 1 if args.quick else 3, log)
+    if not args.skip_quality:
+        run_quality(args.quick, out, log, start)
 
     both = [r for r in milp_rows if r["fin_feasible"] and r["milp_feasible"]]
     ratios = [r["time_ratio_fin_milp"] for r in milp_rows]

@@ -97,10 +97,12 @@ def test_trimmed_frontiers_stay_within_epsilon(ctx, epsilon, cap):
 
 def test_trimming_states_its_bound_and_zero_epsilon_never_trims(monkeypatch):
     """A frozen instance whose frontiers outgrow a cap of 2: the bound is stated and kept; with
-    epsilon 0 the same run is exact."""
+    epsilon 0 the same run is exact. Without the incumbent pruning, which keeps this instance's
+    frontiers under the cap (and the plan exact) on its own."""
     ctx = _frozen_ctx()
     opt = milp([ctx])[0].evaluation.energy_j
     monkeypatch.setattr(pareto, "FRONT_CAP", 2)
+    monkeypatch.setattr(pareto, "incumbent_placements", lambda *args, **kw: [])
     trimmed = fin(ctx, epsilon=0.05)
     assert not trimmed.guarantee["exact"] and 0 < trimmed.guarantee["epsilon"] <= 0.05
     assert "trimmed" in trimmed.guarantee["basis"]
@@ -160,6 +162,33 @@ def test_medium_instances_against_the_milp(seed, kind):
     _check_against(found, best, ctx)
     if best.evaluation is not None and not found.notes:
         assert found.evaluation is not None and found.guarantee["exact"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kind", ["plain", "stage", "rate"])
+def test_incumbent_pruning_never_changes_the_answer(seed, kind, monkeypatch):
+    """The scalarised incumbents (pareto.incumbent_placements) only let the label DP drop labels
+    that cannot win: the same plan, energy, latency and guarantee as without them; each incumbent
+    keeps the latency bound and is never cheaper than the optimum."""
+    ctx = _medium(seed, n_nodes=10, n_blocks=24, stage=kind == "stage", rate=kind == "rate")
+    chain = ctx.chain(ctx.accurate()[-1])
+    assert (chain.n_blocks - 1) * len(ctx.table.links.tails) > pareto.SMALL_HOPS  # the pruned path is taken
+    with_incumbent = fin(ctx)
+    best = milp([ctx])[0]
+    for i in ctx.accurate():
+        ok = ctx.allowed(ctx.chain(i), None)
+        for energy, nodes in pareto.incumbent_placements(ctx, ctx.chain(i), None, ok):
+            ev = ctx.evaluate(i, nodes, None)
+            assert ev.latency_s <= ctx.app.max_latency_s and is_close(ev.energy_j, energy, 1e-9)
+            if best.evaluation is not None and ev.feasible:
+                assert energy >= best.evaluation.energy_j * (1 - 1e-9)
+    monkeypatch.setattr(pareto, "incumbent_placements", lambda *args, **kw: [])
+    without = fin(ctx)
+    assert (with_incumbent.evaluation is None) == (without.evaluation is None)
+    if without.evaluation is not None:
+        a, b = with_incumbent.evaluation, without.evaluation
+        assert (a.placement, a.final_exit, a.energy_j, a.latency_s) == (b.placement, b.final_exit, b.energy_j, b.latency_s)
+        assert with_incumbent.guarantee == without.guarantee
 
 
 # ---------------------------------------------------------------- dynamic mode and stage overhead

@@ -117,6 +117,27 @@ def test_run_on_ray_measures_what_the_local_executor_measures(served, ray_deploy
     assert hops["device->edge"]["link_model_s"] > 0
 
 
+def test_batched_stages_under_load_answer_as_the_local_executor_and_exits_skip_downstream(served, ray_deployments,
+                                                                                           tiny_inputs):
+    """16 requests of one sample in flight: each stage runs the requests waiting for it as one
+    batch (Serve's default here: up to 32 samples), yet answers and per-node work are the
+    local executor's: a sample that exits at device never reaches edge or cloud."""
+    from finplan.deploy.ray_serve.runner import run_on_ray
+
+    folder = ray_deployments["three-dynamic"]
+    x, y = tiny_inputs
+    local = LocalExecutor(folder).run(x, y)
+    m = run_on_ray(folder, x, y, session=served, concurrency=16)
+    assert m.exit_names == local.exit_names and np.array_equal(m.predictions, local.predictions)
+    np.testing.assert_allclose(m.confidences, local.confidences, rtol=0, atol=1e-6)
+    assert m.block_samples == local.block_samples and m.exit_samples == local.exit_samples
+    assert m.link_samples == local.link_samples and m.link_bytes == local.link_bytes
+    assert sum(m.block_samples["edge"].values()) < sum(m.block_samples["device"].values())
+    # batches, not requests: fewer runs of the device's parts than there were requests
+    assert m.node_calls["device"] < local.node_calls["device"], m.node_calls
+    assert "batches of up to 32" in m.engine_mode
+
+
 # ------------------------------------------------------------------ faults (last: they damage the cluster)
 
 def _send_until(url, x, predicate, attempts: int, pause_s: float):

@@ -45,7 +45,9 @@ def _error(row) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inputs per batch (samples that exit leave the batch; the rest go on together).")
 @click.option("--emulate-links", is_flag=True, help="Delay each transfer by bytes*8/bandwidth + latency from network.json.")
-@click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True)
+@click.option("--engine", type=click.Choice(engine_names()), default="local", show_default=True,
+              help="local: this process; ray: the Serve application on a local Ray instance; ray-compiled: a Ray "
+                   "Compiled Graph, one actor per plan node (per-hop engine cost beside the link model).")
 @click.option("--threads", type=Threads(), default=None,
               help="onnxruntime intra-op threads per part, for every node (1 .. this machine's CPUs; default: each "
                    "node's profiled count, or for a node without a profile the source's).")
@@ -64,6 +66,7 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     Examples:
       finplan run deploy/ --data embedded
       finplan run deploy/ --data digits --limit 200 --emulate-links --json
+      finplan run deploy/ --data embedded --engine ray-compiled    (a Ray Compiled Graph, one actor per node)
     """
     from finplan.deploy.deployment import load_deployment
     from finplan.deploy.engines import get_engine
@@ -84,6 +87,8 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     latency, predicted = result["latency_s"], result["predicted_latency_s"]
     stdout.print(f"[bold]{folder}[/bold]: {result['samples']} inputs from {name}, engine {engine}, batch "
                  f"{batch_size}, links {'emulated' if emulate_links else 'not emulated'}")
+    if result.get("engine_mode"):
+        stdout.print(f"engine mode: {escape(result['engine_mode'])}")
     stdout.print(f"latency p50 {_fmt(latency['p50'], 's')}  p90 {_fmt(latency['p90'], 's')}  "
                  f"p99 {_fmt(latency['p99'], 's')}  mean {_fmt(latency['mean'], 's')} (measured)")
     stdout.print(f"latency p50 {_fmt(predicted['p50'], 's')}  p90 {_fmt(predicted['p90'], 's')}  "
@@ -114,9 +119,11 @@ def command(folder, source, limit, batch_size, emulate_links, engine, threads, t
     notes = list(dict.fromkeys(row["note"] for row in result["comparison"] if row.get("note")))
     for note in notes:
         stdout.print(f"  note: {escape(note)}")
-    if engine == "ray":
+    if engine != "local":
         from finplan.cli.serve import print_engine_overhead
 
         print_engine_overhead(result)
+    for event in result.get("engine_events") or []:
+        click.echo(f"warning: {event}", err=True)
     for warning in result["warnings"]:  # one line each, so that logs can be grepped
         click.echo(f"warning: {warning}", err=True)

@@ -30,6 +30,11 @@ from finplan.cli._types import Threads
               help="Larger requests get 413.")
 @click.option("--max-concurrent-requests", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Requests the ingress admits at once (per replica); as many again may wait in Serve's queue, more get 503.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Samples a stage runs at once: requests waiting for a stage run as one batch; the samples that "
+                   "exit there are answered, only the rest go on (1: no batching).")
+@click.option("--batch-wait-s", type=click.FloatRange(min=0), default=0.001, show_default=True,
+              help="Under load, how long a stage waits for its batch to fill (a lone request never waits).")
 @click.option("--threads", type=Threads(), default=None,
               help="onnxruntime intra-op threads per replica (1 .. this machine's CPUs).")
 @click.option("--emulate-links", is_flag=True, help="Delay each forward by the network's link model (one-machine demos).")
@@ -40,7 +45,7 @@ from finplan.cli._types import Threads
 @click.option("--dry-run", is_flag=True, help="Print the application (deployments, placement, routes); start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def command(folder, address, host, port, replicas, placement, timeout_s, max_request_bytes, max_concurrent_requests,
-            threads, emulate_links, start_timeout_s, for_s, dry_run, as_json):
+            max_batch_size, batch_wait_s, threads, emulate_links, start_timeout_s, for_s, dry_run, as_json):
     """Serve a deployment folder: one Ray Serve deployment per plan node, pinned to its Ray node.
 
     \b
@@ -54,7 +59,8 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
 
     graph = build_graph(folder, replicas=parse_replicas(replicas), placement=placement, timeout_s=timeout_s,
                         max_request_bytes=max_request_bytes, threads=threads, emulate_links=emulate_links,
-                        max_concurrent_requests=max_concurrent_requests)
+                        max_concurrent_requests=max_concurrent_requests, max_batch_size=max_batch_size,
+                        batch_wait_s=batch_wait_s)
     if dry_run:
         if as_json:
             print_json(graph.describe())
@@ -76,15 +82,16 @@ def command(folder, address, host, port, replicas, placement, timeout_s, max_req
     try:
         with foreign_output_to_stderr() as real_stdout, session:
             info = {"url": session.url, "application": graph.application, "ray": address or "local (started by finplan)",
-                    **graph.describe()}
+                    "serve_mode": session.mode, **graph.describe()}
             if as_json:
                 print_json(info, file=real_stdout)
             else:
                 out = Console(file=real_stdout, highlight=False, soft_wrap=True)
                 out.print(f"[bold]serving[/bold] {escape(str(folder))} at {session.url}")
-                out.print(f"Ray: {escape(info['ray'])}; placement by {graph.placement.mode}; "
+                out.print(f"Ray: {escape(info['ray'])}; Serve mode: {escape(session.mode)}; placement by {graph.placement.mode}; "
                           f"timeout {timeout_s:g} s; max request {max_request_bytes} bytes; "
-                          f"at most {max_concurrent_requests} requests at once")
+                          f"at most {max_concurrent_requests} requests at once; batches of up to {max_batch_size} "
+                          f"samples per stage (wait {batch_wait_s * 1e3:g} ms under load)")
                 _print_graph(graph, out)
                 out.print(f"try: finplan infer {session.url} --data embedded    (Ctrl-C stops)")
             try:
@@ -124,7 +131,7 @@ def engine_overhead_table(report: dict) -> Table | None:
     rows = engine_overhead_rows(report.get("engine_overhead_s") or {})
     if not rows:
         return None
-    table = Table(title="Engine overhead per hop (measured; round trip minus the next node's own time)",
+    table = Table(title="Engine overhead per hop (measured)",
                   title_justify="left")
     for column in ("hop", "engine mean", "engine p50", "link model"):
         table.add_column(column, justify="left" if column == "hop" else "right")
@@ -140,5 +147,11 @@ def print_engine_overhead(report: dict) -> None:
     if table is None:
         return
     stdout.print(table)
-    stdout.print("  note: engine overhead is Ray Serve's cost per hop (serialisation, routing, scheduling; between "
-                 "machines also the real network), not device latency; the link model is the plan's bytes*8/bandwidth + latency")
+    if report.get("engine") == "ray-compiled":
+        what = ("the compiled graph's one-way delivery per hop (sender's send to receiver's receipt: channel, "
+                "serialisation; between machines also the real network and the clocks' offset)")
+    else:
+        what = ("Ray Serve's cost per hop (round trip minus the next node's own time: serialisation, routing, "
+                "scheduling; between machines also the real network)")
+    stdout.print(f"  note: engine overhead is {what}, not device latency; the link model is the plan's "
+                 "bytes*8/bandwidth + latency")

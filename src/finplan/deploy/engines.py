@@ -13,6 +13,7 @@ from typing import Callable
 ENGINES: dict[str, str] = {
     "local": "finplan.deploy.executor:run_local",
     "ray": "finplan.deploy.ray_serve.runner:run_on_ray",
+    "ray-compiled": "finplan.deploy.ray_serve.compiled:run_compiled",
 }
 
 

@@ -33,15 +33,20 @@ def link_key(src: str, dst: str) -> str:
 SLEEP_MARGIN_S = 2e-3
 
 
-def emulate_delay(delay_s: float) -> float:
+def emulate_delay(delay_s: float, *, start: float | None = None) -> float:
     """Wait ``delay_s`` seconds as accurately as this process can; returns the seconds that
-    actually elapsed (>= ``delay_s``: the wait never ends early)."""
+    actually elapsed (>= ``delay_s``: the wait never ends early).
+
+    ``start`` (a ``time.perf_counter`` reading) counts time already waited since then, e.g. an
+    ``asyncio.sleep`` of the bulk in the Ray layer, which then spins the rest here.
+    """
     if delay_s <= 0:
         return 0.0
     clock = time.perf_counter
-    start = clock()
-    if delay_s > SLEEP_MARGIN_S:
-        time.sleep(delay_s - SLEEP_MARGIN_S)
+    start = clock() if start is None else start
+    bulk_s = delay_s - SLEEP_MARGIN_S - (clock() - start)
+    if bulk_s > 0:
+        time.sleep(bulk_s)
     # compare elapsed time, not start + delay_s with now: the sum can round below the deadline
     elapsed = clock() - start
     while elapsed < delay_s:
@@ -78,6 +83,10 @@ class Measurements:
     link_delay_actual_s: dict[str, float] | None = None
     # "a->b" -> tensor name -> bytes sent in total (the live set, tensor by tensor); empty: not recorded
     link_tensor_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # how the engine ran, in words (e.g. Ray Serve's mode and batching); None: nothing to say
+    engine_mode: str | None = None
+    # what went wrong and was recovered during the run (e.g. an actor died, the graph rebuilt)
+    engine_events: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -88,7 +97,8 @@ class Measurements:
             "exit_samples": self.exit_samples, "link_bytes": self.link_bytes, "link_samples": self.link_samples,
             "link_delay_s": self.link_delay_s, "link_delay_actual_s": self.link_delay_actual_s,
             "link_tensor_bytes": self.link_tensor_bytes,
-            "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s,
+            "wall_s": self.wall_s, "engine_overhead_s": self.engine_overhead_s, "engine_mode": self.engine_mode,
+            "engine_events": list(self.engine_events),
         }
 
 

@@ -310,6 +310,8 @@ def build_report(m: Measurements, deployment: Deployment, *, tolerance: float = 
         "link_emulation": emulation,
         "energy_j_per_inference": {"total": total, "compute": compute_energy, "transfer": transfer_energy},
         "engine_overhead_s": m.engine_overhead_s,
+        "engine_mode": m.engine_mode,
+        "engine_events": list(m.engine_events),
         "threads": threads_used(m),
         "comparison": rows.rows,
         "warnings": rows.warnings,

@@ -26,6 +26,7 @@ from finplan.partition.context import AppContext, AppResult, better
 from finplan.partition.costs import is_close
 from finplan.partition.evaluate import Usage
 from finplan.partition.explain import compact_placement, explain, gamma_for
+from finplan.partition.hops import SMALL_HOPS
 from finplan.partition.fin_graph import METHODS, build_graph, graph_path, graph_terminals
 from finplan.partition.pareto import label_layers, label_path, label_terminals, trim_factor
 from finplan.units import ms
@@ -37,6 +38,8 @@ DEFAULT_LAMBDA = 0.0
 DEFAULT_EPSILON = 1e-3
 # Terminal states re-checked with the exact model before giving up on a chain.
 MAX_EXACT_CHECKS = 64
+# Scalarised placements evaluated for an incumbent before the label DP of a large chain.
+MAX_INCUMBENT_CHECKS = 3
 
 
 def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage | None, bans: frozenset,
@@ -59,8 +62,10 @@ def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage
             if b < chain.n_blocks:
                 ok[b, n] = False
         if gamma is None:
-            labels = label_layers(ctx, chain, usage, ok, link_bans, lam=lam, trim=trim,
-                                  upper_j=None if best is None else best[0], shared=shared)
+            upper = None if best is None else best[0]
+            if (chain.n_blocks - 1) * len(ctx.table.links.tails) > SMALL_HOPS:
+                upper = _incumbent_energy(ctx, i, chain, usage, ok, link_bans, upper)
+            labels = label_layers(ctx, chain, usage, ok, link_bans, lam=lam, trim=trim, upper_j=upper, shared=shared)
             bound = max(bound, labels.bound)
             terminals = [(e, m, j) for e, _t, m, j in label_terminals(labels)]
             path = lambda m, j: label_path(labels, m, j)  # noqa: E731
@@ -90,6 +95,20 @@ def _solve_policies(ctx: AppContext, gamma: int | None, lam: float, usage: Usage
 # What the DPs already keep; a terminal the exact model refuses for one of these (strict equality
 # at the latency limit) is skipped, while capacity tags go to the repair loop.
 _PATH_TAGS = frozenset(("latency", "route", "first_block_at_source"))
+
+
+def _incumbent_energy(ctx: AppContext, i: int, chain, usage, ok, link_bans, upper: float | None):
+    """The lower of ``upper`` and the energy of the cheapest scalarised placement of policy i that
+    the exact evaluation accepts as the DP loop would (``pareto.incumbent_placements``): a plan
+    the label DP then only has to beat, so it drops most labels. Never changes the answer: every
+    label that can lead to a plan at most that costly is kept."""
+    for energy, nodes in pareto.incumbent_placements(ctx, chain, usage, ok, link_bans)[:MAX_INCUMBENT_CHECKS]:
+        if upper is not None and energy >= upper:
+            break
+        ev = ctx.evaluate(i, nodes, usage)
+        if _latency_ok(ev):
+            return ev.energy_j if upper is None else min(upper, ev.energy_j)
+    return upper
 
 
 def _latency_ok(ev) -> bool:

@@ -251,6 +251,85 @@ def label_layers(ctx, chain: Chain, usage, ok, link_bans=frozenset(), *, lam: fl
     return LabelLayers(chain, layers, factors)
 
 
+# Weights (J/s) of the scalarised placements ``incumbent_placements`` tries, as multiples of the
+# chain's typical power (mean compute energy / mean compute time): from "energy only" to "time only".
+SCALARISED_WEIGHTS = (0.0,) + tuple(10.0 ** (x / 4) for x in range(-16, 17))
+
+
+def incumbent_placements(ctx, chain: Chain, usage, ok, link_bans=frozenset()) -> list[tuple[float, list[int]]]:
+    """Placements within the latency bound that minimise energy + w x latency, for each weight
+    w of ``SCALARISED_WEIGHTS`` (one vectorised DP over the same hops as ``label_layers``).
+
+    Parameters
+    ----------
+    ctx, chain, usage, ok, link_bans : as for ``label_layers``.
+
+    Returns
+    -------
+    list of (energy_j, nodes)
+        Distinct placements whose DP latency is strictly inside the bound, cheapest first.
+
+    Notes
+    -----
+    A feasible placement's energy bounds the optimum from above, so ``label_layers(upper_j=...)``
+    may drop every label that cannot beat it; the scalarised optima are supported points of the
+    (latency, energy) frontier, usually within a few percent of the constrained optimum, which
+    keeps most of the frontier out (10-20x fewer labels on the 50-100 node x 100 block instances
+    of benchmarks/speed.py). Complexity O(W B |links|) numpy work for W weights.
+    """
+    topo = ctx.table.links
+    n_nodes, k = topo.n_nodes, chain.n_blocks
+    limit = ctx.app.max_latency_s * (1.0 - LATENCY_SLACK)
+    comp_t, comp_e = chain.comp_time_s, chain.comp_energy_j
+    finite = np.isfinite(comp_t) & (comp_t > 0)
+    power_w = float(comp_e[finite].mean() / comp_t[finite].mean()) if finite.any() else 1.0
+    w = (np.asarray(SCALARISED_WEIGHTS) * power_w)[:, None]
+    t = np.full((len(w), n_nodes), math.inf)
+    e = np.full((len(w), n_nodes), math.inf)
+    for m, tm, em in first_hops(ctx, chain, ok, usage, link_bans):
+        t[:, m], e[:, m] = tm, em
+    rows = _rows(ctx, chain, usage, ok, link_bans)
+    start = np.asarray(topo.start[:-1])
+    counts = np.diff(topo.start)
+    has_in = counts > 0
+    starts, sizes = start[has_in], counts[has_in]
+    link_index = np.arange(len(topo.tail))
+    parents = []
+    for b in range(1, k):
+        times, energy = rows[b]
+        ct = t[:, topo.tail] + np.asarray(times)
+        ce = e[:, topo.tail] + np.asarray(energy)
+        with np.errstate(invalid="ignore"):  # 0 x inf on closed hops, masked out by the where
+            cc = np.where(ct <= limit, ce + w * ct, math.inf)
+        best = np.minimum.reduceat(cc, starts, axis=1)
+        first = np.where(cc == np.repeat(best, sizes, axis=1), link_index, len(link_index))
+        arg = np.minimum.reduceat(first, starts, axis=1)
+        t = np.full((len(w), n_nodes), math.inf)
+        e = np.full((len(w), n_nodes), math.inf)
+        reached = np.isfinite(best)
+        rows_w, cols = np.nonzero(reached)
+        links = arg[rows_w, cols]
+        nodes = np.flatnonzero(has_in)[cols]
+        t[rows_w, nodes] = ct[rows_w, links]
+        e[rows_w, nodes] = ce[rows_w, links]
+        parent = np.full((len(w), n_nodes), -1)
+        parent[rows_w, nodes] = topo.tail[links]
+        parents.append(parent)
+    found = {}
+    for r in range(len(w)):
+        inside = np.flatnonzero(t[r] <= limit)
+        if not len(inside):
+            continue
+        m = int(inside[np.argmin(e[r, inside])])
+        path = [m]
+        for parent in reversed(parents):
+            m = int(parent[r, m])
+            path.append(m)
+        path.reverse()
+        found.setdefault(tuple(path), float(e[r, path[-1]]))
+    return sorted((energy, list(path)) for path, energy in found.items())
+
+
 def label_terminals(graph: LabelLayers) -> list[tuple[float, float, int, int]]:
     """The last layer's labels in the order FIN tries them.
 

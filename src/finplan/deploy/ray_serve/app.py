@@ -11,9 +11,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finplan.deploy.manifest import MANIFEST_FILE, TensorSpec, load_manifest
 from finplan.deploy.ray_serve.graph import AppGraph
+
+if TYPE_CHECKING:
+    from finplan.deploy.node_runtime import NodeRuntime
 
 # Lowered so that deleting the application takes about a second instead of about ten;
 # requests still in flight then get an error answer, which the caller counts.
@@ -29,6 +33,21 @@ def node_files(folder: Path) -> dict[str, bytes]:
     manifest = load_manifest(folder)
     names = [MANIFEST_FILE] + [stage.part for stage in manifest.stages]
     return {name: (folder / name).read_bytes() for name in names}
+
+
+def runtime_from_files(node: str, files: dict[str, bytes], threads) -> tuple[str, "NodeRuntime"]:
+    """Write ``node_files`` to a private temporary folder on this machine and load them (the
+    caller removes the folder): ``(folder, runtime)``."""
+    from finplan.deploy.node_runtime import NodeRuntime
+
+    tmp = tempfile.mkdtemp(prefix=f"finplan-{node}-")
+    for name, data in files.items():
+        Path(tmp, name).write_bytes(data)
+    runtime = NodeRuntime(Path(tmp), threads=threads)
+    if runtime.node != node:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"the files given for node {node!r} are node {runtime.node!r}'s")
+    return tmp, runtime
 
 
 def replica_placement() -> dict:
@@ -49,22 +68,16 @@ def _stage_class():
         """One plan node: a NodeRuntime, exit or forward per sample."""
 
         def __init__(self, node: str, files: dict, routes: dict, app_name: str, links: dict, emulate_links: bool,
-                     threads, timeout_s: float):
-            from finplan.deploy.node_runtime import NodeRuntime
+                     threads, timeout_s: float, max_batch_size: int = 1, batch_wait_s: float = 0.0):
             from finplan.deploy.ray_serve.core import StageCore
 
-            self._tmp = tempfile.mkdtemp(prefix=f"finplan-{node}-")
-            for name, data in files.items():
-                Path(self._tmp, name).write_bytes(data)
-            self.runtime = NodeRuntime(Path(self._tmp), threads=threads)
-            if self.runtime.node != node:
-                raise ValueError(f"the files given for node {node!r} are node {self.runtime.node!r}'s")
+            self._tmp, self.runtime = runtime_from_files(node, files, threads)
             self.node = node
             self.routes = dict(routes)
             self.app_name = app_name
             self._handles: dict = {}
             self.core = StageCore(self.runtime, self._call, links=links, emulate_links=emulate_links,
-                                  default_budget_s=timeout_s)
+                                  default_budget_s=timeout_s, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
 
         def _handle(self, node: str):
             # Handles are looked up by name, once: a chain may come back to a node it left
@@ -163,7 +176,8 @@ def build_application(graph: AppGraph):
             name=spec.deployment, num_replicas=spec.num_replicas, ray_actor_options=dict(spec.actor_options),
             max_ongoing_requests=graph.stage_max_ongoing(node),
         ).bind(node, node_files(spec.folder), dict(spec.routes), graph.app_name,
-               {k: list(v) for k, v in spec.links.items()}, graph.emulate_links, graph.threads, graph.ingress.timeout_s)
+               {k: list(v) for k, v in spec.links.items()}, graph.emulate_links, graph.threads, graph.ingress.timeout_s,
+               graph.max_batch_size, graph.batch_wait_s)
     ingress = graph.ingress
     # Serve counts a request as queued while it routes it, even with room at the replica, so
     # the queue cannot be tiny (a limit of 1 refused half of a 200-request burst with 503);

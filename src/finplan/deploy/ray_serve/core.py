@@ -22,12 +22,14 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from finplan.deploy.executor import SLEEP_MARGIN_S
+from finplan.deploy.executor import emulate_delay as spin_delay
 from finplan.deploy.manifest import TensorSpec
 from finplan.deploy.ray_serve.wire import (
     NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, WireError, answer_from_result, decode_inputs, decode_tensor, decode_tensors,
     encode_tensors, hop_record, is_npz, merge_forwarded,
 )
 from finplan.errors import FinplanInputError
+from finplan.links import Link
 
 Call = Callable[[str, dict], Awaitable[dict]]
 # Each callee gets this share of its caller's remaining time, so the deepest timeout fires
@@ -59,30 +61,24 @@ def _first_line(exc: BaseException) -> str:
 
 
 def link_delay_s(link: tuple[float, float] | None, nbytes: int) -> float:
+    """The link model's seconds for ``nbytes`` over ``link`` (bandwidth_bps, latency_s): the
+    planner's own formula (``Link.time_s``), so emulation and plan cannot disagree."""
     if link is None:
         return 0.0
     bandwidth_bps, latency_s = link
-    return 8.0 * nbytes / bandwidth_bps + latency_s
+    return Link("", "", float(bandwidth_bps), float(latency_s), 0.0).time_s(nbytes)
 
 
 async def emulate_delay(delay_s: float) -> float:
-    """Wait ``delay_s`` seconds on the event loop as accurately as it allows; returns the seconds
-    that actually elapsed (never fewer than ``delay_s``).
-
-    ``asyncio.sleep`` alone rounds up to the loop's timer resolution (about 1 ms under epoll),
-    which would swamp the microsecond transfers of fast links: the last ``SLEEP_MARGIN_S`` is
-    spun, which holds this replica's loop for at most that long (emulation only).
-    """
+    """``executor.emulate_delay`` on the event loop: the bulk is an ``asyncio.sleep`` (other
+    requests go on meanwhile), the last ``SLEEP_MARGIN_S`` is spun by the executor's function,
+    which holds this replica's loop for at most that long (emulation only)."""
     if delay_s <= 0:
         return 0.0
-    clock = time.perf_counter
-    start = clock()
+    start = time.perf_counter()
     if delay_s > SLEEP_MARGIN_S:
         await asyncio.sleep(delay_s - SLEEP_MARGIN_S)
-    elapsed = clock() - start
-    while elapsed < delay_s:
-        elapsed = clock() - start
-    return elapsed
+    return spin_delay(delay_s, start=start)
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -162,15 +158,180 @@ class StageCore:
     """One plan node: exit or forward, per sample. ``runtime`` is a NodeRuntime (or alike)."""
 
     def __init__(self, runtime, call: Call, *, links: dict[str, tuple[float, float]] | None = None,
-                 emulate_links: bool = False, default_budget_s: float = 30.0):
+                 emulate_links: bool = False, default_budget_s: float = 30.0, max_batch_size: int = 1,
+                 batch_wait_s: float = 0.0):
         self.runtime = runtime
         self.node = runtime.node
         self.call = call
         self.links = dict(links or {})
         self.emulate_links = emulate_links
         self.default_budget_s = default_budget_s
+        self.max_batch_size = int(max_batch_size)
+        self.batch_wait_s = float(batch_wait_s)
+        # batches still forming, by entry: the leading request's list, which later ones join
+        self._forming: dict[str, list[tuple[dict, asyncio.Future]]] = {}
+        self._forming_samples: dict[int, int] = {}  # id(list) -> samples in it
+        self._forming_full: dict[int, asyncio.Future] = {}  # id(list) -> resolved when it is full
+        self._running = 0  # batches of this stage between the start of their parts and their answer
+        self._orphans: set[asyncio.Task] = set()  # batches whose leader was cancelled while they formed
 
     async def handle(self, message: dict) -> dict:
+        """The answer for ``message``; with ``max_batch_size`` > 1 it runs in a batch with the
+        requests that arrive meanwhile (see ``_run_batch``).
+
+        The first request of a batch leads it, in its own coroutine: when no batch of this stage
+        is running (concurrency 1) it runs at once, alone, so batching never delays it; under
+        load it waits at most ``batch_wait_s`` (less when the batch fills) for others to join,
+        then runs them all. A request that joins waits for its answer only. No task is created
+        per batch: each hand-over between tasks costs a turn of the replica's event loop, which
+        in Serve's throughput-optimised mode costs far more than the parts of a small model."""
+        if self.max_batch_size <= 1:
+            return await self.handle_one(message)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        entry = message.get("entry")
+        samples = _message_samples(message)
+        forming = self._forming.get(entry)
+        if forming is not None and self._forming_samples[id(forming)] + samples <= self.max_batch_size:
+            forming.append((message, future))
+            self._forming_samples[id(forming)] += samples
+            if self._forming_samples[id(forming)] >= self.max_batch_size:
+                del self._forming[entry]  # full: later requests lead a batch of their own
+                _resolve(self._forming_full[id(forming)], None)
+            return await future
+        batch = [(message, future)]
+        if self._running and self.batch_wait_s > 0 and samples < self.max_batch_size:
+            full = loop.create_future()
+            self._forming[entry] = batch
+            self._forming_samples[id(batch)] = samples
+            self._forming_full[id(batch)] = full
+            timer = loop.call_later(self.batch_wait_s, _resolve, full, None)
+            try:
+                await full
+            except asyncio.CancelledError:  # no longer led: those that joined run as a batch of their own
+                if len(batch) > 1:
+                    task = loop.create_task(self._run_batch(batch[1:]))
+                    self._orphans.add(task)
+                    task.add_done_callback(self._orphans.discard)
+                raise
+            finally:
+                timer.cancel()
+                if self._forming.get(entry) is batch:
+                    del self._forming[entry]
+                self._forming_samples.pop(id(batch), None)
+                self._forming_full.pop(id(batch), None)
+        self._running += 1
+        try:
+            await self._run_batch(batch)
+        except asyncio.CancelledError:  # the leader's caller gave up: the others still get an answer
+            for _, other in batch[1:]:
+                _resolve(other, error_answer(503, f"node {self.node!r}: the batch was cancelled with the request "
+                                                  "that led it; send again", self.node))
+            raise
+        finally:
+            self._running -= 1
+        return future.result() if future.done() else error_answer(
+            500, f"node {self.node!r} lost the answer of a batched request", self.node)
+
+    async def _run_batch(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        """Run the node's parts once on the requests of ``batch`` put together; answer each request
+        whose samples all exited here at once, and forward the remaining samples of all of them as
+        one message, splitting its answer back per request.
+
+        The batch's hop record (busy time, block and exit counts, bytes) goes in the answer of one
+        request only (the first that forwarded, else the first), so that summing the hops of all
+        answers counts every sample once and every batch as one call."""
+        if len(batch) == 1:
+            message, future = batch[0]
+            _resolve(future, await self.handle_one(message))
+            return
+        received = time.perf_counter()
+        decoded, sizes, live = [], [], []
+        for message, future in batch:
+            try:
+                tensors = decode_tensors(message["tensors"]) if "tensors" in message else decode_tensor(message["tensor"])
+            except (WireError, KeyError) as exc:
+                _resolve(future, error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node))
+                continue
+            tensors = tensors if isinstance(tensors, dict) else {message["entry"]: tensors}
+            decoded.append(tensors)
+            sizes.append(int(next(iter(tensors.values())).shape[0]))
+            live.append((message, future))
+        if not live:
+            return
+        names = list(decoded[0])
+        if any(list(t) != names for t in decoded):  # not one batch: answer them one by one
+            for message, future in live:
+                _resolve(future, await self.handle_one(message))
+            return
+        joined = {name: np.concatenate([t[name] for t in decoded]) for name in names}
+        entry = live[0][0]["entry"]
+        try:
+            result = self.runtime.process(joined, entry=entry)
+        except (FinplanInputError, ValueError) as exc:
+            for _, future in live:
+                _resolve(future, error_answer(422, f"node {self.node!r} refused the tensor: {exc}", self.node))
+            return
+        except Exception as exc:  # onnxruntime failures: name the node, keep the replica alive
+            for _, future in live:
+                _resolve(future, error_answer(500, f"node {self.node!r} failed: {_first_line(exc)}", self.node))
+            return
+        whole = answer_from_result(result)
+        bounds = np.cumsum([0] + sizes)
+        answers = [{key: whole[key][bounds[i]:bounds[i + 1]] for key in ("exit_names", "predictions", "confidences",
+                                                                          "logits")} | {"hops": []}
+                   for i in range(len(live))]
+        hop = hop_record(result)
+        hop["batch_requests"] = len(live)
+        forward = result.forward
+        owner = np.searchsorted(bounds, forward.indices, side="right") - 1 if forward is not None else np.array([], int)
+        forwarding = set(int(i) for i in owner)
+        lead = min(forwarding) if forwarding else 0
+        for i, (_, future) in enumerate(live):
+            if i not in forwarding and i != lead:
+                _resolve(future, answers[i])  # every sample exited here: answered now, nothing downstream
+        if forward is None:
+            hop["handled_s"] = time.perf_counter() - received
+            answers[lead]["hops"] = [hop]
+            _resolve(live[lead][1], answers[lead])
+            return
+        delay = link_delay_s(self.links.get(forward.node), result.bytes_out) if self.emulate_links else 0.0
+        hop["emulated_delay_s"] = delay
+        hop["emulated_delay_actual_s"] = await emulate_delay(delay)
+        budget_s = min(float(m.get("budget_s") or self.default_budget_s) for m, _ in live)
+        remaining = budget_s - (time.perf_counter() - received)
+        waiting = [i for i in range(len(live)) if i in forwarding]
+        if remaining <= 0:
+            for i in waiting:
+                _resolve(live[i][1], error_answer(504, f"the request ran out of time at node {self.node!r}", self.node))
+            return
+        message = {"tensors": encode_tensors(forward.tensors), "entry": forward.tensor_name, "from": self.node,
+                   "budget_s": remaining * CALLEE_BUDGET_SHARE}
+        called = time.perf_counter()
+        downstream = await call_with_timeout(self.call, forward.node, message, remaining, caller=self.node)
+        round_trip = time.perf_counter() - called
+        if "error" not in downstream and len(downstream.get("exit_names", ())) != len(forward.indices):
+            downstream = error_answer(502, f"node {forward.node!r}: the next node answered for "
+                                           f"{len(downstream.get('exit_names', ()))} samples; "
+                                           f"{len(forward.indices)} were sent", forward.node)
+        if "error" in downstream:
+            for i in waiting:
+                _resolve(live[i][1], downstream)
+            return
+        for local, (position, i) in enumerate(zip(forward.indices, owner)):
+            row = int(position) - int(bounds[i])
+            for key in ("exit_names", "predictions", "confidences", "logits"):
+                answers[i][key][row] = downstream[key][local]
+        downstream_hops = downstream["hops"]
+        hop["round_trip_s"] = round_trip
+        callee = downstream_hops[0].get("handled_s") if downstream_hops else None
+        hop["overhead_s"] = None if callee is None else max(round_trip - callee, 0.0)
+        hop["handled_s"] = time.perf_counter() - received
+        answers[lead]["hops"] = [hop] + downstream_hops
+        for i in waiting:
+            _resolve(live[i][1], answers[i])
+
+    async def handle_one(self, message: dict) -> dict:
         received = time.perf_counter()
         budget_s = float(message.get("budget_s") or self.default_budget_s)
         try:
@@ -212,10 +373,29 @@ class StageCore:
         return answer
 
 
+def _message_samples(message: dict) -> int:
+    """Samples in a stage message, read from the first tensor's .npy header only (no decoding)."""
+    from finplan.deploy.ray_serve.wire import npy_rows
+
+    data = next(iter(message["tensors"].values())) if "tensors" in message else message.get("tensor", b"")
+    return npy_rows(data)
+
+
+def _resolve(future: asyncio.Future, answer: dict) -> None:
+    if not future.done():  # its caller may have given up (cancelled) meanwhile
+        future.set_result(answer)
+
+
+_timeout = getattr(asyncio, "timeout", None)
+
+
 async def call_with_timeout(call: Call, node: str, message: dict, timeout_s: float, *, caller: str) -> dict:
     """``call(node, message)`` within ``timeout_s``; a failure or a timeout becomes an error answer
     naming the node (a dead replica or a departed machine gives an error, never a hang)."""
     try:
+        if _timeout is not None:  # Python >= 3.11: no task per call (wait_for wraps the call in one)
+            async with _timeout(max(timeout_s, 1e-3)):
+                return await call(node, message)
         return await asyncio.wait_for(call(node, message), timeout=max(timeout_s, 1e-3))
     except asyncio.TimeoutError:
         return error_answer(504, f"node {node!r} did not answer within {timeout_s:.2f} s "

@@ -16,6 +16,7 @@ it without starting Ray.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ REPLICA_NUM_CPUS = 0.0
 # which we measured passing queued requests over for up to 14 s under a 200-request burst
 # (the per-request timeout only starts at the ingress). Serve queues at most as many again.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 1000
+# Each stage runs the requests waiting for it as one batch: at most this many samples, after
+# waiting at most this long for more (a lone request at concurrency 1 pays at most the wait).
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_BATCH_WAIT_S = 0.001
 
 
 def stage_deployment_name(node: str) -> str:
@@ -135,6 +140,8 @@ class AppGraph:
     threads: int | None = None
     emulate_links: bool = False
     options: dict = field(default_factory=dict)
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE   # samples a stage runs at once (1: no batching)
+    batch_wait_s: float = DEFAULT_BATCH_WAIT_S     # how long a stage waits for a batch to fill
     num_classes: int | None = None  # the exit heads' width, so that `infer` checks labels as `run` does
 
     def stage_max_ongoing(self, node: str) -> int:
@@ -160,6 +167,7 @@ class AppGraph:
             "num_classes": self.num_classes,
             "max_request_bytes": self.ingress.max_request_bytes,
             "timeout_s": self.ingress.timeout_s, "max_concurrent_requests": self.ingress.max_concurrent_requests,
+            "max_batch_size": self.max_batch_size, "batch_wait_s": self.batch_wait_s,
             "deployments": [{"name": self.ingress.deployment, "node": self.ingress.node, "replicas": self.ingress.num_replicas,
                              "routes": {self.ingress.entry_node: self.ingress.entry_deployment},
                              "ray_actor_options": self.ingress.actor_options}] +
@@ -189,6 +197,7 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
                 timeout_s: float = DEFAULT_TIMEOUT_S, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                 threads: int | None = None, emulate_links: bool = False,
                 max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+                max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
                 deployment: Deployment | None = None) -> AppGraph:
     """Describe the Serve application for ``folder`` (reads manifests, loads no ONNX part)."""
     folder = Path(folder)
@@ -201,6 +210,10 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
     if max_concurrent_requests < 1:
         raise FinplanInputError(f"is {max_concurrent_requests}; expected an integer >= 1",
                                 field="--max-concurrent-requests")
+    if max_batch_size < 1:
+        raise FinplanInputError(f"is {max_batch_size}; expected an integer >= 1", field="--max-batch-size")
+    if not (batch_wait_s >= 0 and math.isfinite(batch_wait_s)):
+        raise FinplanInputError(f"is {batch_wait_s}; expected a finite number of seconds >= 0", field="--batch-wait-s")
     replicas = dict(replicas or {})
     index_file = folder / "deployment.json"
     known = set(deployment.nodes) | {deployment.source}
@@ -257,6 +270,7 @@ def build_graph(folder: str | os.PathLike, *, replicas: dict[str, int] | None = 
     return AppGraph(folder=folder, application=deployment.name, app_name=app_name_for(deployment.name),
                     route_prefix=f"/{deployment.name}", placement=place, stages=stages, ingress=ingress,
                     chain=tuple(chain), cyclic=cyclic, threads=threads, emulate_links=emulate_links,
+                    max_batch_size=int(max_batch_size), batch_wait_s=float(batch_wait_s),
                     num_classes=deployment.num_classes())
 
 

@@ -151,7 +151,7 @@ def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch
             return run_on_ray(folder, x, labels, batch_size=batch_size, emulate_links=emulate_links, threads=threads,
                               progress=progress, concurrency=concurrency, timeout_s=timeout_s, session=own)
 
-    handle = session.handle
+    handle = session.deployment_handle(session.graph.ingress.deployment)
     n = int(next(iter(x.values())).shape[0])
     collector = RunCollector(deployment, n)
     batches = [np.arange(begin, min(begin + batch_size, n)) for begin in range(0, n, batch_size)]
@@ -192,4 +192,5 @@ def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch
         exit_samples=collector.exit_samples, link_bytes=collector.link_bytes, link_samples=collector.link_samples,
         link_delay_s=collector.link_delay_s, link_delay_actual_s=collector.link_delay_actual_s,
         link_tensor_bytes=collector.link_tensor_bytes, wall_s=wall_s, engine_overhead_s=collector.engine_overhead_s(),
-        threads=threads)
+        threads=threads, engine_mode=f"Ray Serve, {session.mode}; batches of up to {session.graph.max_batch_size} "
+                                     f"samples per stage (wait {session.graph.batch_wait_s * 1e3:g} ms under load)")

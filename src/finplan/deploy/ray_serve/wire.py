@@ -87,6 +87,19 @@ def decode_tensor(data: bytes, *, max_bytes: int | None = None) -> np.ndarray:
     return array.copy(order="C")  # writable, C order, owns its memory (frombuffer is a read-only view)
 
 
+def npy_rows(data) -> int:
+    """The first dimension a ``.npy`` header announces (1 for a scalar, or for bytes that are not
+    a ``.npy``: those are refused when decoded); reads the header only."""
+    try:
+        buffer = io.BytesIO(bytes(data[:4096]))
+        version = np.lib.format.read_magic(buffer)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = reader(buffer)[0]
+    except Exception:  # refused with a clear line by decode_tensor, later
+        return 1
+    return int(shape[0]) if shape else 1
+
+
 def encode_tensors(tensors: dict[str, np.ndarray]) -> dict[str, bytes]:
     """Each named tensor as ``.npy`` bytes (a stage message's ``tensors``)."""
     return {str(name): encode_tensor(array) for name, array in tensors.items()}
@@ -155,11 +168,6 @@ def decode_inputs(data, *, max_bytes: int | None = None) -> dict[str, np.ndarray
 def _first_line(exc: Exception) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def empty_answer(n: int) -> dict:
-    return {"exit_names": [None] * n, "predictions": [-1] * n, "confidences": [float("nan")] * n,
-            "logits": [None] * n, "hops": []}
 
 
 def answer_from_result(result) -> dict:
