@@ -128,9 +128,10 @@ def cli(capsys, *argv):
     return code, out, err
 
 
-def assert_bad_input(code, out, err, *fragments):
-    """finplan's bad-input rule: exit 2, one line on stderr holding every fragment, no traceback."""
-    assert code == 2, (code, out, err)
+def assert_bad_input(code, out, err, *fragments, exit_code: int = 2):
+    """finplan's bad-input rule: exit 2 (1 for a fault of the environment), one line on stderr
+    holding every fragment, no traceback."""
+    assert code == exit_code, (code, out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in out + err

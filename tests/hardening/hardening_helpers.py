@@ -23,11 +23,11 @@ def snapshot(folder: Path) -> dict[str, str]:
     return state
 
 
-def refused(capsys, folder: Path, *argv, fragments=()) -> str:
+def refused(capsys, folder: Path, *argv, fragments=(), exit_code: int = 2) -> str:
     """Run ``finplan ARGV``; assert one line on stderr (holding ``fragments``), exit 2, no
     traceback, and ``folder`` exactly as before (nothing written, nothing deleted)."""
     before = snapshot(folder)
     code, out, err = cli(capsys, *argv)
-    line = assert_bad_input(code, out, err, *fragments)
+    line = assert_bad_input(code, out, err, *fragments, exit_code=exit_code)
     assert snapshot(folder) == before, "a refused command changed files"
     return line

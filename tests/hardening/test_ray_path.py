@@ -49,7 +49,8 @@ def test_a_taken_port_is_named_before_ray_starts(capsys, world_copy, not_started
 
         with pytest.raises(Exception) as error:
             cluster.check_port_free("127.0.0.1", port)
-        assert "taken by another process" in str(error.value) and error.value.field == "--port"
+        assert "taken by another process" in str(error.value) and str(error.value).startswith("--port")
+        assert error.value.exit_code == 1  # the machine's state, not the user's files
 
 
 def test_serve_with_a_taken_port_is_one_line_without_ray(capsys, world_copy, monkeypatch):
@@ -61,7 +62,7 @@ def test_serve_with_a_taken_port_is_one_line_without_ray(capsys, world_copy, mon
         taken.listen()
         port = taken.getsockname()[1]
         refused(capsys, world_copy, "serve", world_copy / "deploy", "--port", port,
-                fragments=["--port", f"port {port} on 127.0.0.1 is taken"])
+                fragments=["--port", f"port {port} on 127.0.0.1 is taken"], exit_code=1)
 
 
 @pytest.mark.parametrize("argv", [["serve", "{deploy}"], ["serve", "{deploy}", "--dry-run"],

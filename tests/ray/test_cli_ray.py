@@ -27,7 +27,7 @@ def test_serve_dry_run_describes_the_application(ray_deployments, capsys):
 def test_serve_without_ray_says_to_install_the_extra(ray_deployments, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
-    assert main(["serve", str(ray_deployments["three-dynamic"])]) == 2
+    assert main(["serve", str(ray_deployments["three-dynamic"])]) == 1  # a missing package is the machine's fault (EnvironmentFault)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "finplan[ray]" in err
 
@@ -38,10 +38,10 @@ def test_bad_replicas_and_unreachable_places_are_one_line(ray_deployments, capsy
     assert main(["serve", str(ray_deployments["three-dynamic"]), "--dry-run", "--replicas", "moon=2"]) == 2
     assert "moon" in capsys.readouterr().err
     port = free_port()
-    assert main(["serve", str(ray_deployments["three-dynamic"]), "--address", f"127.0.0.1:{port}"]) == 2
+    assert main(["serve", str(ray_deployments["three-dynamic"]), "--address", f"127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no Ray head answers" in err
-    assert main(["infer", f"http://127.0.0.1:{port}/tiny", "--data", "embedded"]) == 2
+    assert main(["infer", f"http://127.0.0.1:{port}/tiny", "--data", "embedded"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no finplan service answers" in err
 

@@ -18,7 +18,7 @@ from finplan.deploy.ray_serve.graph import LABEL_KEY, build_graph, parse_replica
 from finplan.deploy.ray_serve.runner import RunCollector, engine_overhead_rows
 from finplan.deploy.ray_serve.wire import (WireError, decode_tensor, decode_tensors, encode_inputs, encode_tensor,
                                          encode_tensors)
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 
 SPEC = TensorSpec("x", ("batch", 1, 8, 8), "float32")
 
@@ -86,7 +86,7 @@ def test_missing_node_names_the_label_to_add(ray_deployments):
 def test_unreachable_address_is_one_line():
     from finplan.deploy.ray_serve.cluster import check_reachable, free_port
 
-    with pytest.raises(FinplanInputError, match="no Ray head answers"):
+    with pytest.raises(EnvironmentFault, match="no Ray head answers"):
         check_reachable(f"127.0.0.1:{free_port()}", timeout_s=1.0)
     with pytest.raises(FinplanInputError, match="HOST:PORT"):
         check_reachable("nonsense")

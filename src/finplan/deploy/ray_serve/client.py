@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from finplan.deploy.ray_serve.wire import NPY_MEDIA_TYPE, NPZ_MEDIA_TYPE, encode_inputs, encode_tensor
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanInputError
 
 
 @dataclass
@@ -105,8 +105,8 @@ def describe(url: str, *, timeout_s: float = 10.0) -> dict:
     try:
         status, doc = connection.request("GET")
     except OSError as exc:
-        raise FinplanInputError(f"no finplan service answers at {url} ({exc.strerror or exc.__class__.__name__}: "
-                                f"{exc}); is `finplan serve` running?", field="URL") from None
+        raise EnvironmentFault(f"URL: no finplan service answers at {url} ({exc.strerror or exc.__class__.__name__}: "
+                               f"{exc})", check="is `finplan serve` running?") from None
     finally:
         connection.close()
     if status != 200 or not ("inputs" in doc or "input" in doc):

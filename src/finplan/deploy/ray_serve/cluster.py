@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from finplan.deploy.ray_serve.graph import AppGraph
-from finplan.errors import FinplanInputError
+from finplan.errors import EnvironmentFault, FinplanError, FinplanInputError
 
 DEFAULT_START_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 5.0
@@ -35,8 +35,8 @@ CONNECT_TIMEOUT_S = 5.0
 LOCAL_SERVE_SHUTDOWN_TIMEOUT_S = 1.0
 
 
-def ray_missing_error() -> FinplanInputError:
-    return FinplanInputError("Ray Serve is not installed; install finplan's [ray] extra: pip install 'finplan[ray]'")
+def ray_missing_error() -> EnvironmentFault:
+    return EnvironmentFault("Ray Serve is not installed", check="install finplan's [ray] extra: pip install 'finplan[ray]'")
 
 
 def require_ray() -> None:
@@ -147,8 +147,8 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host.strip("[]"), int(port)))
         except OSError as exc:
             why = "taken by another process" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise FinplanInputError(f"is {port}; port {port} on {host} is {why}: choose another port, or leave it out "
-                                    "for a free one", field="--port") from None
+            raise EnvironmentFault(f"--port: port {port} on {host} is {why}",
+                                   check="choose another port, or leave --port out for a free one") from None
 
 
 @contextlib.contextmanager
@@ -180,8 +180,8 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except OSError as exc:
-        raise FinplanInputError(f"no Ray head answers at {address} ({exc.strerror or exc.__class__.__name__}); "
-                                "is `ray start --head` running there and the port open?", field="--address") from None
+        raise EnvironmentFault(f"--address: no Ray head answers at {address} ({exc.strerror or exc.__class__.__name__})",
+                               check="is `ray start --head` running there and the port open?") from None
 
 
 def missing_plan_nodes(graph: AppGraph, ray_nodes: list[dict]) -> list[str]:
@@ -189,9 +189,9 @@ def missing_plan_nodes(graph: AppGraph, ray_nodes: list[dict]) -> list[str]:
     return [node for node in graph.plan_nodes if not any(graph.placement.carried_by(r, node) for r in alive)]
 
 
-def missing_nodes_error(graph: AppGraph, missing: list[str]) -> FinplanInputError:
+def missing_nodes_error(graph: AppGraph, missing: list[str]) -> EnvironmentFault:
     what = "; ".join(f"plan node {node!r}: on its machine run `{graph.placement.how_to_add(node)}`" for node in missing)
-    return FinplanInputError(f"no Ray node carries {', '.join(repr(m) for m in missing)} ({what})", field="--address")
+    return EnvironmentFault(f"--address: no Ray node carries {', '.join(repr(m) for m in missing)}", check=what)
 
 
 class LocalCluster:
@@ -406,12 +406,11 @@ def _with_deadline(function, timeout_s: float, message: str, *, field: str, fail
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
-        raise FinplanInputError(message, field=field)
+        raise EnvironmentFault(f"{field}: {message}")
     if "error" in box:
         error = box["error"]
-        if isinstance(error, FinplanInputError):
+        if isinstance(error, FinplanError):
             raise error
         text = str(error).strip().splitlines()
-        raise FinplanInputError(f"{failure}: {error.__class__.__name__}{': ' + text[0] if text else ''}",
-                                field=field) from None
+        raise EnvironmentFault(f"{field}: {failure}: {error.__class__.__name__}{': ' + text[0] if text else ''}") from None
     return box.get("value")
