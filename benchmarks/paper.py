@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 from common import (  # noqa: E402
-    MODELS, REFERENCE, md_table, one_app, paper_card, paper_network, paper_sweep_points, pct, sig, write_csv,
+    MODELS, REFERENCE, md_table, one_app, paper_card, paper_network, paper_sweep_points, pct, write_csv,
     write_text,
 )
 

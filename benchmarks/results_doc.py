@@ -213,8 +213,6 @@ def render(out: Path = DEFAULT_OUT, doc: Path = DOC) -> Path | None:
     add("### The paper's claims beside finplan's measurements\n")
     add(md_table(["paper (INFOCOM 2024 / ToN 2025)", "finplan, measured", "verdict"], rows, "lll"))
     add("")
-    g3 = g.get(("b-alexnet", 3), {}).get("solve_ms_per_point")
-    g1000 = g.get(("b-alexnet", 1000), {}).get("solve_ms_per_point")
     add("Notes:\n")
     add(f"1. The mean depends on which sweep points are averaged. On B-AlexNet, the model the paper's MCP "
         f"numbers are given for, FIN saves {_pct(alex['mean'])} on average. On B-LeNet and B-ResNet, MCP stops "
