@@ -37,7 +37,7 @@ from finplan.deploy.deployment import load_deployment
 from finplan.deploy.executor import Measurements, emulate_delay
 from finplan.deploy.ray_serve.core import link_delay_s
 from finplan.deploy.ray_serve.graph import build_graph
-from finplan.deploy.ray_serve.runner import RunCollector
+from finplan.deploy.ray_serve.runner import RunCollector, checked_inputs
 from finplan.deploy.ray_serve.wire import answer_from_result, encode_tensors, hop_record
 from finplan.errors import FinplanInputError
 
@@ -301,13 +301,8 @@ def run_compiled(folder: str | Path, x, labels: np.ndarray | None = None, *, bat
     if inflight < 1:
         raise FinplanInputError(f"is {inflight}; expected an integer >= 1", field="inflight")
     deployment = load_deployment(folder)
+    x = checked_inputs(deployment, x)
     specs = deployment.input_specs
-    x = x if isinstance(x, dict) else {specs[0].name: x}
-    for spec in specs:
-        if spec.name not in x:
-            raise FinplanInputError(f"input {spec.name!r} is missing (the model takes {', '.join(s.name for s in specs)})",
-                                    field="input")
-        spec.check(x[spec.name][:1], field="input")
     if chain is None:
         with compiled_chain(folder, threads=threads, emulate_links=emulate_links, inflight=inflight,
                             address=address) as own:

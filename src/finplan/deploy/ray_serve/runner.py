@@ -119,6 +119,20 @@ def engine_overhead_rows(engine_overhead_s: dict[str, float]) -> list[dict]:
     return list(rows.values())
 
 
+
+def checked_inputs(deployment, x) -> dict:
+    """``x`` (one array, or arrays by graph input name) as arrays by name, each checked against
+    the deployment's input specs on its first sample: one line naming a missing or wrong input."""
+    specs = deployment.input_specs
+    x = x if isinstance(x, dict) else {specs[0].name: x}
+    for spec in specs:
+        if spec.name not in x:
+            raise FinplanInputError(f"input {spec.name!r} is missing (the model takes {', '.join(s.name for s in specs)})",
+                                    field="input")
+        spec.check(x[spec.name][:1], field="input")
+    return x
+
+
 def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch_size: int = 1,
                emulate_links: bool = False, threads: int | None = None,
                progress: Callable[[str, int, int], None] | None = None, address: str | None = None,
@@ -134,13 +148,8 @@ def run_on_ray(folder: str | Path, x, labels: np.ndarray | None = None, *, batch
     if concurrency < 1:
         raise FinplanInputError(f"is {concurrency}; expected an integer >= 1", field="--concurrency")
     deployment = load_deployment(folder)
+    x = checked_inputs(deployment, x)
     specs = deployment.input_specs
-    x = x if isinstance(x, dict) else {specs[0].name: x}
-    for spec in specs:
-        if spec.name not in x:
-            raise FinplanInputError(f"input {spec.name!r} is missing (the model takes {', '.join(s.name for s in specs)})",
-                                    field="input")
-        spec.check(x[spec.name][:1], field="input")
     if session is None:
         from finplan.deploy.ray_serve.cluster import ServeSession
 
