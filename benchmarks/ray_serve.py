@@ -1,6 +1,6 @@
 """Serving on Ray: finplan serve, a hand-written Ray Serve chain, and run --engine ray-compiled.
 
-    PYTHONPATH=src python benchmarks/ray_serve.py [--requests 200] [--rounds 3] [--out benchmarks/results]
+    .venv/bin/python benchmarks/ray_serve.py [--requests 200] [--rounds 3] [--out benchmarks/results]
 
 One 3-node deployment (device -> edge -> cloud, no early exit, so every input makes both hops)
 of a 3-block branchy conv net (tests/onnx_builders.py: 16 channels, 32x32 input, 16 KiB per
@@ -342,7 +342,7 @@ def summarise(rows, local, serve_hops, compiled_hops, serve_mode, args, *, load,
         table_rows.append(cells)
     headers = ["engine"] + [f"c={c} (req/s)" for c in CONCURRENCY] + [
         "p50 latency c=1 (ms)", "per hop, derived (ms)", "per hop, measured p50 (ms)"]
-    command = (f"PYTHONPATH=src python benchmarks/ray_serve.py --requests {args.requests} --rounds {args.rounds}")
+    command = (f".venv/bin/python benchmarks/ray_serve.py --requests {args.requests} --rounds {args.rounds}")
     md = ["# Serving on Ray: measured results", "",
           f"Command: `{command}`. {conditions}.", "",
           "Deployment: device -> edge -> cloud on one machine (one local Ray node per plan node), a 3-block "
